@@ -1,0 +1,6 @@
+"""Accounts: login, logout, team management, own profile."""
+from flask import Blueprint
+
+bp = Blueprint("auth", __name__)
+
+from . import views  # noqa: E402,F401

@@ -1,0 +1,150 @@
+"""Configuration from the environment (a ``.env`` file is read too).
+
+Values are parsed strictly: a malformed number or boolean stops start-up with a message that
+names the variable, instead of silently falling back to a default.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dotenv import load_dotenv
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTANCE_DIR = ROOT / "instance"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class ConfigError(RuntimeError):
+    """A configuration variable has a value the app cannot use."""
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    """Return the variable's value, or ``default`` when it is unset or empty."""
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """Parse a boolean variable (1/0, true/false, yes/no, on/off); raise on anything else."""
+    value = env_str(name)
+    if value is None:
+        return default
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be one of 1/0, true/false, yes/no, on/off (got {value!r})")
+
+
+def env_int(name: str, default: int, minimum: int | None = None) -> int:
+    """Parse an integer variable; raise naming the variable when it is not one."""
+    value = env_str(name)
+    if value is None:
+        return default
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number (got {value!r})") from None
+    if minimum is not None and number < minimum:
+        raise ConfigError(f"{name} must be at least {minimum} (got {number})")
+    return number
+
+
+def normalise_database_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL URLs written the usual way."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _secret_key() -> str:
+    """Return MILO_SECRET_KEY, or a random key kept in instance/ so sessions survive restarts."""
+    key = env_str("MILO_SECRET_KEY")
+    if key:
+        return key
+    INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+    path = INSTANCE_DIR / "secret_key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def _public_base_url() -> str:
+    url = env_str("MILO_PUBLIC_BASE_URL", "http://127.0.0.1:5000").rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(
+            f"MILO_PUBLIC_BASE_URL must be an origin such as https://jobs.example.com (got {url!r})"
+        )
+    return url
+
+
+class Config:
+    """Settings read from the environment when the app is created."""
+
+    def __init__(self) -> None:
+        load_dotenv(ROOT / ".env", override=False)
+        self.SECRET_KEY = _secret_key()
+        self.SQLALCHEMY_DATABASE_URI = normalise_database_url(
+            env_str("MILO_DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'milo.sqlite3'}")
+        )
+        self.MILO_PUBLIC_BASE_URL = _public_base_url()
+        self.MILO_SCHEDULER = env_bool("MILO_SCHEDULER", True)
+        self.MILO_TRUSTED_PROXIES = env_int("MILO_TRUSTED_PROXIES", 0, minimum=0)
+        self.MAX_CONTENT_LENGTH = env_int("MILO_MAX_UPLOAD_MB", 16, minimum=1) * 1024 * 1024
+
+        cookie_secure = env_bool("MILO_COOKIE_SECURE", False)
+        self.SESSION_COOKIE_SECURE = cookie_secure
+        self.REMEMBER_COOKIE_SECURE = cookie_secure
+        self.SESSION_COOKIE_HTTPONLY = True
+        self.REMEMBER_COOKIE_HTTPONLY = True
+        self.SESSION_COOKIE_SAMESITE = "Lax"
+        self.REMEMBER_COOKIE_SAMESITE = "Lax"
+        self.SESSION_COOKIE_NAME = "milo_session"
+
+        # Login throttling: failures counted in the database over a sliding window.
+        self.MILO_LOGIN_WINDOW_MINUTES = env_int("MILO_LOGIN_WINDOW_MINUTES", 15, minimum=1)
+        self.MILO_LOGIN_MAX_PER_ACCOUNT = env_int("MILO_LOGIN_MAX_PER_ACCOUNT", 5, minimum=1)
+        self.MILO_LOGIN_MAX_PER_ADDRESS = env_int("MILO_LOGIN_MAX_PER_ADDRESS", 20, minimum=1)
+
+        # Flask-Mail (used by the messaging area).
+        self.MAIL_SERVER = env_str("MAIL_SERVER", "localhost")
+        self.MAIL_PORT = env_int("MAIL_PORT", 25, minimum=1)
+        self.MAIL_USE_TLS = env_bool("MAIL_USE_TLS", False)
+        self.MAIL_USE_SSL = env_bool("MAIL_USE_SSL", False)
+        self.MAIL_USERNAME = env_str("MAIL_USERNAME")
+        self.MAIL_PASSWORD = env_str("MAIL_PASSWORD")
+        self.MAIL_DEFAULT_SENDER = env_str("MAIL_DEFAULT_SENDER")
+        self.MILO_SMS_BACKEND = env_str("MILO_SMS_BACKEND", "console")
+        if self.MILO_SMS_BACKEND not in ("console", "twilio"):
+            raise ConfigError(
+                f"MILO_SMS_BACKEND must be 'console' or 'twilio' (got {self.MILO_SMS_BACKEND!r})"
+            )
+
+        self.WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session
+        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+
+
+class TestConfig(Config):
+    """Configuration for the test suite: its own database, no scheduler, fast hashing."""
+
+    TESTING = True
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, database_url: str | None = None) -> None:
+        super().__init__()
+        self.TESTING = True
+        self.SECRET_KEY = "test-secret-key"
+        self.MILO_SCHEDULER = False
+        self.MILO_PUBLIC_BASE_URL = "https://jobs.example.test"
+        if database_url:
+            self.SQLALCHEMY_DATABASE_URI = normalise_database_url(database_url)

@@ -1,0 +1,478 @@
+"""The data model of the whole domain (see DESIGN.md, "Data").
+
+All datetimes are aware UTC in Python and stored as UTC; local-time rules convert with
+``zoneinfo`` at the edges.
+"""
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+from typing import Optional
+
+from flask_login import UserMixin
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .extensions import db
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores aware datetimes as naive UTC and gives them back aware (UTC)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column; pass an aware datetime")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc)
+
+
+def new_token() -> str:
+    """Return an unguessable URL-safe token (192 bits from ``secrets``)."""
+    return secrets.token_urlsafe(24)
+
+
+def _utcnow() -> datetime:
+    # Column defaults only; rules take ``now`` explicitly.
+    from .clock import now
+
+    return now()
+
+
+# --- vocabularies -------------------------------------------------------------------------
+
+ROLE_LEVELS = ("entry", "professional", "senior")
+CHANNELS = ("email", "sms", "whatsapp", "link")
+SOURCES = ("manual", "bulk", "share_link", "api", "ats", "indeed")
+DEVICE_CLASSES = ("mobile", "tablet", "desktop")
+
+
+class Stage:
+    """Candidate stages; the forward order is the funnel, terminal ones end it."""
+
+    ADDED = "added"
+    INVITED = "invited"
+    OPENED = "opened"
+    CLICKED = "clicked"
+    STARTED = "started"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+    OPTED_OUT = "opted_out"
+
+    FUNNEL = (ADDED, INVITED, OPENED, CLICKED, STARTED, COMPLETED)
+    TERMINAL = (COMPLETED, EXPIRED, OPTED_OUT)
+    ALL = FUNNEL + (EXPIRED, OPTED_OUT)
+
+
+class EventType:
+    """Types of the append-only ``Event`` log."""
+
+    ALL = (
+        "added", "invited", "delivered", "opened", "clicked", "started", "answered",
+        "completed", "reminded", "nudged", "bounced", "failed", "opted_out", "opted_in",
+        "expired", "deadline_extended", "erased",
+    )
+
+
+class MessageStatus:
+    """Outbox statuses."""
+
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SUPPRESSED = "suppressed"
+    IN_DOUBT = "in_doubt"
+    ALL = (SCHEDULED, SENDING, SENT, FAILED, CANCELLED, SUPPRESSED, IN_DOUBT)
+
+
+def _in(column: str, values) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+# --- accounts -----------------------------------------------------------------------------
+
+class User(UserMixin, db.Model):
+    """A recruiter or admin who logs into the app."""
+
+    __tablename__ = "user"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(120))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # Rotated on password change or deactivation: the session cookie carries it, so every
+    # other session of this user ends on its next request.
+    session_token: Mapped[str] = mapped_column(String(64), unique=True, default=new_token)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow)
+
+    def set_password(self, password: str) -> None:
+        """Hash with Werkzeug's scrypt and start a new session generation."""
+        self.password_hash = generate_password_hash(password, method="scrypt")
+        self.session_token = new_token()
+
+    def check_password(self, password: str) -> bool:
+        """Return whether ``password`` matches the stored hash."""
+        return check_password_hash(self.password_hash, password)
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login reads this
+        return bool(self.active)
+
+    def get_id(self) -> str:
+        """Flask-Login's id is the session token, so rotating it logs other sessions out."""
+        return self.session_token
+
+
+class LoginAttempt(db.Model):
+    """One login attempt, kept so every worker process shares the throttling count."""
+
+    __tablename__ = "login_attempt"
+    __table_args__ = (
+        Index("ix_login_attempt_email_at", "email", "at"),
+        Index("ix_login_attempt_address_at", "address", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    email: Mapped[str] = mapped_column(String(254))
+    address: Mapped[str] = mapped_column(String(64))
+    success: Mapped[bool] = mapped_column(Boolean)
+
+
+# --- interview agents ---------------------------------------------------------------------
+
+class Agent(db.Model):
+    """One interview setup for one role ("interview agent" in the UI)."""
+
+    __tablename__ = "agent"
+    __table_args__ = (
+        CheckConstraint(_in("role_level", ROLE_LEVELS), name="role_level"),
+        CheckConstraint(_in("default_channel", CHANNELS), name="default_channel"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    company: Mapped[str] = mapped_column(String(200))
+    role_level: Mapped[str] = mapped_column(String(20), default="professional")
+    description: Mapped[str] = mapped_column(Text, default="")
+    duration_minutes: Mapped[int] = mapped_column(Integer, default=20)
+    deadline_days: Mapped[int] = mapped_column(Integer, default=7)
+    default_channel: Mapped[str] = mapped_column(String(20), default="email")
+    external_url: Mapped[Optional[str]] = mapped_column(String(2000))
+    owner_id: Mapped[Optional[int]] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    share_token: Mapped[str] = mapped_column(String(64), unique=True, default=new_token)
+    share_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    archived_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow, onupdate=_utcnow)
+
+    owner: Mapped[Optional[User]] = relationship()
+    questions: Mapped[list["Question"]] = relationship(
+        back_populates="agent", order_by="Question.position", cascade="all, delete-orphan"
+    )
+
+    @property
+    def share_open(self) -> bool:
+        """Whether the share link currently admits new candidates."""
+        return self.share_enabled and self.archived_at is None
+
+
+class Question(db.Model):
+    """One question of an agent's interview, in order."""
+
+    __tablename__ = "question"
+    __table_args__ = (Index("ix_question_agent_position", "agent_id", "position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agent.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+
+    agent: Mapped[Agent] = relationship(back_populates="questions")
+
+
+# --- candidates ---------------------------------------------------------------------------
+
+class Candidate(db.Model):
+    """One person invited to one agent, reachable through a unique link."""
+
+    __tablename__ = "candidate"
+    __table_args__ = (
+        UniqueConstraint("agent_id", "email"),
+        CheckConstraint(_in("stage", Stage.ALL), name="stage"),
+        CheckConstraint(_in("source", SOURCES), name="source"),
+        Index("ix_candidate_agent_stage", "agent_id", "stage"),
+        Index("ix_candidate_stage_deadline", "stage", "deadline_at"),
+        Index("ix_candidate_created_at", "created_at"),
+        Index("ix_candidate_last_activity_at", "last_activity_at"),
+        Index("ix_candidate_email", "email"),
+        Index("ix_candidate_phone", "phone"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agent.id", ondelete="CASCADE"))
+    name: Mapped[Optional[str]] = mapped_column(String(200))
+    email: Mapped[Optional[str]] = mapped_column(String(254))
+    phone: Mapped[Optional[str]] = mapped_column(String(20))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    source: Mapped[str] = mapped_column(String(20), default="manual")
+    source_detail: Mapped[Optional[str]] = mapped_column(String(100))
+    channel: Mapped[str] = mapped_column(String(20), default="email")
+    token: Mapped[str] = mapped_column(String(64), unique=True, default=new_token)
+    stage: Mapped[str] = mapped_column(String(20), default=Stage.ADDED)
+    deadline_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    opted_out_email: Mapped[bool] = mapped_column(Boolean, default=False)
+    opted_out_sms: Mapped[bool] = mapped_column(Boolean, default=False)
+    opted_out_whatsapp: Mapped[bool] = mapped_column(Boolean, default=False)
+    device_class: Mapped[Optional[str]] = mapped_column(String(10))
+    invited_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    clicked_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    started_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    completed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    last_activity_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    erased_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    created_by_id: Mapped[Optional[int]] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow, onupdate=_utcnow)
+
+    agent: Mapped[Agent] = relationship()
+    answers: Mapped[list["Answer"]] = relationship(
+        back_populates="candidate", order_by="Answer.position", cascade="all, delete-orphan"
+    )
+
+
+class Answer(db.Model):
+    """A candidate's answer to one question; the question text is kept as it was asked."""
+
+    __tablename__ = "answer"
+    __table_args__ = (UniqueConstraint("candidate_id", "question_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidate.id", ondelete="CASCADE"))
+    question_id: Mapped[Optional[int]] = mapped_column(ForeignKey("question.id", ondelete="SET NULL"))
+    position: Mapped[int] = mapped_column(Integer)
+    question_text: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    answered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    candidate: Mapped[Candidate] = relationship(back_populates="answers")
+
+
+class Event(db.Model):
+    """Append-only record of what happened to a candidate; the source of truth for metrics."""
+
+    __tablename__ = "event"
+    __table_args__ = (
+        CheckConstraint(_in("type", EventType.ALL), name="type"),
+        Index("ix_event_candidate_at", "candidate_id", "at"),
+        Index("ix_event_agent_type_at", "agent_id", "type", "at"),
+        Index("ix_event_type_at", "type", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidate.id", ondelete="CASCADE"))
+    # Copied from the candidate so metrics by agent need no join.
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agent.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(20))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    channel: Mapped[Optional[str]] = mapped_column(String(20))
+    message_id: Mapped[Optional[int]] = mapped_column(ForeignKey("message.id", ondelete="SET NULL"))
+    device_class: Mapped[Optional[str]] = mapped_column(String(10))
+    detail: Mapped[Optional[str]] = mapped_column(String(500))
+    actor_id: Mapped[Optional[int]] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+
+
+# --- messaging ----------------------------------------------------------------------------
+
+class Template(db.Model):
+    """An editable message template for one kind and channel; one row per A/B variant."""
+
+    __tablename__ = "template"
+    __table_args__ = (UniqueConstraint("kind", "channel", "variant"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    channel: Mapped[str] = mapped_column(String(20))
+    variant: Mapped[str] = mapped_column(String(20), default="A")
+    weight: Mapped[int] = mapped_column(Integer, default=1)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow)
+
+    versions: Mapped[list["TemplateVersion"]] = relationship(
+        back_populates="template", order_by="TemplateVersion.number", cascade="all, delete-orphan"
+    )
+
+
+class TemplateVersion(db.Model):
+    """One saved version of a template; versions are kept so any can be restored."""
+
+    __tablename__ = "template_version"
+    __table_args__ = (UniqueConstraint("template_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    template_id: Mapped[int] = mapped_column(ForeignKey("template.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    subject: Mapped[Optional[str]] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text)
+    created_by_id: Mapped[Optional[int]] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow)
+
+    template: Mapped[Template] = relationship(back_populates="versions")
+
+
+class Message(db.Model):
+    """One outgoing message in the outbox. (candidate, kind, step) is unique by constraint."""
+
+    __tablename__ = "message"
+    __table_args__ = (
+        UniqueConstraint("candidate_id", "kind", "step"),
+        CheckConstraint(_in("status", MessageStatus.ALL), name="status"),
+        Index("ix_message_status_scheduled_for", "status", "scheduled_for"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidate.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))
+    step: Mapped[int] = mapped_column(Integer, default=1)
+    channel: Mapped[str] = mapped_column(String(20))
+    manual: Mapped[bool] = mapped_column(Boolean, default=False)
+    template_version_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("template_version.id", ondelete="SET NULL")
+    )
+    variant: Mapped[Optional[str]] = mapped_column(String(20))
+    subject: Mapped[Optional[str]] = mapped_column(String(300))
+    body: Mapped[Optional[str]] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default=MessageStatus.SCHEDULED)
+    rule: Mapped[Optional[str]] = mapped_column(String(200))
+    scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[Optional[str]] = mapped_column(String(1000))
+    provider_id: Mapped[Optional[str]] = mapped_column(String(200))
+    lease_until: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    sent_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    created_by_id: Mapped[Optional[int]] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow)
+
+    candidate: Mapped[Candidate] = relationship()
+
+
+# --- team settings ------------------------------------------------------------------------
+
+class Settings(db.Model):
+    """Team-wide settings; a single row with id 1."""
+
+    __tablename__ = "settings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_name: Mapped[str] = mapped_column(String(200), default="")
+    sender_name: Mapped[str] = mapped_column(String(200), default="")
+    sender_email: Mapped[Optional[str]] = mapped_column(String(254))
+    reply_to: Mapped[Optional[str]] = mapped_column(String(254))
+    support_email: Mapped[Optional[str]] = mapped_column(String(254))
+    support_phone: Mapped[Optional[str]] = mapped_column(String(40))
+    default_timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    default_country: Mapped[str] = mapped_column(String(2), default="US")
+    # Send window, candidate-local, as minutes after midnight.
+    window_start_minute: Mapped[int] = mapped_column(Integer, default=9 * 60)
+    window_end_minute: Mapped[int] = mapped_column(Integer, default=18 * 60)
+    # ISO weekdays 1=Monday .. 7=Sunday, comma separated.
+    send_days: Mapped[str] = mapped_column(String(20), default="1,2,3,4,5")
+    initial_send_days: Mapped[str] = mapped_column(String(20), default="1,2,3,4")
+    reminder_offsets_hours: Mapped[str] = mapped_column(String(50), default="24,48")
+    nudge_lead_hours: Mapped[int] = mapped_column(Integer, default=24)
+    final_nudge_lead_hours: Mapped[Optional[int]] = mapped_column(Integer, default=2)
+    followup_cap: Mapped[int] = mapped_column(Integer, default=3)
+    min_spacing_auto_hours: Mapped[int] = mapped_column(Integer, default=20)
+    min_spacing_manual_hours: Mapped[int] = mapped_column(Integer, default=1)
+
+
+# --- ingestion and API --------------------------------------------------------------------
+
+class ImportBatch(db.Model):
+    """One bulk upload of candidate files and its per-row outcome."""
+
+    __tablename__ = "import_batch"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agent.id", ondelete="CASCADE"))
+    created_by_id: Mapped[Optional[int]] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    filenames: Mapped[str] = mapped_column(Text, default="")
+    total_rows: Mapped[int] = mapped_column(Integer, default=0)
+    created_count: Mapped[int] = mapped_column(Integer, default=0)
+    duplicate_count: Mapped[int] = mapped_column(Integer, default=0)
+    error_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow)
+    finished_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+    rows: Mapped[list["ImportRow"]] = relationship(
+        back_populates="batch", order_by="ImportRow.id", cascade="all, delete-orphan"
+    )
+
+
+class ImportRow(db.Model):
+    """The outcome of one row of an import: created, duplicate or error with the reason."""
+
+    __tablename__ = "import_row"
+    __table_args__ = (Index("ix_import_row_batch_id", "batch_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("import_batch.id", ondelete="CASCADE"))
+    filename: Mapped[str] = mapped_column(String(255))
+    row_number: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[Optional[str]] = mapped_column(String(500))
+    candidate_id: Mapped[Optional[int]] = mapped_column(ForeignKey("candidate.id", ondelete="SET NULL"))
+
+    batch: Mapped[ImportBatch] = relationship(back_populates="rows")
+
+
+class ApiKey(db.Model):
+    """A named, revocable key for the JSON API; only its hash is stored."""
+
+    __tablename__ = "api_key"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(12), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(128))
+    created_by_id: Mapped[Optional[int]] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow)
+    last_used_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+
+class WebhookReceipt(db.Model):
+    """An inbound webhook event id already processed, so a replay is ignored."""
+
+    __tablename__ = "webhook_receipt"
+    __table_args__ = (UniqueConstraint("source", "event_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(40))
+    event_id: Mapped[str] = mapped_column(String(200))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,21 @@
+"""Admin pages whose areas are not built yet; each says so plainly."""
+from flask import Blueprint, render_template
+
+bp = Blueprint("pages", __name__)
+
+COMING = {
+    "candidates": ("Candidates", "Adding candidates and following their progress"),
+    "templates": ("Templates", "Editing the invite, reminder and nudge messages"),
+    "metrics": ("Metrics", "The funnel from invited to completed, with red flags"),
+    "outbox": ("Outbox", "Every message sent or scheduled, with its status"),
+    "settings": ("Settings", "Send window, follow-up rules and sender identity"),
+}
+
+
+def _coming(area: str):
+    title, what = COMING[area]
+    return render_template("pages/coming.html", title=title, what=what)
+
+
+for _area in COMING:
+    bp.add_url_rule(f"/{_area}", _area, lambda _a=_area: _coming(_a))

@@ -1,0 +1,105 @@
+// Milo Portal admin behaviour. No inline scripts anywhere (the CSP forbids them): every
+// behaviour hangs off data-* attributes through delegated listeners, so it also works on
+// fragments that htmx swaps in later.
+(function () {
+  "use strict";
+
+  var isMac = /Mac|iPhone|iPad/.test(navigator.platform || "");
+
+  // Legacy path for plain-http intranet hosts, where navigator.clipboard does not exist
+  // (it is only exposed in secure contexts): select the text and ask for a copy.
+  function legacyCopy(input) {
+    input.focus();
+    input.select();
+    try { input.setSelectionRange(0, input.value.length); } catch (e) { /* not a text input */ }
+    var ok = false;
+    try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+    return ok ? "copied" : "selected";
+  }
+
+  function copyFrom(input) {
+    if (window.isSecureContext && navigator.clipboard && navigator.clipboard.writeText) {
+      return navigator.clipboard.writeText(input.value).then(
+        function () { return "copied"; },
+        function () { return legacyCopy(input); }
+      );
+    }
+    return Promise.resolve(legacyCopy(input));
+  }
+
+  function showFeedback(button, input, outcome) {
+    var feedback = document.querySelector('[data-copy-feedback-for="' + input.id + '"]');
+    var original = button.getAttribute("data-label") || button.textContent;
+    button.setAttribute("data-label", original);
+    if (outcome === "copied") {
+      button.textContent = "Copied";
+      button.classList.add("copied");
+      if (feedback) { feedback.textContent = "Copied to the clipboard."; }
+      window.setTimeout(function () {
+        button.textContent = original;
+        button.classList.remove("copied");
+        if (feedback) { feedback.textContent = ""; }
+      }, 2500);
+    } else {
+      // Leave the link selected so one key press copies it.
+      input.focus();
+      input.select();
+      if (feedback) {
+        feedback.textContent = "The link is selected: press " + (isMac ? "⌘C" : "Ctrl+C") + " to copy it.";
+      }
+    }
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-copy-target]");
+    if (button) {
+      var input = document.getElementById(button.getAttribute("data-copy-target"));
+      if (!input) { return; }
+      event.preventDefault();
+      copyFrom(input).then(function (outcome) { showFeedback(button, input, outcome); });
+      return;
+    }
+    var closer = event.target.closest("[data-close-panel]");
+    if (closer) {
+      var panel = document.getElementById(closer.getAttribute("data-close-panel"));
+      if (panel) {
+        event.preventDefault();
+        panel.innerHTML = "";
+        var opener = document.getElementById("share-button");
+        if (opener) { opener.focus(); }
+      }
+    }
+  });
+
+  // Clicking into a copy box selects the whole link.
+  document.addEventListener("focusin", function (event) {
+    if (event.target.classList && event.target.classList.contains("copy-input")) {
+      event.target.select();
+    }
+  });
+
+  // Confirmation for plain (non-htmx) forms; htmx forms use hx-confirm.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    var question = form.getAttribute && form.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) {
+      event.preventDefault();
+    }
+  });
+
+  // New agent form: suggest SMS for entry-level roles and e-mail otherwise, until the
+  // recruiter picks a channel themselves.
+  document.addEventListener("change", function (event) {
+    var target = event.target;
+    if (target.id === "default_channel") {
+      target.setAttribute("data-touched", "1");
+    }
+    var channelId = target.getAttribute && target.getAttribute("data-suggest-channel");
+    if (channelId) {
+      var channel = document.getElementById(channelId);
+      if (channel && !channel.getAttribute("data-touched")) {
+        channel.value = target.value === "entry" ? "sms" : "email";
+      }
+    }
+  });
+})();
