@@ -5,17 +5,19 @@ from flask_wtf import FlaskForm
 from wtforms import IntegerField, SelectField, StringField, TextAreaField, URLField
 from wtforms.validators import URL, DataRequired, Length, NumberRange, Optional
 
-ROLE_LEVEL_CHOICES = [
+from ..forms_common import choices
+
+ROLE_LEVEL_CHOICES = choices([
     ("entry", "Entry level / shift work"),
     ("professional", "Professional"),
     ("senior", "Senior"),
-]
-CHANNEL_CHOICES = [
+])
+CHANNEL_CHOICES = choices([
     ("email", "E-mail"),
     ("sms", "SMS"),
     ("whatsapp", "WhatsApp"),
     ("link", "I'll send the link myself"),
-]
+])
 
 
 class AgentForm(FlaskForm):
@@ -52,4 +54,4 @@ class NewAgentForm(AgentForm):
 
 
 class QuestionForm(FlaskForm):
-    text = TextAreaField("Question", validators=[DataRequired("Write the question first."), Length(max=1000)])
+    text = TextAreaField("New question", validators=[DataRequired("Write the question first."), Length(max=1000)])

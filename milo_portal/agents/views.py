@@ -12,6 +12,7 @@ from ..auth.forms import EmptyForm
 from ..clock import now
 from ..errors import DomainError
 from ..extensions import db
+from ..forms_common import choices
 from ..models import Agent, Question, User
 from . import bp, services
 from .forms import AgentForm, NewAgentForm, QuestionForm
@@ -35,7 +36,7 @@ def get_question(agent: Agent, question_id: int) -> Question:
 
 def _owner_choices(form: AgentForm) -> None:
     users = db.session.scalars(select(User).where(User.active.is_(True)).order_by(User.name)).all()
-    form.owner_id.choices = [(u.id, u.name) for u in users]
+    form.owner_id.choices = choices((u.id, u.name) for u in users)
 
 
 def _data(form: AgentForm) -> services.AgentData:
@@ -95,8 +96,8 @@ def edit(agent_id: int):
     agent = get_agent(agent_id)
     form = AgentForm(obj=agent)
     _owner_choices(form)
-    if agent.owner_id and agent.owner_id not in dict(form.owner_id.choices):
-        form.owner_id.choices.append((agent.owner_id, agent.owner.name + " (inactive)"))
+    if agent.owner_id and str(agent.owner_id) not in {c.value for c in form.owner_id.choices}:
+        form.owner_id.choices += choices([(agent.owner_id, agent.owner.name + " (inactive)")])
     if form.validate_on_submit():
         try:
             services.update_agent(db.session, agent, _data(form))
@@ -125,7 +126,8 @@ def archive(agent_id: int):
 def _questions_response(agent: Agent, form: QuestionForm | None = None, editing: int | None = None,
                         status: int = 200):
     if request.htmx:
-        return render_template("agents/_questions.html", agent=agent, question_form=form or QuestionForm(),
+        return render_template("agents/_questions.html", agent=agent,
+                               question_form=form or QuestionForm(formdata=None),
                                editing=editing, action_form=EmptyForm()), status
     if form is not None and form.errors:
         for errors in form.errors.values():
@@ -173,7 +175,7 @@ def update_question(agent_id: int, question_id: int):
         else:
             return _questions_response(agent)
     if request.htmx:
-        return render_template("agents/_questions.html", agent=agent, question_form=QuestionForm(),
+        return render_template("agents/_questions.html", agent=agent, question_form=QuestionForm(formdata=None),
                                editing=question.id, edit_form=form, action_form=EmptyForm()), 422
     return _questions_response(agent, form)
 

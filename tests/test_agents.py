@@ -1,0 +1,194 @@
+"""Interview agents: create, edit, archive, inline questions and the Share panel."""
+from __future__ import annotations
+
+from milo_portal.extensions import db
+from milo_portal.models import Agent, Candidate, Question, Stage
+from tests.conftest import make_agent
+
+FORM = {
+    "title": "Barista", "company": "Bean Co", "role_level": "entry", "description": "Coffee.",
+    "duration_minutes": "10", "deadline_days": "5", "default_channel": "sms", "external_url": "",
+}
+
+
+def _form(user, **over):
+    return {**FORM, "owner_id": str(user.id), **over}
+
+
+def test_it_creates_an_agent_with_questions(auth, client, user):
+    response = client.post("/agents/new", _form(user, questions="First?\n\nSecond?\n"))
+    assert response.status_code == 302
+    agent = db.session.query(Agent).one()
+    assert (agent.title, agent.role_level, agent.default_channel, agent.owner_id) == ("Barista", "entry", "sms", user.id)
+    assert [q.text for q in agent.questions] == ["First?", "Second?"]
+    assert len(agent.share_token) >= 22
+
+
+def test_it_shows_field_errors_and_saves_nothing(auth, client, user):
+    body = client.post("/agents/new", _form(user, title="", deadline_days="0", external_url="not a url")).get_data(as_text=True)
+    assert body.count('class="field-error"') == 3
+    assert "This field is required." in body and "Enter a full address" in body
+    assert db.session.query(Agent).count() == 0
+
+
+def test_it_edits_an_agent(auth, client, user):
+    agent = make_agent()
+    response = client.post(f"/agents/{agent.id}/edit", _form(user, title="Head barista", external_url="https://tool.example/x"))
+    assert response.status_code == 302
+    db.session.refresh(agent)
+    assert agent.title == "Head barista" and agent.external_url == "https://tool.example/x"
+
+
+def test_unknown_agent_is_404(auth, client):
+    assert client.get("/agents/999").status_code == 404
+    assert client.post("/agents/999/archive", {"archived": "1"}).status_code == 404
+
+
+def test_archiving_closes_the_share_link_and_moves_the_agent(auth, client):
+    agent = make_agent()
+    client.post(f"/agents/{agent.id}/archive", {"archived": "1"})
+    db.session.refresh(agent)
+    assert agent.archived_at is not None and not agent.share_open
+    assert agent.title not in client.get("/agents").get_data(as_text=True)
+    assert agent.title in client.get("/agents?archived=1").get_data(as_text=True)
+    client.post(f"/agents/{agent.id}/archive", {"archived": "0"})
+    db.session.refresh(agent)
+    assert agent.archived_at is None and agent.share_open
+
+
+def test_list_shows_counts_per_stage(auth, client):
+    agent = make_agent()
+    for i, stage in enumerate([Stage.COMPLETED, Stage.COMPLETED, Stage.STARTED]):
+        db.session.add(Candidate(agent_id=agent.id, email=f"c{i}@x.test", stage=stage))
+    db.session.commit()
+    body = client.get("/agents").get_data(as_text=True)
+    row = body.split(agent.title)[1].split("</tr>")[0]
+    cells = [c.split("</td>")[0].strip() for c in row.split('<td class="num">')[1:]]
+    assert cells == ["0", "0", "0", "1", "2", "0"]
+
+
+# --- questions --------------------------------------------------------------------------
+
+def _texts(agent):
+    db.session.expire_all()
+    return [q.text for q in db.session.get(Agent, agent.id).questions]
+
+
+def test_questions_are_added_edited_moved_and_removed_inline(auth, client):
+    agent = make_agent(questions=("A?", "B?"))
+    r = client.htmx_post(f"/agents/{agent.id}/questions", {"text": "C?"})
+    assert r.status_code == 200 and 'id="questions-editor"' in r.get_data(as_text=True)
+    assert "<html" not in r.get_data(as_text=True)  # a fragment, not the page
+    assert _texts(agent) == ["A?", "B?", "C?"]
+
+    c = db.session.query(Question).filter_by(text="C?").one()
+    client.htmx_post(f"/agents/{agent.id}/questions/{c.id}/move", {"direction": "up"})
+    assert _texts(agent) == ["A?", "C?", "B?"]
+    client.htmx_post(f"/agents/{agent.id}/questions/{c.id}/move", {"direction": "up"})
+    client.htmx_post(f"/agents/{agent.id}/questions/{c.id}/move", {"direction": "up"})  # already first
+    assert _texts(agent) == ["C?", "A?", "B?"]
+
+    r = client.htmx_get(f"/agents/{agent.id}/questions/{c.id}/edit")
+    assert f'name="q{c.id}-text"' in r.get_data(as_text=True)
+    client.htmx_post(f"/agents/{agent.id}/questions/{c.id}", {f"q{c.id}-text": "C, reworded?"})
+    assert _texts(agent) == ["C, reworded?", "A?", "B?"]
+
+    client.htmx_post(f"/agents/{agent.id}/questions/{c.id}/delete")
+    assert _texts(agent) == ["A?", "B?"]
+    assert [q.position for q in db.session.get(Agent, agent.id).questions] == [1, 2]
+
+
+def test_an_empty_question_is_refused_next_to_the_field(auth, client):
+    agent = make_agent(questions=())
+    r = client.htmx_post(f"/agents/{agent.id}/questions", {"text": "   "})
+    assert r.status_code == 422
+    assert "Write the question first." in r.get_data(as_text=True)
+    assert _texts(agent) == []
+
+
+def test_questions_work_without_javascript(auth, client):
+    agent = make_agent(questions=("A?",))
+    r = client.post(f"/agents/{agent.id}/questions", {"text": "B?"})
+    assert r.status_code == 302 and r.headers["Location"].endswith("#questions")
+    assert _texts(agent) == ["A?", "B?"]
+
+
+def test_a_question_of_another_agent_is_404(auth, client):
+    one, two = make_agent("One"), make_agent("Two")
+    q = two.questions[0]
+    assert client.htmx_post(f"/agents/{one.id}/questions/{q.id}/delete").status_code == 404
+
+
+# --- Share --------------------------------------------------------------------------------
+
+def test_share_panel_shows_the_public_link(app, auth, client):
+    agent = make_agent()
+    r = client.htmx_get(f"/agents/{agent.id}/share")
+    body = r.get_data(as_text=True)
+    assert f"https://jobs.example.test/s/{agent.share_token}" in body
+    assert "Copy link" in body and "<html" not in body
+    # Without htmx the same URL is a whole page.
+    assert "<html" in client.get(f"/agents/{agent.id}/share").get_data(as_text=True)
+
+
+def test_share_link_uses_the_public_base_url_not_the_request_host(auth, client):
+    agent = make_agent()
+    body = client.htmx_get(f"/agents/{agent.id}/share", headers={"Host": "evil.example"}).get_data(as_text=True)
+    assert "evil.example" not in body
+
+
+def test_source_tag_builder_makes_a_tagged_link(auth, client):
+    agent = make_agent()
+    body = client.htmx_get(f"/agents/{agent.id}/share/tagged?src=LinkedIn Jobs!").get_data(as_text=True)
+    assert f"/s/{agent.share_token}?src=linkedin-jobs" in body
+
+
+def test_rotating_the_link_changes_the_token(auth, client):
+    agent = make_agent()
+    old = agent.share_token
+    body = client.htmx_post(f"/agents/{agent.id}/share/rotate").get_data(as_text=True)
+    db.session.refresh(agent)
+    assert agent.share_token != old and agent.share_token in body and old not in body
+
+
+def test_turning_the_link_off_and_on(auth, client):
+    agent = make_agent()
+    body = client.htmx_post(f"/agents/{agent.id}/share/enabled", {"enabled": "0"}).get_data(as_text=True)
+    db.session.refresh(agent)
+    assert agent.share_enabled is False and "Turn link on" in body
+    client.htmx_post(f"/agents/{agent.id}/share/enabled", {"enabled": "1"})
+    db.session.refresh(agent)
+    assert agent.share_enabled is True
+
+
+def test_qr_codes_download_as_svg_and_png(auth, client):
+    agent = make_agent()
+    svg = client.get(f"/agents/{agent.id}/share/qr.svg?download=1")
+    assert svg.mimetype == "image/svg+xml" and b"<svg" in svg.data
+    assert "attachment" in svg.headers["Content-Disposition"]
+    png = client.get(f"/agents/{agent.id}/share/qr.png?src=flyer")
+    assert png.mimetype == "image/png" and png.data.startswith(b"\x89PNG")
+    assert client.get(f"/agents/{agent.id}/share/qr.gif").status_code == 404
+
+
+def test_qr_code_encodes_the_exact_link(auth, client):
+    import segno
+
+    agent = make_agent()
+    svg = client.get(f"/agents/{agent.id}/share/qr.svg?src=flyer").data
+    expected = segno.make(f"https://jobs.example.test/s/{agent.share_token}?src=flyer", error="m")
+    assert svg.count(b"<path") >= 1
+    # Same link, same symbol: compare the matrices through a fresh encoding.
+    import io
+    buf = io.BytesIO()
+    expected.save(buf, kind="svg", scale=10, border=4, title=agent.title)
+    assert buf.getvalue().split(b"<path")[1] == svg.split(b"<path")[1]
+
+
+def test_demo_data_creates_a_team_and_agents(runner, app):
+    result = runner.invoke(args=["milo", "demo-data"])
+    assert result.exit_code == 0, result.output
+    assert db.session.query(Agent).count() == 3
+    assert all(a.questions for a in db.session.query(Agent))
+    result = runner.invoke(args=["milo", "demo-data"])  # idempotent
+    assert db.session.query(Agent).count() == 3
