@@ -90,9 +90,11 @@ def _sqlite_on_begin(conn):
 def _register_blueprints(app: Flask) -> None:
     from .agents import bp as agents_bp
     from .auth import bp as auth_bp
+    from .candidates import bp as candidates_bp
     from .pages import bp as pages_bp
+    from .public import bp as public_bp
 
-    for bp in (auth_bp, agents_bp, pages_bp):
+    for bp in (auth_bp, agents_bp, candidates_bp, pages_bp, public_bp):
         app.register_blueprint(bp)
 
     @app.get("/healthz")

@@ -4,7 +4,6 @@ from flask import Blueprint, render_template
 bp = Blueprint("pages", __name__)
 
 COMING = {
-    "candidates": ("Candidates", "Adding candidates and following their progress"),
     "templates": ("Templates", "Editing the invite, reminder and nudge messages"),
     "metrics": ("Metrics", "The funnel from invited to completed, with red flags"),
     "outbox": ("Outbox", "Every message sent or scheduled, with its status"),

@@ -87,6 +87,21 @@
     }
   });
 
+  // Candidates list: one box selects every row on the page.
+  document.addEventListener("change", function (event) {
+    var name = event.target.getAttribute && event.target.getAttribute("data-select-all");
+    if (name) {
+      var form = event.target.closest("form");
+      var boxes = form ? form.querySelectorAll('input[type=checkbox][name="' + name + '"]') : [];
+      for (var i = 0; i < boxes.length; i++) { boxes[i].checked = event.target.checked; }
+    }
+    // Add manually: once the recruiter picks a time zone, the phone number no longer sets it.
+    if (event.target.id === "timezone") {
+      var touched = document.getElementById("timezone_touched");
+      if (touched) { touched.value = "1"; }
+    }
+  });
+
   // New agent form: suggest SMS for entry-level roles and e-mail otherwise, until the
   // recruiter picks a channel themselves.
   document.addEventListener("change", function (event) {

@@ -1,0 +1,6 @@
+"""Candidates: Add Candidates, the list, the candidate page."""
+from flask import Blueprint
+
+bp = Blueprint("candidates", __name__)
+
+from . import views  # noqa: E402,F401

@@ -1,0 +1,227 @@
+"""What happens when a candidate uses their link: clicked, started, answered, completed."""
+from __future__ import annotations
+
+import hmac
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from ua_parser import parse as parse_ua
+
+from ..candidates import services as candidates
+from ..candidates import stages
+from ..errors import DomainError
+from ..models import Agent, Answer, Candidate, Message, Stage
+
+MAX_ANSWER_LENGTH = 5000
+TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+# Someone typing an existing e-mail on the share page gets the link re-sent at most this often.
+RESEND_LINK_EVERY = timedelta(hours=1)
+
+
+def device_class(user_agent: str | None) -> str:
+    """Classify a user agent as mobile, tablet or desktop."""
+    ua = user_agent or ""
+    result = parse_ua(ua)
+    os_family = result.os.family if result.os else ""
+    device = result.device.family if result.device else ""
+    brand = (result.device.brand or "") if result.device else ""
+    if device == "iPad" or "Tablet" in brand or "Tablet" in ua:
+        return "tablet"
+    if os_family == "Android":
+        return "mobile" if "Mobile" in ua else "tablet"
+    if os_family in ("iOS", "Windows Phone", "BlackBerry OS", "KaiOS") or "Mobi" in ua:
+        return "mobile"
+    return "desktop"
+
+
+def find_by_token(session: Session, token: str) -> Candidate | None:
+    """The live candidate with this link token, or None (wrong, rotated and erased alike)."""
+    if not TOKEN_SHAPE.match(token or ""):
+        return None
+    candidate = session.scalar(select(Candidate).where(Candidate.token == token))
+    if candidate is None or candidate.erased_at is not None:
+        return None
+    # The index finds the row; the final comparison does not leak timing.
+    if not hmac.compare_digest(candidate.token.encode(), token.encode()):
+        return None
+    return candidate
+
+
+def find_agent_by_share_token(session: Session, token: str) -> Agent | None:
+    """The agent with this share token, or None."""
+    if not TOKEN_SHAPE.match(token or ""):
+        return None
+    agent = session.scalar(select(Agent).where(Agent.share_token == token))
+    if agent is None or not hmac.compare_digest(agent.share_token.encode(), token.encode()):
+        return None
+    return agent
+
+
+class State:
+    """What the candidate's link should show."""
+
+    CLOSED = "closed"
+    OPTED_OUT = "opted_out"
+    EXPIRED = "expired"
+    DONE = "done"
+    LANDING = "landing"
+    QUESTIONS = "questions"
+    EXTERNAL = "external"
+
+
+def state_of(session: Session, candidate: Candidate, now: datetime) -> str:
+    """Decide what the link shows now; expire the candidate if the deadline has passed."""
+    if candidate.stage == Stage.COMPLETED:
+        return State.DONE
+    if candidate.stage == Stage.OPTED_OUT:
+        return State.OPTED_OUT
+    if candidate.agent.archived_at is not None:
+        return State.CLOSED
+    if candidate.stage == Stage.EXPIRED:
+        return State.EXPIRED
+    if candidate.deadline_at and candidate.deadline_at <= now:
+        stages.move(session, candidate, Stage.EXPIRED, now, detail="deadline passed")
+        return State.EXPIRED
+    if candidate.stage == Stage.STARTED:
+        return State.EXTERNAL if candidate.agent.external_url else State.QUESTIONS
+    return State.LANDING
+
+
+def click(session: Session, candidate: Candidate, now: datetime, user_agent: str | None) -> bool:
+    """Record the first opening of the link (later visits change nothing)."""
+    return stages.move(session, candidate, Stage.CLICKED, now, device_class=device_class(user_agent))
+
+
+def start(session: Session, candidate: Candidate, name: str, email: str, now: datetime,
+          user_agent: str | None = None) -> None:
+    """The candidate confirmed name and e-mail: they have started."""
+    name = (name or "").strip()
+    errors = {}
+    if not name:
+        errors["name"] = "Please enter your name."
+    elif len(name) > 200:
+        errors["name"] = "Please shorten your name to under 200 characters."
+    clean_email = candidate.email
+    if (email or "").strip():
+        try:
+            clean_email = candidates.normalise_email(email)
+        except DomainError as err:
+            errors["email"] = err.message
+    elif not candidate.phone:
+        errors["email"] = "Please enter your e-mail address so we can reach you."
+    if clean_email and clean_email != candidate.email and "email" not in errors:
+        other = candidates.find_existing(session, candidate.agent_id, clean_email, None)
+        if other is not None and other.id != candidate.id:
+            errors["email"] = "This e-mail is already registered for this interview. Use the link sent to it."
+    if errors:
+        raise candidates.ContactErrors(errors)
+    if candidate.stage in (Stage.ADDED, Stage.INVITED, Stage.OPENED):
+        click(session, candidate, now, user_agent)
+    candidate.name = name
+    candidate.email = clean_email
+    stages.move(session, candidate, Stage.STARTED, now)
+
+
+def first_unanswered(candidate: Candidate) -> int | None:
+    """1-based number of the first question without an answer, or None when all are done."""
+    answered = {a.question_id for a in candidate.answers}
+    for i, q in enumerate(candidate.agent.questions, start=1):
+        if q.id not in answered:
+            return i
+    return None
+
+
+def answer(session: Session, candidate: Candidate, number: int, body: str, now: datetime) -> None:
+    """Save (or replace) the answer to question ``number``; write an "answered" event."""
+    questions = candidate.agent.questions
+    if not 1 <= number <= len(questions):
+        raise DomainError("There is no such question.")
+    body = (body or "").strip()
+    if not body:
+        raise DomainError("Please write an answer before you continue.", "answer")
+    if len(body) > MAX_ANSWER_LENGTH:
+        raise DomainError(f"Please keep your answer under {MAX_ANSWER_LENGTH} characters "
+                          f"(it is {len(body)}).", "answer")
+    question = questions[number - 1]
+    existing = next((a for a in candidate.answers if a.question_id == question.id), None)
+    if existing is None:
+        candidate.answers.append(Answer(question_id=question.id, position=number, question_text=question.text,
+                                        body=body, answered_at=now))
+    else:
+        existing.body = body
+        existing.answered_at = now
+    candidate.last_activity_at = now
+    stages.record(session, candidate, "answered", now, detail=f"question {number}")
+
+
+def complete(session: Session, candidate: Candidate, now: datetime) -> bool:
+    """Submit the interview once every question has an answer."""
+    if first_unanswered(candidate) is not None:
+        raise DomainError("Please answer every question before you submit.")
+    return stages.move(session, candidate, Stage.COMPLETED, now)
+
+
+def external_url(candidate: Candidate) -> str:
+    """The external interview address, carrying the candidate's reference."""
+    parts = urlsplit(candidate.agent.external_url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + [("milo_ref", candidate.token)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+@dataclass
+class ShareOutcome:
+    """What the share page did: a new candidate to continue with, or a link re-sent."""
+
+    candidate: Candidate
+    created: bool
+    link_resent: bool = False
+
+
+def join_via_share(session: Session, agent: Agent, name: str, email: str, phone: str, src: str | None,
+                   now: datetime, user_agent: str | None, default_country: str, default_timezone: str) -> ShareOutcome:
+    """Someone used the share link: make them a candidate who has clicked and started.
+
+    If that e-mail is already a candidate of this agent, their interview is NOT opened here
+    (anyone can type anyone's e-mail); their own link is queued to that address instead.
+    """
+    from ..agents.services import clean_source_tag
+
+    if not agent.share_open:
+        raise DomainError("This interview is closed.")
+    channel = "email" if (email or "").strip() or not (phone or "").strip() else "sms"
+    contact = candidates.clean_contact(
+        candidates.ContactData(name=name, email=email, phone=phone, channel=channel),
+        default_country, default_timezone)
+    existing = candidates.find_existing(session, agent.id, contact.email, None if contact.email else contact.phone)
+    if existing is not None:
+        return ShareOutcome(existing, False, _resend_link(session, existing, now))
+    deadline_at = candidates.deadline_from_date(
+        candidates.default_deadline_date(agent, contact.timezone, now), contact.timezone, now)
+    candidate, created = candidates.add_candidate(
+        session, agent, contact, deadline_at, now, source="share_link", source_detail=clean_source_tag(src))
+    if not created:
+        return ShareOutcome(candidate, False, _resend_link(session, candidate, now))
+    click(session, candidate, now, user_agent)
+    stages.move(session, candidate, Stage.STARTED, now)
+    return ShareOutcome(candidate, True)
+
+
+def _resend_link(session: Session, candidate: Candidate, now: datetime) -> bool:
+    """Queue the candidate's own link to their address, at most once an hour."""
+    recent = session.scalar(
+        select(Message.id).where(Message.candidate_id == candidate.id, Message.kind == "link_resend",
+                                 Message.created_at > now - RESEND_LINK_EVERY).limit(1))
+    if recent is not None or candidate.stage in (Stage.COMPLETED, Stage.OPTED_OUT):
+        return recent is not None
+    channel = "email" if candidate.email else candidate.channel
+    try:
+        candidates.queue_message(session, candidate, "link_resend", now, channel=channel, manual=False,
+                                 rule="Share link used again with this address")
+    except DomainError:
+        return False
+    return True

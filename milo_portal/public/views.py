@@ -1,0 +1,210 @@
+"""Candidate pages. A wrong, rotated or erased token is a plain 404 that reveals nothing."""
+from __future__ import annotations
+
+from flask import abort, current_app, redirect, render_template, request, url_for
+
+from ..candidates import services as candidates
+from ..clock import now
+from ..errors import DomainError
+from ..extensions import db
+from ..models import Candidate
+from ..settings.services import get_settings
+from . import bp, services
+from .services import State
+
+
+def get_public_candidate(token: str) -> Candidate:
+    """The candidate behind a link token, or 404 with no hint."""
+    candidate = services.find_by_token(db.session, token)
+    if candidate is None:
+        abort(404)
+    return candidate
+
+
+def _help() -> dict:
+    settings = get_settings(db.session)
+    return {"support_email": settings.support_email, "support_phone": settings.support_phone,
+            "company_name": settings.company_name}
+
+
+def _page(template: str, candidate: Candidate | None = None, status: int = 200, **ctx):
+    return render_template(f"public/{template}", c=candidate, agent=candidate.agent if candidate else ctx.get("agent"),
+                           help=_help(), **ctx), status
+
+
+def _gate(candidate: Candidate):
+    """Render the page for a link that cannot show questions, or None to go on."""
+    state = services.state_of(db.session, candidate, now())
+    db.session.commit()
+    if state == State.DONE:
+        return redirect(url_for("public.done", token=candidate.token))
+    if state == State.EXPIRED:
+        return _page("expired.html", candidate)
+    if state == State.CLOSED:
+        return _page("closed.html", candidate)
+    if state == State.OPTED_OUT:
+        return _page("opted_out.html", candidate)
+    return None
+
+
+@bp.get("/i/<token>")
+def landing(token: str):
+    candidate = get_public_candidate(token)
+    gate = _gate(candidate)
+    if gate is not None:
+        return gate
+    if candidate.stage == "started":
+        return _continue(candidate)
+    services.click(db.session, candidate, now(), request.user_agent.string)
+    db.session.commit()
+    local_deadline = candidate.deadline_at
+    return _page("landing.html", candidate, errors={}, name=candidate.name or "", email=candidate.email or "",
+                 deadline=local_deadline)
+
+
+def _continue(candidate: Candidate):
+    if candidate.agent.external_url:
+        return _page("external.html", candidate, external_url=services.external_url(candidate))
+    number = services.first_unanswered(candidate)
+    if number is None:
+        return redirect(url_for("public.review", token=candidate.token))
+    return redirect(url_for("public.question", token=candidate.token, number=number))
+
+
+@bp.post("/i/<token>/start")
+def start(token: str):
+    candidate = get_public_candidate(token)
+    gate = _gate(candidate)
+    if gate is not None:
+        return gate
+    if candidate.stage != "started":
+        try:
+            services.start(db.session, candidate, request.form.get("name", ""), request.form.get("email", ""),
+                           now(), request.user_agent.string)
+        except candidates.ContactErrors as err:
+            db.session.rollback()
+            return _page("landing.html", candidate, status=422, errors=err.errors,
+                         name=request.form.get("name", ""), email=request.form.get("email", ""),
+                         deadline=candidate.deadline_at)
+        db.session.commit()
+    if candidate.agent.external_url:
+        return redirect(url_for("public.landing", token=candidate.token))
+    return _continue(candidate)
+
+
+def _started(candidate: Candidate):
+    gate = _gate(candidate)
+    if gate is not None:
+        return gate
+    if candidate.stage != "started":
+        return redirect(url_for("public.landing", token=candidate.token))
+    if candidate.agent.external_url:
+        return redirect(url_for("public.landing", token=candidate.token))
+    return None
+
+
+@bp.get("/i/<token>/q/<int:number>")
+def question(token: str, number: int):
+    candidate = get_public_candidate(token)
+    stop = _started(candidate)
+    if stop is not None:
+        return stop
+    questions = candidate.agent.questions
+    if not 1 <= number <= len(questions):
+        return _continue(candidate)
+    current = next((a.body for a in candidate.answers if a.question_id == questions[number - 1].id), "")
+    return _page("question.html", candidate, number=number, total=len(questions), question=questions[number - 1],
+                 answer=current, error=None)
+
+
+@bp.post("/i/<token>/q/<int:number>")
+def save_answer(token: str, number: int):
+    candidate = get_public_candidate(token)
+    stop = _started(candidate)
+    if stop is not None:
+        return stop
+    questions = candidate.agent.questions
+    body = request.form.get("answer", "")
+    try:
+        services.answer(db.session, candidate, number, body, now())
+    except DomainError as err:
+        db.session.rollback()
+        if not 1 <= number <= len(questions):
+            abort(404)
+        return _page("question.html", candidate, status=422, number=number, total=len(questions),
+                     question=questions[number - 1], answer=body, error=err.message)
+    db.session.commit()
+    if request.form.get("then") == "review":
+        return redirect(url_for("public.review", token=candidate.token))
+    return _continue(candidate)
+
+
+@bp.get("/i/<token>/review")
+def review(token: str):
+    candidate = get_public_candidate(token)
+    stop = _started(candidate)
+    if stop is not None:
+        return stop
+    missing = services.first_unanswered(candidate)
+    if missing is not None:
+        return redirect(url_for("public.question", token=candidate.token, number=missing))
+    return _page("review.html", candidate, error=None)
+
+
+@bp.post("/i/<token>/submit")
+def submit(token: str):
+    candidate = get_public_candidate(token)
+    stop = _started(candidate)
+    if stop is not None:
+        return stop
+    try:
+        services.complete(db.session, candidate, now())
+    except DomainError as err:
+        db.session.rollback()
+        return _page("review.html", candidate, status=422, error=err.message)
+    db.session.commit()
+    return redirect(url_for("public.done", token=candidate.token))
+
+
+@bp.get("/i/<token>/done")
+def done(token: str):
+    candidate = get_public_candidate(token)
+    if candidate.stage != "completed":
+        return redirect(url_for("public.landing", token=candidate.token))
+    return _page("done.html", candidate)
+
+
+# --- the share link ---------------------------------------------------------------------
+
+def _share_agent(share_token: str):
+    agent = services.find_agent_by_share_token(db.session, share_token)
+    return agent
+
+
+@bp.route("/s/<share_token>", methods=["GET", "POST"])
+def share(share_token: str):
+    agent = _share_agent(share_token)
+    if agent is None or not agent.share_open:
+        # Unknown, rotated, turned off or archived: the same polite page, nothing revealed.
+        return render_template("public/closed.html", c=None, agent=None, help=_help()), 404
+    src = request.values.get("src", "")
+    form = {"name": request.form.get("name", ""), "email": request.form.get("email", ""),
+            "phone": request.form.get("phone", "")}
+    if request.method == "GET":
+        return _page("share.html", agent=agent, src=src, form=form, errors={})
+    settings = get_settings(db.session)
+    try:
+        outcome = services.join_via_share(
+            db.session, agent, form["name"], form["email"], form["phone"], src, now(),
+            request.user_agent.string, settings.default_country, settings.default_timezone)
+    except candidates.ContactErrors as err:
+        db.session.rollback()
+        return _page("share.html", agent=agent, src=src, form=form, errors=err.errors, status=422)
+    except DomainError:
+        db.session.rollback()
+        return render_template("public/closed.html", c=None, agent=None, help=_help()), 404
+    db.session.commit()
+    if not outcome.created:
+        return _page("share_sent.html", agent=agent, sent=outcome.link_resent,
+                     address=form["email"] or form["phone"])
+    return _continue(outcome.candidate)
