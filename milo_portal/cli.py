@@ -34,10 +34,17 @@ def create_admin(email: str, name: str | None, password_stdin: bool) -> None:
 
 
 @milo_cli.command("demo-data")
+@click.option("--candidates", "count", default=200, show_default=True,
+              help="How many demo candidates to add, spread over every stage, source and channel.")
 @click.option("--seed", default=1, show_default=True, help="Random seed, for repeatable data.")
-def demo_data(seed: int) -> None:
-    """Fill the database with a demo team and interview agents with questions."""
-    from .demo import create_demo_data
+def demo_data(count: int, seed: int) -> None:
+    """Fill the database with a demo team, interview agents and candidates with their events."""
+    import time
 
-    summary = create_demo_data(db.session, seed=seed)
-    click.echo(summary)
+    from .clock import now
+    from .demo import create_demo_candidates, create_demo_data
+
+    click.echo(create_demo_data(db.session, seed=seed))
+    started = time.monotonic()
+    made = create_demo_candidates(db.session, count, seed, now())
+    click.echo(f"{made} demo candidates with their events in {time.monotonic() - started:.1f} s.")

@@ -56,3 +56,119 @@ def create_demo_data(session: Session, seed: int = 1) -> str:
         made += 1
     return (f"Demo team: {', '.join(e for _, e in TEAM)} (password {DEMO_PASSWORD}); "
             f"{made} new interview agent(s).")
+
+
+FIRST = ["Ada", "Grace", "Alan", "Maya", "Sam", "Noor", "Luis", "Mei", "Ivan", "Zara", "Tom", "Priya", "Kofi",
+         "Elena", "Omar", "Hana", "Jonas", "Aisha", "Diego", "Lena"]
+LAST = ["Lovelace", "Hopper", "Turing", "Okafor", "Nguyen", "Silva", "Kowalski", "Haddad", "Tanaka", "Müller",
+        "Patel", "Johansson", "Mensah", "Rossi", "Kim", "Dubois", "Novak", "Ortiz", "Ali", "Berg"]
+ZONES = ["America/New_York", "America/Chicago", "America/Los_Angeles", "Europe/London", "Europe/Berlin",
+         "Asia/Tokyo", "Asia/Kolkata", "Australia/Sydney"]
+# Where candidates stop, roughly as in real funnels.
+STAGE_WEIGHTS = [("added", 3), ("invited", 14), ("opened", 8), ("clicked", 10), ("started", 12),
+                 ("completed", 38), ("expired", 12), ("opted_out", 3)]
+SOURCE_WEIGHTS = [("manual", 20), ("bulk", 25), ("share_link", 30), ("api", 8), ("ats", 12), ("indeed", 5)]
+CHANNEL_WEIGHTS = [("email", 60), ("sms", 25), ("whatsapp", 10), ("link", 5)]
+DEVICE_WEIGHTS = [("mobile", 62), ("desktop", 30), ("tablet", 8)]
+SHARE_SOURCES = ["linkedin", "indeed", "careers-page", "flyer", "referral", None]
+
+
+def _pick(rng: random.Random, weighted):
+    values, weights = zip(*weighted)
+    return rng.choices(values, weights)[0]
+
+
+def create_demo_candidates(session: Session, count: int, seed: int, now) -> int:
+    """Add ``count`` candidates across all stages, sources, channels and devices, with events.
+
+    Written with bulk inserts so 100,000 candidates take seconds, not minutes.
+    """
+    import secrets
+    from datetime import timedelta
+
+    from sqlalchemy import func, text
+
+    from .models import Answer, Candidate, Event
+
+    rng = random.Random(seed)
+    agents = session.scalars(select(Agent).where(Agent.archived_at.is_(None))).all()
+    if not agents or count <= 0:
+        return 0
+    questions = {a.id: list(a.questions) for a in agents}
+    next_id = (session.scalar(select(func.max(Candidate.id))) or 0) + 1
+    order = {s: i for i, s in enumerate(["added", "invited", "opened", "clicked", "started", "completed"])}
+    made = 0
+    batch = 5000
+    while made < count:
+        candidates, events, answers = [], [], []
+        for _ in range(min(batch, count - made)):
+            cid = next_id
+            next_id += 1
+            agent = rng.choice(agents)
+            stage = _pick(rng, STAGE_WEIGHTS)
+            source = _pick(rng, SOURCE_WEIGHTS)
+            channel = _pick(rng, CHANNEL_WEIGHTS)
+            device = _pick(rng, DEVICE_WEIGHTS)
+            zone = rng.choice(ZONES)
+            created = now - timedelta(days=rng.uniform(0, 45))
+            reached = {"expired": rng.choice(["invited", "clicked", "started"]),
+                       "opted_out": rng.choice(["invited", "opened"])}.get(stage, stage)
+            level = order[reached]
+            t = created
+            stamps = {}
+            ev = [("added", created, None, None)]
+            for name, gap in (("invited", 0.2), ("opened", 3), ("clicked", 6), ("started", 0.5), ("completed", 0.4)):
+                if order[name] <= level:
+                    t = t + timedelta(hours=rng.expovariate(1 / gap))
+                    stamps[name] = t
+                    ev.append((name, t, device if name == "clicked" else None,
+                               channel if name in ("invited", "opened") else None))
+            if stage in ("expired", "opted_out"):
+                t = t + timedelta(days=rng.uniform(1, 7))
+                ev.append((stage, t, None, channel))
+            deadline = created + timedelta(days=agent.deadline_days)
+            if stage == "expired":
+                deadline = min(deadline, t)
+            elif stage not in ("completed", "opted_out"):
+                # Still in progress: their deadline is ahead of them.
+                deadline = max(deadline, now + timedelta(days=rng.uniform(0.5, agent.deadline_days)))
+            name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
+            candidates.append({
+                "id": cid, "agent_id": agent.id, "name": name, "email": f"demo{cid}@candidates.milo.test",
+                "phone": f"+1415555{cid % 10000:04d}" if channel in ("sms", "whatsapp") else None,
+                "timezone": zone, "source": source,
+                "source_detail": rng.choice(SHARE_SOURCES) if source == "share_link" else None,
+                "channel": channel, "token": secrets.token_urlsafe(24), "stage": stage, "deadline_at": deadline,
+                "opted_out_email": stage == "opted_out" and channel == "email",
+                "opted_out_sms": stage == "opted_out" and channel == "sms",
+                "opted_out_whatsapp": stage == "opted_out" and channel == "whatsapp",
+                "device_class": device if "clicked" in stamps else None,
+                "invited_at": stamps.get("invited"), "clicked_at": stamps.get("clicked"),
+                "started_at": stamps.get("started"), "completed_at": stamps.get("completed"),
+                "last_activity_at": t if len(ev) > 1 else None, "created_at": created, "updated_at": t,
+            })
+            for etype, at, dev, ch in ev:
+                events.append({"candidate_id": cid, "agent_id": agent.id, "type": etype, "at": at,
+                               "device_class": dev, "channel": ch})
+            if "started" in stamps:
+                answered = len(questions[agent.id]) if "completed" in stamps else rng.randint(0, len(questions[agent.id]))
+                for pos, q in enumerate(questions[agent.id][:answered], start=1):
+                    at = stamps["started"] + timedelta(minutes=3 * pos)
+                    answers.append({"candidate_id": cid, "question_id": q.id, "position": pos,
+                                    "question_text": q.text, "body": f"Demo answer {pos} from {name}.",
+                                    "answered_at": at})
+                    events.append({"candidate_id": cid, "agent_id": agent.id, "type": "answered", "at": at,
+                                   "device_class": None, "channel": None})
+        # Core executemany: one statement per table and batch (the ORM path would split them).
+        conn = session.connection()
+        conn.execute(Candidate.__table__.insert(), candidates)
+        conn.execute(Event.__table__.insert(), events)
+        if answers:
+            conn.execute(Answer.__table__.insert(), answers)
+        session.commit()
+        made += len(candidates)
+    if session.get_bind().dialect.name == "postgresql":
+        # Explicit ids were used: move the sequence past them.
+        session.execute(text("SELECT setval(pg_get_serial_sequence('candidate', 'id'), (SELECT max(id) FROM candidate))"))
+        session.commit()
+    return made

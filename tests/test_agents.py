@@ -185,10 +185,20 @@ def test_qr_code_encodes_the_exact_link(auth, client):
     assert buf.getvalue().split(b"<path")[1] == svg.split(b"<path")[1]
 
 
-def test_demo_data_creates_a_team_and_agents(runner, app):
-    result = runner.invoke(args=["milo", "demo-data"])
+def test_demo_data_creates_a_team_agents_and_candidates_everywhere(runner, app):
+    from milo_portal.models import Answer, Event, SOURCES
+
+    result = runner.invoke(args=["milo", "demo-data", "--candidates", "600", "--seed", "3"])
     assert result.exit_code == 0, result.output
     assert db.session.query(Agent).count() == 3
     assert all(a.questions for a in db.session.query(Agent))
-    result = runner.invoke(args=["milo", "demo-data"])  # idempotent
-    assert db.session.query(Agent).count() == 3
+    assert db.session.query(Candidate).count() == 600
+    assert {c.stage for c in db.session.query(Candidate)} == set(Stage.ALL)
+    assert {c.source for c in db.session.query(Candidate)} == set(SOURCES)
+    assert {c.device_class for c in db.session.query(Candidate)} >= {"mobile", "tablet", "desktop"}
+    completed = db.session.query(Candidate).filter_by(stage=Stage.COMPLETED).first()
+    assert {e.type for e in db.session.query(Event).filter_by(candidate_id=completed.id)} >= {
+        "added", "invited", "clicked", "started", "answered", "completed"}
+    assert db.session.query(Answer).filter_by(candidate_id=completed.id).count() == len(completed.agent.questions)
+    result = runner.invoke(args=["milo", "demo-data", "--candidates", "10"])  # agents are not made twice
+    assert db.session.query(Agent).count() == 3 and db.session.query(Candidate).count() == 610

@@ -168,12 +168,11 @@ def add_candidate(session: Session, agent: Agent, contact: CleanContact, deadlin
         source_detail=source_detail, deadline_at=deadline_at, stage=Stage.ADDED,
         created_by_id=actor_id, created_at=now, updated_at=now, last_activity_at=None,
     )
-    session.add(candidate)
     try:
-        session.flush()
+        with session.begin_nested():
+            session.add(candidate)
     except IntegrityError:
         # Added by someone else a moment ago (unique agent + e-mail): open theirs.
-        session.rollback()
         existing = find_existing(session, agent.id, contact.email, contact.phone)
         if existing is None:
             raise

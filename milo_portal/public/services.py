@@ -194,9 +194,15 @@ def join_via_share(session: Session, agent: Agent, name: str, email: str, phone:
     if not agent.share_open:
         raise DomainError("This interview is closed.")
     channel = "email" if (email or "").strip() or not (phone or "").strip() else "sms"
-    contact = candidates.clean_contact(
-        candidates.ContactData(name=name, email=email, phone=phone, channel=channel),
-        default_country, default_timezone)
+    try:
+        contact = candidates.clean_contact(
+            candidates.ContactData(name=name, email=email, phone=phone, channel=channel),
+            default_country, default_timezone)
+    except candidates.ContactErrors as err:
+        # Same rules as for recruiters, said to the candidate.
+        if "name" in err.errors:
+            err.errors["name"] = "Please enter your name."
+        raise
     existing = candidates.find_existing(session, agent.id, contact.email, None if contact.email else contact.phone)
     if existing is not None:
         return ShareOutcome(existing, False, _resend_link(session, existing, now))

@@ -1,7 +1,7 @@
 """Candidate pages. A wrong, rotated or erased token is a plain 404 that reveals nothing."""
 from __future__ import annotations
 
-from flask import abort, current_app, redirect, render_template, request, url_for
+from flask import abort, redirect, render_template, request, url_for
 
 from ..candidates import services as candidates
 from ..clock import now
@@ -28,8 +28,8 @@ def _help() -> dict:
 
 
 def _page(template: str, candidate: Candidate | None = None, status: int = 200, **ctx):
-    return render_template(f"public/{template}", c=candidate, agent=candidate.agent if candidate else ctx.get("agent"),
-                           help=_help(), **ctx), status
+    agent = ctx.pop("agent", None) or (candidate.agent if candidate else None)
+    return render_template(f"public/{template}", c=candidate, agent=agent, help=_help(), **ctx), status
 
 
 def _gate(candidate: Candidate):
@@ -176,17 +176,12 @@ def done(token: str):
 
 # --- the share link ---------------------------------------------------------------------
 
-def _share_agent(share_token: str):
-    agent = services.find_agent_by_share_token(db.session, share_token)
-    return agent
-
-
 @bp.route("/s/<share_token>", methods=["GET", "POST"])
 def share(share_token: str):
-    agent = _share_agent(share_token)
+    agent = services.find_agent_by_share_token(db.session, share_token)
     if agent is None or not agent.share_open:
         # Unknown, rotated, turned off or archived: the same polite page, nothing revealed.
-        return render_template("public/closed.html", c=None, agent=None, help=_help()), 404
+        return _page("closed.html", status=404)
     src = request.values.get("src", "")
     form = {"name": request.form.get("name", ""), "email": request.form.get("email", ""),
             "phone": request.form.get("phone", "")}
@@ -202,7 +197,7 @@ def share(share_token: str):
         return _page("share.html", agent=agent, src=src, form=form, errors=err.errors, status=422)
     except DomainError:
         db.session.rollback()
-        return render_template("public/closed.html", c=None, agent=None, help=_help()), 404
+        return _page("closed.html", status=404)
     db.session.commit()
     if not outcome.created:
         return _page("share_sent.html", agent=agent, sent=outcome.link_resent,

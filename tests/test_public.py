@@ -1,0 +1,346 @@
+"""The candidate's side: the unique link, the share link, and what wrong tokens reveal."""
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from milo_portal.clock import now
+from milo_portal.extensions import db
+from milo_portal.models import Answer, Candidate, Event, Message, Stage
+from milo_portal.public.services import device_class
+from tests.conftest import make_agent
+
+IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
+          "(KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1")
+DESKTOP = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _candidate(agent=None, **fields) -> Candidate:
+    agent = agent or make_agent()
+    fields.setdefault("deadline_at", now() + timedelta(days=5))
+    c = Candidate(agent_id=agent.id, name=fields.pop("name", "Ada Lovelace"), email=fields.pop("email", "ada@example.com"),
+                  timezone="Europe/Berlin", stage=fields.pop("stage", Stage.INVITED), **fields)
+    db.session.add(c)
+    db.session.commit()
+    return c
+
+
+def _events(c, type_):
+    return db.session.query(Event).filter_by(candidate_id=c.id, type=type_).count()
+
+
+@pytest.mark.parametrize("ua,expected", [
+    (IPHONE, "mobile"),
+    ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120 Mobile Safari/537.36", "mobile"),
+    ("Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1", "tablet"),
+    ("Mozilla/5.0 (Linux; Android 14; SM-X710) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120 Safari/537.36", "tablet"),
+    (DESKTOP, "desktop"),
+    ("", "desktop"),
+])
+def test_it_classifies_devices(ua, expected):
+    assert device_class(ua) == expected
+
+
+def test_the_full_interview_clicked_started_answered_completed(client):
+    c = _candidate()
+    r = client.get(f"/i/{c.token}", headers={"User-Agent": IPHONE})
+    body = r.get_data(as_text=True)
+    assert r.status_code == 200 and "Interview: Support specialist" in body
+    assert "3</strong> questions" in body and "About <strong>" in body and "CET" in body  # deadline in Berlin time
+    db.session.refresh(c)
+    assert (c.stage, c.device_class) == (Stage.CLICKED, "mobile")
+
+    r = client.post(f"/i/{c.token}/start", {"name": "Ada King", "email": "ada@example.com"})
+    assert r.headers["Location"] == f"/i/{c.token}/q/1"
+    for n in (1, 2, 3):
+        page = client.get(f"/i/{c.token}/q/{n}").get_data(as_text=True)
+        assert f"Question {n} of 3" in page
+        r = client.post(f"/i/{c.token}/q/{n}", {"answer": f"Answer {n}"})
+    assert r.headers["Location"] == f"/i/{c.token}/review"
+    review = client.get(f"/i/{c.token}/review").get_data(as_text=True)
+    assert "Answer 1" in review and "Answer 3" in review
+    r = client.post(f"/i/{c.token}/submit")
+    assert r.headers["Location"] == f"/i/{c.token}/done"
+    assert "Thank you, Ada!" in client.get(r.headers["Location"]).get_data(as_text=True)
+    db.session.refresh(c)
+    assert c.stage == Stage.COMPLETED and c.name == "Ada King"
+    assert [_events(c, t) for t in ("clicked", "started", "answered", "completed")] == [1, 1, 3, 1]
+
+
+def test_resuming_goes_to_the_first_unanswered_question(client):
+    c = _candidate()
+    client.get(f"/i/{c.token}")
+    client.post(f"/i/{c.token}/start", {"name": "Ada", "email": "ada@example.com"})
+    client.post(f"/i/{c.token}/q/1", {"answer": "one"})
+    # A new visit (another day, another browser): straight back to question 2, no second click.
+    fresh = client.application.test_client()
+    r = fresh.get(f"/i/{c.token}")
+    assert r.headers["Location"] == f"/i/{c.token}/q/2"
+    assert _events(c, "clicked") == 1
+
+
+def test_an_empty_or_overlong_answer_is_refused_and_nothing_is_lost(client):
+    c = _candidate(stage=Stage.STARTED, started_at=now())
+    client.post(f"/i/{c.token}/q/1", {"answer": "kept"})
+    r = client.post(f"/i/{c.token}/q/2", {"answer": "   "})
+    assert r.status_code == 422 and "Please write an answer" in r.get_data(as_text=True)
+    r = client.post(f"/i/{c.token}/q/2", {"answer": "x" * 5001})
+    assert r.status_code == 422 and "under 5000 characters" in r.get_data(as_text=True)
+    assert [a.body for a in db.session.query(Answer)] == ["kept"]
+
+
+def test_submitting_with_missing_answers_is_refused(client):
+    c = _candidate(stage=Stage.STARTED, started_at=now())
+    client.post(f"/i/{c.token}/q/1", {"answer": "only one"})
+    r = client.post(f"/i/{c.token}/submit")
+    db.session.refresh(c)
+    assert c.stage == Stage.STARTED
+    assert r.status_code in (302, 422)
+
+
+def test_start_needs_a_name_and_a_valid_email(client):
+    c = _candidate(email=None, phone="+14155550100")
+    r = client.post(f"/i/{c.token}/start", {"name": "", "email": "nope"})
+    body = r.get_data(as_text=True)
+    assert r.status_code == 422 and "Please enter your name." in body and "not valid" in body
+    db.session.refresh(c)
+    assert c.stage == Stage.INVITED
+
+
+def test_after_completion_only_the_thank_you_page(client):
+    c = _candidate(stage=Stage.COMPLETED)
+    for url in (f"/i/{c.token}", f"/i/{c.token}/q/1", f"/i/{c.token}/review"):
+        r = client.get(url, follow_redirects=True)
+        assert "Thank you" in r.get_data(as_text=True), url
+    r = client.post(f"/i/{c.token}/q/1", {"answer": "late change"})
+    assert r.headers["Location"] == f"/i/{c.token}/done"
+    assert db.session.query(Answer).count() == 0
+
+
+def test_after_the_deadline_the_expired_page_and_the_candidate_expires(client):
+    c = _candidate(stage=Stage.STARTED, deadline_at=now() - timedelta(minutes=1))
+    for url in (f"/i/{c.token}", f"/i/{c.token}/q/1"):
+        body = client.get(url).get_data(as_text=True)
+        assert "The deadline for this interview has passed" in body
+    db.session.refresh(c)
+    assert c.stage == Stage.EXPIRED and _events(c, "expired") == 1
+
+
+def test_archived_agent_shows_closed_on_the_candidate_link(client):
+    agent = make_agent(archived_at=now())
+    c = _candidate(agent)
+    body = client.get(f"/i/{c.token}").get_data(as_text=True)
+    assert "This interview is closed" in body
+    db.session.refresh(c)
+    assert c.stage == Stage.INVITED
+
+
+@pytest.mark.parametrize("path", ["/i/{t}", "/i/{t}/q/1", "/i/{t}/review", "/i/{t}/done"])
+@pytest.mark.parametrize("token", ["wrong-token-wrong-token-1", "x", "../../etc", "A" * 200])
+def test_wrong_tokens_are_a_plain_404(client, path, token):
+    _candidate()
+    r = client.get(path.format(t=token))
+    assert r.status_code == 404
+    body = r.get_data(as_text=True)
+    assert "Ada" not in body and "Support specialist" not in body
+
+
+@pytest.mark.parametrize("path", ["/i/{t}/start", "/i/{t}/q/1", "/i/{t}/submit"])
+def test_wrong_tokens_are_a_plain_404_on_post(client, path):
+    assert client.post(path.format(t="wrong-token-wrong-token-1")).status_code == 404
+
+
+def test_no_candidate_page_shows_another_candidate(client):
+    agent = make_agent()
+    me = _candidate(agent)
+    _candidate(agent, name="Zelda Secret", email="zelda@example.com")
+    for url in (f"/i/{me.token}",):
+        assert "Zelda" not in client.get(url).get_data(as_text=True)
+
+
+# --- external interview -------------------------------------------------------------------
+
+def test_external_mode_sends_the_candidate_on_with_a_reference(client):
+    agent = make_agent(external_url="https://tool.example/interview?lang=en")
+    c = _candidate(agent)
+    client.get(f"/i/{c.token}")
+    r = client.post(f"/i/{c.token}/start", {"name": "Ada", "email": "ada@example.com"})
+    page = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert f"https://tool.example/interview?lang=en&amp;milo_ref={c.token}" in page
+    db.session.refresh(c)
+    assert c.stage == Stage.STARTED
+    assert client.get(f"/i/{c.token}/q/1").headers["Location"] == f"/i/{c.token}"
+
+
+# --- share link ---------------------------------------------------------------------------
+
+def test_share_link_makes_a_started_candidate_with_the_source(client):
+    agent = make_agent()
+    page = client.get(f"/s/{agent.share_token}?src=linkedin").get_data(as_text=True)
+    assert "Interview: Support specialist" in page and 'value="linkedin"' in page
+    r = client.post(f"/s/{agent.share_token}", {"name": "Stranger Danger", "email": "s@example.com", "phone": "",
+                                                "src": "linkedin"}, headers={"User-Agent": IPHONE})
+    c = db.session.query(Candidate).one()
+    assert r.headers["Location"] == f"/i/{c.token}/q/1"
+    assert (c.source, c.source_detail, c.stage, c.device_class) == ("share_link", "linkedin", Stage.STARTED, "mobile")
+    assert [_events(c, t) for t in ("added", "clicked", "started")] == [1, 1, 1]
+    assert c.deadline_at > now() + timedelta(days=6)
+
+
+def test_share_link_never_opens_an_existing_candidates_interview(client):
+    agent = make_agent()
+    victim = _candidate(agent, stage=Stage.STARTED)
+    r = client.post(f"/s/{agent.share_token}", {"name": "Impostor", "email": "ADA@example.com", "phone": ""})
+    body = r.get_data(as_text=True)
+    assert r.status_code == 200 and "We are sending your personal link" in body
+    assert victim.token not in body and "/i/" not in body
+    assert db.session.query(Candidate).count() == 1
+    sent = db.session.query(Message).one()
+    assert (sent.kind, sent.channel, sent.candidate_id) == ("link_resend", "email", victim.id)
+    # Asked again within the hour: no second message.
+    client.post(f"/s/{agent.share_token}", {"name": "Impostor", "email": "ada@example.com", "phone": ""})
+    assert db.session.query(Message).count() == 1
+    db.session.refresh(victim)
+    assert victim.name == "Ada Lovelace"
+
+
+def test_share_form_errors_are_shown_and_nothing_is_saved(client):
+    agent = make_agent()
+    r = client.post(f"/s/{agent.share_token}", {"name": "", "email": "bad", "phone": ""})
+    body = r.get_data(as_text=True)
+    assert r.status_code == 422 and "Enter the candidate" not in body
+    assert 'id="email-error"' in body and 'id="name-error"' in body
+    assert db.session.query(Candidate).count() == 0
+
+
+@pytest.mark.parametrize("state", ["archived", "off", "rotated", "wrong"])
+def test_closed_share_links_say_closed_politely(client, state):
+    agent = make_agent()
+    token = agent.share_token
+    if state == "archived":
+        agent.archived_at = now()
+    elif state == "off":
+        agent.share_enabled = False
+    elif state == "rotated":
+        agent.share_token = "a-brand-new-share-token-123"
+    else:
+        token = "not-the-share-token-123"
+    db.session.commit()
+    for r in (client.get(f"/s/{token}"), client.post(f"/s/{token}", {"name": "X", "email": "x@example.com"})):
+        assert r.status_code == 404
+        assert "This interview is closed" in r.get_data(as_text=True)
+    assert db.session.query(Candidate).count() == 0
+
+
+def test_share_page_copes_with_two_people_racing_on_one_email(app, client):
+    """The unique (agent, e-mail) constraint turns the second insert into 'already registered'."""
+    from milo_portal.candidates import services as cs
+
+    agent = make_agent()
+    contact = cs.CleanContact(name="A", email="same@example.com", phone=None, timezone="UTC", channel="email")
+    first, created = cs.add_candidate(db.session, agent, contact, now() + timedelta(days=1), now(), source="share_link")
+    db.session.commit()
+    # The second request checked before the first committed: its insert hits the constraint.
+    original = cs.find_existing
+    calls = {"n": 0}
+
+    def blind_once(*args):
+        calls["n"] += 1
+        return None if calls["n"] == 1 else original(*args)
+
+    cs.find_existing = blind_once
+    try:
+        second, created2 = cs.add_candidate(db.session, agent, contact, now() + timedelta(days=1), now(), source="share_link")
+    finally:
+        cs.find_existing = original
+    assert created and not created2 and second.id == first.id
+
+
+# --- weight and accessibility -------------------------------------------------------------
+
+class _A11y(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.lang = None
+        self.labels_for = set()
+        self.controls = []
+        self.images_without_alt = 0
+        self.positive_tabindex = 0
+        self.assets = []
+        self._in_label = 0
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "html":
+            self.lang = a.get("lang")
+        if tag == "label":
+            self._in_label += 1
+            if a.get("for"):
+                self.labels_for.add(a["for"])
+        if tag in ("input", "textarea", "select") and a.get("type") not in ("hidden", "submit"):
+            self.controls.append((a.get("id"), bool(self._in_label), a.get("aria-label"), a.get("aria-labelledby")))
+        if tag == "progress":
+            self.controls.append((a.get("id"), False, a.get("aria-label"), a.get("aria-labelledby")))
+        if tag == "img" and "alt" not in a:
+            self.images_without_alt += 1
+        if a.get("tabindex", "0").lstrip("-").isdigit() and int(a.get("tabindex", "0")) > 0:
+            self.positive_tabindex += 1
+        if tag == "script" and a.get("src"):
+            self.assets.append(a["src"])
+        if tag == "link" and a.get("rel") == "stylesheet":
+            self.assets.append(a["href"])
+
+    def handle_endtag(self, tag):
+        if tag == "label":
+            self._in_label -= 1
+
+
+def _candidate_pages(client):
+    agent = make_agent()
+    c = _candidate(agent)
+    pages = {"share": client.get(f"/s/{agent.share_token}"), "landing": client.get(f"/i/{c.token}")}
+    client.post(f"/i/{c.token}/start", {"name": "Ada", "email": "ada@example.com"})
+    pages["question"] = client.get(f"/i/{c.token}/q/1")
+    for n in (1, 2, 3):
+        client.post(f"/i/{c.token}/q/{n}", {"answer": "ok"})
+    pages["review"] = client.get(f"/i/{c.token}/review")
+    client.post(f"/i/{c.token}/submit")
+    pages["done"] = client.get(f"/i/{c.token}/done")
+    expired = _candidate(agent, email="e@example.com", deadline_at=now() - timedelta(days=1))
+    pages["expired"] = client.get(f"/i/{expired.token}")
+    return pages
+
+
+def test_candidate_pages_pass_basic_accessibility_checks(client):
+    for name, response in _candidate_pages(client).items():
+        assert response.status_code == 200, name
+        checker = _A11y()
+        checker.feed(response.get_data(as_text=True))
+        assert checker.lang == "en", name
+        for control_id, wrapped, aria_label, labelledby in checker.controls:
+            assert wrapped or aria_label or labelledby or control_id in checker.labels_for, (name, control_id)
+        assert checker.images_without_alt == 0 and checker.positive_tabindex == 0, name
+
+
+def test_candidate_pages_stay_light_and_load_no_admin_assets(client):
+    for name, response in _candidate_pages(client).items():
+        checker = _A11y()
+        body = response.get_data(as_text=True)
+        checker.feed(body)
+        assert not any("pico" in a or "app.js" in a or "app.css" in a or "chart" in a for a in checker.assets), name
+        total = len(response.data)
+        for asset in checker.assets:
+            path = ROOT / asset.lstrip("/")
+            assert path.exists(), asset
+            total += path.stat().st_size
+        assert total < 100 * 1024, (name, total)
+
+
+def test_public_pages_are_not_cached(client):
+    c = _candidate()
+    assert client.get(f"/i/{c.token}").headers["Cache-Control"] == "no-store"
