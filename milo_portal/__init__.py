@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 # Endpoints reachable without logging in. Everything else is admin-only by default, so a
 # new admin route cannot be left open by forgetting a decorator.
-PUBLIC_BLUEPRINTS = {"public"}
+PUBLIC_BLUEPRINTS = {"public", "hooks"}
 PUBLIC_ENDPOINTS = {"auth.login", "static", "healthz"}
 
 CONTENT_SECURITY_POLICY = (
@@ -91,10 +91,13 @@ def _register_blueprints(app: Flask) -> None:
     from .agents import bp as agents_bp
     from .auth import bp as auth_bp
     from .candidates import bp as candidates_bp
+    from .hooks import bp as hooks_bp
+    from .messaging import bp as messaging_bp
     from .pages import bp as pages_bp
     from .public import bp as public_bp
+    from .settings import bp as settings_bp
 
-    for bp in (auth_bp, agents_bp, candidates_bp, pages_bp, public_bp):
+    for bp in (auth_bp, agents_bp, candidates_bp, messaging_bp, settings_bp, pages_bp, public_bp, hooks_bp):
         app.register_blueprint(bp)
 
     @app.get("/healthz")
@@ -130,7 +133,7 @@ def _register_security(app: Flask) -> None:
 def _register_error_handlers(app: Flask) -> None:
     def render_error(code: int, title: str, message: str):
         public = bool(request.endpoint and request.endpoint.startswith("public."))
-        if request.path.startswith(("/i/", "/s/", "/t/", "/u/")):
+        if request.path.startswith(("/i/", "/s/", "/t/", "/u/", "/hooks/")):
             public = True
         return render_template(
             "errors/error.html", code=code, title=title, message=message, public=public

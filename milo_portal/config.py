@@ -136,6 +136,14 @@ class Config:
         self.MAIL_USERNAME = env_str("MAIL_USERNAME")
         self.MAIL_PASSWORD = env_str("MAIL_PASSWORD")
         self.MAIL_DEFAULT_SENDER = env_str("MAIL_DEFAULT_SENDER")
+        self.MILO_SMTP_TIMEOUT = env_int("MILO_SMTP_TIMEOUT", 15, minimum=1)
+        self.MILO_MESSAGE_ID_DOMAIN = env_str("MILO_MESSAGE_ID_DOMAIN")
+        self.MILO_UNSUBSCRIBE_MAILTO = env_str("MILO_UNSUBSCRIBE_MAILTO")
+        self.MILO_TWILIO_TIMEOUT = env_int("MILO_TWILIO_TIMEOUT", 15, minimum=1)
+        for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_API_KEY", "TWILIO_API_SECRET",
+                     "TWILIO_MESSAGING_SERVICE_SID", "TWILIO_FROM_NUMBER", "TWILIO_WHATSAPP_FROM",
+                     "TWILIO_API_BASE_URL"):
+            setattr(self, name, env_str(name))
         self.MILO_SMS_BACKEND = env_str("MILO_SMS_BACKEND", "console")
         if self.MILO_SMS_BACKEND not in ("console", "twilio"):
             raise ConfigError(
@@ -158,5 +166,9 @@ class TestConfig(Config):
         self.SECRET_KEY = "test-secret-key"
         self.MILO_SCHEDULER = False
         self.MILO_PUBLIC_BASE_URL = "https://jobs.example.test"
+        # Tests send to real servers on loopback; Flask-Mail would otherwise drop mail in testing.
+        self.MAIL_SUPPRESS_SEND = False
+        self.MAIL_SERVER, self.MAIL_PORT = "127.0.0.1", 9  # nothing listens: a test picks its server
+        self.MILO_SMS_BACKEND = "console"
         if database_url:
             self.SQLALCHEMY_DATABASE_URI = normalise_database_url(database_url)

@@ -11,6 +11,7 @@ from typing import Optional
 
 from flask_login import UserMixin
 from sqlalchemy import (
+    false,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -352,6 +353,7 @@ class Message(db.Model):
         UniqueConstraint("candidate_id", "kind", "step"),
         CheckConstraint(_in("status", MessageStatus.ALL), name="status"),
         Index("ix_message_status_scheduled_for", "status", "scheduled_for"),
+        Index("ix_message_provider_id", "provider_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -396,6 +398,8 @@ class Settings(db.Model):
     support_phone: Mapped[Optional[str]] = mapped_column(String(40))
     default_timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     default_country: Mapped[str] = mapped_column(String(2), default="US")
+    # An invisible image in e-mails that records "opened" (approximate: privacy proxies fetch it too).
+    open_tracking: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Send window, candidate-local, as minutes after midnight.
     window_start_minute: Mapped[int] = mapped_column(Integer, default=9 * 60)
     window_end_minute: Mapped[int] = mapped_column(Integer, default=18 * 60)

@@ -170,3 +170,36 @@ def at(iso: str) -> datetime:
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)
+
+
+def use_smtp(app, port: int, host: str = "127.0.0.1", timeout: int = 15) -> None:
+    """Point the app's mail settings (and Flask-Mail's state) at a server on loopback."""
+    app.config.update(MAIL_SERVER=host, MAIL_PORT=port, MILO_SMTP_TIMEOUT=timeout)
+    state = app.extensions["mail"]
+    state.server, state.port = host, port
+
+
+@pytest.fixture()
+def smtp(app):
+    """A real SMTP server (aiosmtpd) on loopback that the app sends to."""
+    from tests.servers import SmtpSink
+
+    sink = SmtpSink().start()
+    use_smtp(app, sink.port)
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture()
+def team_settings(app):
+    """Team settings with a sender identity, as after Settings → Messaging."""
+    from milo_portal.settings.services import get_settings
+
+    settings = get_settings(db.session)
+    settings.company_name = "Acme"
+    settings.sender_name = "Acme Recruiting"
+    settings.sender_email = "jobs@acme.example"
+    settings.reply_to = "talent@acme.example"
+    settings.support_email = "help@acme.example"
+    db.session.commit()
+    return settings

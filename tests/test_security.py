@@ -13,7 +13,8 @@ def _sample_url(rule) -> str:
     values = {}
     for arg in rule.arguments:
         converter = rule._converters[arg]
-        values[arg] = 1 if type(converter).__name__ == "IntegerConverter" else "svg"
+        name = type(converter).__name__
+        values[arg] = 1 if name == "IntegerConverter" else ("A" if getattr(converter, "regex", "") == "[^/]{1}" else "svg")
     with _app.test_request_context():
         from flask import url_for
 

@@ -4,10 +4,8 @@ from flask import Blueprint, render_template
 bp = Blueprint("pages", __name__)
 
 COMING = {
-    "templates": ("Templates", "Editing the invite, reminder and nudge messages"),
     "metrics": ("Metrics", "The funnel from invited to completed, with red flags"),
     "outbox": ("Outbox", "Every message sent or scheduled, with its status"),
-    "settings": ("Settings", "Send window, follow-up rules and sender identity"),
 }
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 from flask import abort, redirect, render_template, request, url_for
 
 from ..candidates import services as candidates
+from ..candidates import stages
 from ..clock import now
 from ..errors import DomainError
-from ..extensions import db
-from ..models import Candidate
+from ..extensions import csrf, db
+from ..models import Candidate, Message, Stage
 from ..settings.services import get_settings
 from . import bp, services
 from .services import State
@@ -203,3 +204,40 @@ def share(share_token: str):
         return _page("share_sent.html", agent=agent, sent=outcome.link_resent,
                      address=form["email"] or form["phone"])
     return _continue(outcome.candidate)
+
+
+# --- opt-out and tracking -------------------------------------------------------------------
+
+@bp.get("/u/<token>")
+def unsubscribe(token: str):
+    """Confirm before opting out: link scanners that fetch every URL must not unsubscribe anyone."""
+    candidate = get_public_candidate(token)
+    return _page("unsubscribe.html", candidate, done=candidate.opted_out_email)
+
+
+@csrf.exempt
+@bp.post("/u/<token>")
+def unsubscribe_post(token: str):
+    """Opt out of e-mail: the one-click POST of RFC 8058 (no cookie, no CSRF token) or our button."""
+    candidate = get_public_candidate(token)
+    candidates.set_opt_out(db.session, candidate, "email", True, now(), actor_id=None,
+                           via="one-click" if request.form.get("List-Unsubscribe") == "One-Click" else "unsubscribe page")
+    db.session.commit()
+    return _page("unsubscribe.html", candidate, done=True)
+
+
+PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+         b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+
+
+@bp.get("/t/o/<token>/<int:message_id>.gif")
+def open_pixel(token: str, message_id: int):
+    """Record an (approximate) open of one of our e-mails, then answer with a 1×1 image."""
+    candidate = services.find_by_token(db.session, token)
+    if candidate is not None:
+        message = db.session.get(Message, message_id)
+        if message is not None and message.candidate_id == candidate.id:
+            stages.move(db.session, candidate, Stage.OPENED, now(), channel="email", message_id=message.id,
+                        detail="open pixel (approximate)")
+            db.session.commit()
+    return PIXEL, 200, {"Content-Type": "image/gif", "Cache-Control": "no-store"}

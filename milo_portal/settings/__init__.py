@@ -1,1 +1,6 @@
-"""Team-wide settings."""
+"""Team-wide settings: messaging identity and channels, and the follow-up timing rules."""
+from flask import Blueprint
+
+bp = Blueprint("settings", __name__)
+
+from . import views  # noqa: E402,F401

@@ -71,6 +71,29 @@
     }
   });
 
+  // Template editor: remember the last field written in, and insert variables at its cursor.
+  var lastInsertTarget = null;
+  document.addEventListener("focusin", function (event) {
+    if (event.target.hasAttribute && event.target.hasAttribute("data-insert-target")) {
+      lastInsertTarget = event.target;
+    }
+  });
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-insert-var]");
+    if (!button) { return; }
+    event.preventDefault();
+    var field = lastInsertTarget || document.querySelector("textarea[data-insert-target]");
+    if (!field) { return; }
+    var text = button.getAttribute("data-insert-var");
+    var start = field.selectionStart == null ? field.value.length : field.selectionStart;
+    var end = field.selectionEnd == null ? start : field.selectionEnd;
+    field.value = field.value.slice(0, start) + text + field.value.slice(end);
+    field.focus();
+    field.setSelectionRange(start + text.length, start + text.length);
+    // Let the live preview know, as typing would.
+    field.dispatchEvent(new Event("input", { bubbles: true }));
+  });
+
   // Clicking into a copy box selects the whole link.
   document.addEventListener("focusin", function (event) {
     if (event.target.classList && event.target.classList.contains("copy-input")) {

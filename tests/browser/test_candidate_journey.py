@@ -3,6 +3,7 @@ resumes; a recruiter adds someone by hand and their copied link works the same w
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import expect
 
 from milo_portal.extensions import db
 from milo_portal.models import Candidate
@@ -87,7 +88,7 @@ def test_a_recruiter_adds_someone_copies_their_link_and_it_works_on_a_phone(live
     page.get_by_label("E-mail").fill("ada@example.com")
     page.get_by_label("Phone").fill("+81 90-1234-5678")
     page.get_by_label("Invite by").focus()
-    page.wait_for_function("document.getElementById('timezone').value === 'Asia/Tokyo'")
+    expect(page.locator("#timezone")).to_have_value("Asia/Tokyo")
     page.get_by_label("Invite by").select_option("link")
     page.get_by_role("button", name="Add candidate").click()
     page.locator("#candidate-link").wait_for()

@@ -1,0 +1,6 @@
+"""Inbound webhooks under /hooks/: authenticated by signature, exempt from CSRF."""
+from flask import Blueprint
+
+bp = Blueprint("hooks", __name__, url_prefix="/hooks")
+
+from . import views  # noqa: E402,F401

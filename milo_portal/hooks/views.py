@@ -1,0 +1,66 @@
+"""Twilio webhooks: delivery reports and inbound replies (STOP, START, HELP)."""
+from __future__ import annotations
+
+from flask import abort, current_app, request
+from twilio.request_validator import RequestValidator
+from twilio.twiml.messaging_response import MessagingResponse
+
+from ..clock import now
+from ..extensions import csrf, db
+from ..messaging.services import public_url, support_contact
+from ..settings.services import get_settings
+from . import bp, services
+
+csrf.exempt(bp)
+
+
+def _check_twilio_signature() -> None:
+    """403 unless X-Twilio-Signature matches the URL Twilio called and the form it sent."""
+    token = current_app.config.get("TWILIO_AUTH_TOKEN")
+    signature = request.headers.get("X-Twilio-Signature", "")
+    # Twilio signs the public URL it was given, not whatever Host reached us.
+    url = public_url(request.full_path.rstrip("?"))
+    if not token or not signature or not RequestValidator(token).validate(url, request.form.to_dict(), signature):
+        abort(403)
+
+
+def _twiml(text: str | None):
+    response = MessagingResponse()
+    if text:
+        response.message(text)
+    return str(response), 200, {"Content-Type": "text/xml; charset=utf-8"}
+
+
+@bp.post("/twilio/status")
+def twilio_status():
+    _check_twilio_signature()
+    sid = request.form.get("MessageSid", "")
+    status = request.form.get("MessageStatus", "")
+    moment = now()
+    if sid and services.first_time(db.session, "twilio-status", f"{sid}:{status}", moment):
+        services.delivery_report(db.session, sid, status, request.form.get("ErrorCode"), moment)
+    db.session.commit()
+    return "", 204
+
+
+@bp.post("/twilio/inbound")
+def twilio_inbound():
+    _check_twilio_signature()
+    sid = request.form.get("MessageSid", "")
+    moment = now()
+    if not sid or not services.first_time(db.session, "twilio-inbound", sid, moment):
+        db.session.commit()
+        return _twiml(None)
+    channel, phone = services.parse_sender(request.form.get("From", ""))
+    command = services.command_of(request.form.get("Body"))
+    settings = get_settings(db.session)
+    company = settings.company_name or "us"
+    reply = None
+    if command in ("stop", "start"):
+        services.apply_command(db.session, command, channel, phone, moment)
+        reply = (f"You will get no more messages from {company}. Reply START to receive them again."
+                 if command == "stop" else f"You will receive messages from {company} again. Reply STOP to stop.")
+    elif command == "help":
+        reply = f"{company} recruiting. Help: {support_contact(settings, None)}. Reply STOP to opt out."
+    db.session.commit()
+    return _twiml(reply)

@@ -1,0 +1,6 @@
+"""Messaging: templates and their editor, the e-mail/SMS/WhatsApp channels, sending one message."""
+from flask import Blueprint
+
+bp = Blueprint("messaging", __name__)
+
+from . import views  # noqa: E402,F401

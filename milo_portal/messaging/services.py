@@ -1,0 +1,295 @@
+"""Templates (versions, A/B variants), the one render function, and sending one message."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+from flask import current_app, render_template
+from markupsafe import Markup, escape
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ..errors import DomainError
+from ..models import Candidate, Message, Settings, Template, TemplateVersion, User
+from . import channels, defaults
+from .templating import (MAX_EMAIL_BODY, MAX_SMS_BODY, MAX_SUBJECT, Context, TemplateProblem, make_context,
+                         render_text)
+
+MAX_VARIANTS = 4
+
+
+# --- templates ----------------------------------------------------------------------------
+
+def ensure_default_templates(session: Session) -> None:
+    """Create the shipped template (variant A, version 1) for every kind and channel missing one."""
+    have = set(session.execute(select(Template.kind, Template.channel)).all())
+    added = False
+    for kind in defaults.KINDS:
+        for channel in defaults.CHANNELS:
+            if (kind, channel) in have:
+                continue
+            subject, body = defaults.default_content(kind, channel)
+            template = Template(kind=kind, channel=channel, variant="A", weight=1, active=True)
+            template.versions.append(TemplateVersion(number=1, subject=subject, body=body))
+            session.add(template)
+            added = True
+    if added:
+        session.flush()
+
+
+def current_version(session: Session, template: Template) -> TemplateVersion:
+    """The newest version of a template variant."""
+    return session.scalar(select(TemplateVersion).where(TemplateVersion.template_id == template.id)
+                          .order_by(TemplateVersion.number.desc()).limit(1))
+
+
+def variants(session: Session, kind: str, channel: str) -> list[Template]:
+    """Every variant of one kind and channel, A first."""
+    return list(session.scalars(select(Template).where(Template.kind == kind, Template.channel == channel)
+                                .order_by(Template.variant)))
+
+
+def choose_version(session: Session, kind: str, channel: str, rng: random.Random | None = None) -> TemplateVersion:
+    """Pick the template version for a message: an active variant drawn by weight."""
+    ensure_default_templates(session)
+    options = [t for t in variants(session, defaults.TEMPLATE_KIND_FOR.get(kind, kind), channel)
+               if t.active and t.weight > 0]
+    if not options:
+        options = variants(session, defaults.TEMPLATE_KIND_FOR.get(kind, kind), channel)[:1]
+    chosen = (rng or random).choices(options, weights=[max(t.weight, 1) for t in options])[0]
+    return current_version(session, chosen)
+
+
+def validate_content(channel: str, subject: str | None, body: str, context: Context) -> None:
+    """Render with a sample candidate; raise TemplateProblem naming the bad field."""
+    if channel == "email":
+        if not (subject or "").strip():
+            raise TemplateProblem("An e-mail needs a subject.", "subject")
+        render_text(subject, context, "subject", MAX_SUBJECT)
+        if "\n" in render_text(subject, context, "subject", MAX_SUBJECT):
+            raise TemplateProblem("A subject is one line.", "subject")
+    if not (body or "").strip():
+        raise TemplateProblem("Write the message first.", "body")
+    render_text(body, context, "body", MAX_EMAIL_BODY if channel == "email" else MAX_SMS_BODY)
+
+
+def save_version(session: Session, template: Template, subject: str | None, body: str, user: User | None,
+                 context: Context) -> TemplateVersion:
+    """Save new content as the next version, after it renders cleanly for a sample candidate."""
+    subject = subject.strip() if subject is not None and template.channel == "email" else None
+    validate_content(template.channel, subject, body, context)
+    latest = current_version(session, template)
+    if latest and latest.subject == subject and latest.body == body.strip():
+        return latest
+    number = (session.scalar(select(func.max(TemplateVersion.number))
+                             .where(TemplateVersion.template_id == template.id)) or 0) + 1
+    version = TemplateVersion(template_id=template.id, number=number, subject=subject, body=body.strip(),
+                              created_by_id=user.id if user else None)
+    session.add(version)
+    session.flush()
+    return version
+
+
+def restore_version(session: Session, template: Template, version: TemplateVersion, user: User | None,
+                    context: Context) -> TemplateVersion:
+    """Make an old version current again (as a new version, so history stays linear)."""
+    return save_version(session, template, version.subject, version.body, user, context)
+
+
+def add_variant(session: Session, kind: str, channel: str) -> Template:
+    """Add the next A/B variant, starting from a copy of variant A's current content."""
+    existing = variants(session, kind, channel)
+    if not existing:
+        raise DomainError("Unknown template.")
+    if len(existing) >= MAX_VARIANTS:
+        raise DomainError(f"At most {MAX_VARIANTS} variants per message.")
+    label = chr(ord(max(t.variant for t in existing)) + 1)
+    source = current_version(session, existing[0])
+    template = Template(kind=kind, channel=channel, variant=label, weight=1, active=True)
+    template.versions.append(TemplateVersion(number=1, subject=source.subject, body=source.body))
+    session.add(template)
+    session.flush()
+    return template
+
+
+def set_variant_options(session: Session, template: Template, weight: int, active: bool) -> None:
+    """Change a variant's weight and whether it is in use; one variant always stays active."""
+    if not 0 <= weight <= 100:
+        raise DomainError("Use a weight from 0 to 100.")
+    others_active = any(t.active and t.weight > 0 for t in variants(session, template.kind, template.channel)
+                        if t.id != template.id)
+    if (not active or weight == 0) and not others_active:
+        raise DomainError("At least one variant must stay active with a weight above 0.")
+    template.weight = weight
+    template.active = active
+
+
+# --- rendering ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Rendered:
+    """A message ready for its channel."""
+
+    subject: str | None
+    text: str
+    html: str | None
+
+
+def public_url(path: str) -> str:
+    """An absolute link under MILO_PUBLIC_BASE_URL (never the request's Host)."""
+    return f"{current_app.config['MILO_PUBLIC_BASE_URL']}{path}"
+
+
+def support_contact(settings: Settings, fallback: User | None) -> str:
+    """The contact candidates are told to use for help."""
+    parts = [p for p in (settings.support_email, settings.support_phone) if p]
+    if parts:
+        return " or ".join(parts)
+    if fallback is not None:
+        return f"{fallback.name} ({fallback.email})"
+    return "the person who invited you"
+
+
+def context_for(candidate: Candidate, settings: Settings) -> Context:
+    """The template context for a real candidate."""
+    agent = candidate.agent
+    owner = agent.owner
+    return make_context(
+        name=candidate.name, role=agent.title, company=agent.company or settings.company_name,
+        recruiter_name=(owner.name if owner else settings.sender_name) or agent.company,
+        link=public_url(f"/i/{candidate.token}"), deadline_at=candidate.deadline_at, tz_name=candidate.timezone,
+        duration_minutes=agent.duration_minutes, support_contact=support_contact(settings, owner),
+    )
+
+
+def sample_context(settings: Settings, user: User | None, now: datetime) -> Context:
+    """A believable candidate for previews and test sends."""
+    return make_context(
+        name="Alex Morgan", role="Customer support specialist", company=settings.company_name or "Acme",
+        recruiter_name=user.name if user else (settings.sender_name or "Your recruiter"),
+        link=public_url("/i/sample-link-for-preview"), deadline_at=now + timedelta(days=5),
+        tz_name=user.timezone if user else settings.default_timezone, duration_minutes=15,
+        support_contact=support_contact(settings, user),
+    )
+
+
+def email_html(text: str, link: str, subject: str, unsubscribe_url: str | None, pixel_url: str | None) -> str:
+    """Wrap a plain-text body in the one e-mail layout (the link as a big button too)."""
+    paragraphs = []
+    for block in text.split("\n\n"):
+        html = escape(block.strip())
+        html = Markup(str(html).replace(str(escape(link)), f'<a href="{escape(link)}">{escape(link)}</a>'))
+        paragraphs.append(Markup("<br>").join(Markup(line) for line in str(html).split("\n")))
+    return render_template("email/layout.html", paragraphs=paragraphs, link=link, subject=subject,
+                           unsubscribe_url=unsubscribe_url, pixel_url=pixel_url)
+
+
+def render(version: TemplateVersion, channel: str, context: Context, *, unsubscribe_url: str | None = None,
+           pixel_url: str | None = None) -> Rendered:
+    """The one render function, used by previews, test sends and real sends alike."""
+    if channel == "email":
+        subject = render_text(version.subject or "", context, "subject", MAX_SUBJECT)
+        text = render_text(version.body, context, "body", MAX_EMAIL_BODY)
+        text_with_footer = text
+        if unsubscribe_url:
+            text_with_footer += f"\n\n--\nNo more e-mails about this interview: {unsubscribe_url}"
+        html = email_html(text, context.link, subject, unsubscribe_url, pixel_url)
+        return Rendered(subject, text_with_footer, html)
+    return Rendered(None, render_text(version.body, context, "body", MAX_SMS_BODY), None)
+
+
+# --- sending ------------------------------------------------------------------------------
+
+def _message_id_domain() -> str:
+    return current_app.config.get("MILO_MESSAGE_ID_DOMAIN") or urlsplit(
+        current_app.config["MILO_PUBLIC_BASE_URL"]).hostname or "localhost"
+
+
+def sender_identity(settings: Settings) -> tuple[str, str] | str | None:
+    """The From of our e-mails: the team's sender name and address."""
+    address = settings.sender_email or current_app.config.get("MAIL_DEFAULT_SENDER")
+    if not address:
+        return None
+    return (settings.sender_name, address) if settings.sender_name else address
+
+
+def list_unsubscribe(candidate: Candidate) -> tuple[str, str]:
+    """(https URL, full List-Unsubscribe header value) for a candidate."""
+    url = public_url(f"/u/{candidate.token}")
+    header = f"<{url}>"
+    mailto = current_app.config.get("MILO_UNSUBSCRIBE_MAILTO")
+    if mailto:
+        header += f", <mailto:{mailto}?subject=unsubscribe%20{candidate.id}>"
+    return url, header
+
+
+def prepare(session: Session, message: Message, settings: Settings) -> Rendered:
+    """Choose the variant (first time only), render, and store the content on the message."""
+    candidate = message.candidate
+    version = session.get(TemplateVersion, message.template_version_id) if message.template_version_id else None
+    if version is None:
+        version = choose_version(session, message.kind, message.channel)
+        message.template_version_id = version.id
+        message.variant = version.template.variant
+    unsubscribe_url = list_unsubscribe(candidate)[0] if message.channel == "email" else None
+    pixel = public_url(f"/t/o/{candidate.token}/{message.id}.gif") if (
+        message.channel == "email" and settings.open_tracking) else None
+    rendered = render(version, message.channel, context_for(candidate, settings),
+                      unsubscribe_url=unsubscribe_url, pixel_url=pixel)
+    message.subject = rendered.subject
+    message.body = rendered.text
+    return rendered
+
+
+def send_message(session: Session, message: Message, settings: Settings,
+                 smtp: channels.TimeoutConnection | None = None) -> channels.SendResult:
+    """Send one claimed outbox message through its channel; return sent/temporary/permanent.
+
+    It does not decide timing and does not change the message's status: the dispatcher does.
+    """
+    candidate = message.candidate
+    try:
+        rendered = prepare(session, message, settings)
+    except TemplateProblem as err:
+        return channels.SendResult(channels.PERMANENT, error=f"Template problem: {err.message}")
+    if message.channel == "email":
+        if not candidate.email:
+            return channels.SendResult(channels.PERMANENT, error="No e-mail address")
+        sender = sender_identity(settings)
+        if sender is None:
+            return channels.SendResult(channels.TEMPORARY, error="No sender address: set it in Settings → Messaging")
+        return channels.send_email(channels.Email(
+            to=candidate.email, subject=rendered.subject, text=rendered.text, html=rendered.html, sender=sender,
+            reply_to=settings.reply_to, message_id_domain=_message_id_domain(),
+            list_unsubscribe=list_unsubscribe(candidate)[1]), smtp)
+    if not candidate.phone:
+        return channels.SendResult(channels.PERMANENT, error="No phone number")
+    return channels.send_text(message.channel, candidate.phone, rendered.text, public_url("/hooks/twilio/status"))
+
+
+def send_test(channel: str, version: TemplateVersion, settings: Settings, user: User, to: str,
+              now: datetime) -> channels.SendResult:
+    """Send a template rendered for the sample candidate to the recruiter themselves.
+
+    A diagnostic the recruiter waits for, so it runs now (bounded by the channel timeouts)
+    rather than through the outbox; it goes to the recruiter, never to a candidate.
+    """
+    rendered = render(version, channel, sample_context(settings, user, now),
+                      unsubscribe_url=public_url("/u/sample") if channel == "email" else None)
+    if channel == "email":
+        sender = sender_identity(settings)
+        if sender is None:
+            return channels.SendResult(channels.PERMANENT, error="No sender address: set it in Settings → Messaging")
+        return channels.send_email(channels.Email(
+            to=to, subject=f"[Test] {rendered.subject}", text=rendered.text, html=rendered.html, sender=sender,
+            reply_to=settings.reply_to, message_id_domain=_message_id_domain()))
+    return channels.send_text(channel, to, rendered.text, None)
+
+
+def last_error(session: Session, channel: str) -> Message | None:
+    """The most recent failed message on a channel (its error is the channel's last error)."""
+    return session.scalar(select(Message).where(Message.channel == channel, Message.last_error.is_not(None),
+                                                Message.status.in_(("failed", "scheduled")))
+                          .order_by(Message.id.desc()).limit(1))

@@ -1,0 +1,149 @@
+"""Real servers on loopback for the tests: an SMTP sink (aiosmtpd), SMTP servers that
+misbehave, and an HTTP server that behaves like Twilio's Messages API."""
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+from aiosmtpd.controller import Controller
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> email.message.EmailMessage:
+        return email.message_from_bytes(self.data, policy=email.policy.default)
+
+
+class SmtpSink:
+    """An SMTP server that keeps every message it accepts; ``reject`` makes it refuse some."""
+
+    def __init__(self) -> None:
+        self.messages: list[Received] = []
+        self.reject: dict[str, str] = {}  # recipient -> SMTP reply
+        self.lock = threading.Lock()
+        self.port = free_port()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.reject:
+            return self.reject[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 Message accepted"
+
+    def start(self) -> "SmtpSink":
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.messages) >= count:
+                    return list(self.messages)
+            time.sleep(0.02)
+        raise AssertionError(f"expected {count} messages, got {len(self.messages)}")
+
+
+class SilentServer:
+    """Accepts TCP connections and never says a word (a hung mail server)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.running = True
+
+    def _accept(self) -> None:
+        while self.running:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+
+    def start(self) -> "SilentServer":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.running = False
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+@dataclass
+class FakeTwilio:
+    """Behaves like POST /2010-04-01/Accounts/{sid}/Messages.json of Twilio's API."""
+
+    requests: list[dict] = field(default_factory=list)
+    fail_with: tuple[int, dict] | None = None
+    server: ThreadingHTTPServer | None = None
+
+    def start(self) -> "FakeTwilio":
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+                outer.requests.append({"path": self.path, "form": form,
+                                       "auth": self.headers.get("Authorization", "")})
+                if outer.fail_with:
+                    status, body = outer.fail_with
+                else:
+                    status = 201
+                    body = {"sid": "SM" + uuid.uuid4().hex, "status": "queued", "to": form.get("To"),
+                            "from": form.get("From"), "body": form.get("Body"),
+                            "account_sid": self.path.split("/")[3], "num_segments": "1"}
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
