@@ -56,6 +56,10 @@ def create_app(config_class=Config, **config_kwargs) -> Flask:
     from .cli import milo_cli
 
     app.cli.add_command(milo_cli)
+
+    from .followups.scheduler import init_scheduler
+
+    init_scheduler(app)
     return app
 
 

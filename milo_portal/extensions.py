@@ -1,6 +1,7 @@
 """Flask extensions, created here and bound to the app in ``create_app``."""
 from __future__ import annotations
 
+from apscheduler.schedulers.background import BackgroundScheduler
 from flask_login import LoginManager
 from flask_mail import Mail
 from flask_migrate import Migrate
@@ -32,3 +33,5 @@ login_manager = LoginManager()
 mail = Mail()
 csrf = CSRFProtect()
 htmx = Htmx()
+# The clock of the follow-up engine; configured and started by followups.scheduler.
+scheduler = BackgroundScheduler(timezone="UTC")

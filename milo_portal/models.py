@@ -190,6 +190,15 @@ class Agent(db.Model):
     archived_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow, onupdate=_utcnow)
+    # Follow-up rules of this agent; None means "the team's setting".
+    window_start_minute: Mapped[Optional[int]] = mapped_column(Integer)
+    window_end_minute: Mapped[Optional[int]] = mapped_column(Integer)
+    send_days: Mapped[Optional[str]] = mapped_column(String(20))
+    initial_send_days: Mapped[Optional[str]] = mapped_column(String(20))
+    reminder_offsets_hours: Mapped[Optional[str]] = mapped_column(String(50))
+    nudge_lead_hours: Mapped[Optional[int]] = mapped_column(Integer)
+    final_nudge_lead_hours: Mapped[Optional[int]] = mapped_column(Integer)  # 0: no final nudge
+    followup_cap: Mapped[Optional[int]] = mapped_column(Integer)
 
     owner: Mapped[Optional[User]] = relationship()
     questions: Mapped[list["Question"]] = relationship(
@@ -362,6 +371,8 @@ class Message(db.Model):
     step: Mapped[int] = mapped_column(Integer, default=1)
     channel: Mapped[str] = mapped_column(String(20))
     manual: Mapped[bool] = mapped_column(Boolean, default=False)
+    # "Send now": a recruiter's explicit choice that skips the window and day rules (never opt-outs).
+    immediate: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     template_version_id: Mapped[Optional[int]] = mapped_column(
         ForeignKey("template_version.id", ondelete="SET NULL")
     )

@@ -197,10 +197,27 @@ def opted_out(candidate: Candidate, channel: str) -> bool:
     return bool(getattr(candidate, f"opted_out_{channel}", False))
 
 
+def first_allowed(session: Session, candidate: Candidate, kind: str, step: int, now: datetime) -> datetime:
+    """When a new message may go: the next moment in the candidate's send window.
+
+    The first invite also keeps to the days allowed for initial sends ("avoid Fridays").
+    """
+    from ..followups.rules import next_allowed, rules_for
+    from ..settings.services import get_settings
+
+    rules = rules_for(get_settings(session), candidate.agent)
+    when = next_allowed(now, candidate.timezone, rules, initial=(kind == "invite" and step == 1))
+    return when or now
+
+
 def queue_message(session: Session, candidate: Candidate, kind: str, now: datetime, *,
                   channel: str | None = None, manual: bool = True, actor_id: int | None = None,
-                  rule: str = "") -> Message:
-    """Insert one outbox message (the dispatcher sends it). Opt-outs are never overridden."""
+                  rule: str = "", immediate: bool = False) -> Message:
+    """Insert one outbox message (the dispatcher sends it). Opt-outs are never overridden.
+
+    It is due at the next allowed moment, or at once when ``immediate`` (a recruiter's
+    "Send now", or a link the candidate is waiting for).
+    """
     channel = channel or candidate.channel
     if channel not in MESSAGE_CHANNELS:
         raise DomainError("This candidate gets their link by hand: copy it from this page.")
@@ -210,10 +227,11 @@ def queue_message(session: Session, candidate: Candidate, kind: str, now: dateti
         raise DomainError("There is no e-mail address for this candidate.")
     if channel in ("sms", "whatsapp") and not candidate.phone:
         raise DomainError("There is no phone number for this candidate.")
+    step = _next_step(session, candidate.id, kind)
     message = Message(
-        candidate_id=candidate.id, kind=kind, step=_next_step(session, candidate.id, kind),
-        channel=channel, manual=manual, status=MessageStatus.SCHEDULED, scheduled_for=now,
-        rule=rule, created_by_id=actor_id, created_at=now,
+        candidate_id=candidate.id, kind=kind, step=step, channel=channel, manual=manual, immediate=immediate,
+        status=MessageStatus.SCHEDULED, rule=rule, created_by_id=actor_id, created_at=now,
+        scheduled_for=now if immediate else first_allowed(session, candidate, kind, step, now),
     )
     session.add(message)
     try:
@@ -225,8 +243,12 @@ def queue_message(session: Session, candidate: Candidate, kind: str, now: dateti
 
 
 def send_invite(session: Session, candidate: Candidate, now: datetime, *, actor_id: int | None = None,
-                rule: str = "Invite sent by a recruiter") -> Message | None:
-    """Queue the invite (or, for a link sent by hand, mark the candidate invited)."""
+                rule: str = "Invite sent by a recruiter", immediate: bool = False) -> Message | None:
+    """Queue the invite (or, for a link sent by hand, mark the candidate invited).
+
+    ``immediate`` is the recruiter's "Send now": it skips the window and the days allowed
+    for first invites, never an opt-out.
+    """
     if candidate.stage in Stage.TERMINAL:
         raise DomainError(f"This candidate is {candidate.stage.replace('_', ' ')}: no invite is sent.")
     if candidate.channel == "link":
@@ -234,7 +256,7 @@ def send_invite(session: Session, candidate: Candidate, now: datetime, *, actor_
                     detail="link sent by hand")
         return None
     return queue_message(session, candidate, "invite", now, manual=actor_id is not None,
-                         actor_id=actor_id, rule=rule)
+                         actor_id=actor_id, rule=rule, immediate=immediate)
 
 
 def nudge_now(session: Session, candidate: Candidate, now: datetime, actor_id: int | None) -> Message:
@@ -245,6 +267,18 @@ def nudge_now(session: Session, candidate: Candidate, now: datetime, actor_id: i
         raise DomainError("The deadline has passed: extend it first.")
     return queue_message(session, candidate, "manual_nudge", now, manual=True, actor_id=actor_id,
                          rule="Nudge now, by a recruiter")
+
+
+def nudgeable(session: Session, agent_id: int, now: datetime) -> list[Candidate]:
+    """Candidates of an agent who started, have not finished, and are still before the deadline."""
+    return list(session.scalars(select(Candidate).where(
+        Candidate.agent_id == agent_id, Candidate.stage == Stage.STARTED, Candidate.erased_at.is_(None),
+        or_(Candidate.deadline_at.is_(None), Candidate.deadline_at > now))))
+
+
+def nudge_all(session: Session, agent_id: int, now: datetime, actor_id: int | None) -> tuple[int, list[str]]:
+    """Nudge every candidate of an agent who started and has not finished; return (nudged, skipped)."""
+    return bulk_apply(session, "nudge", nudgeable(session, agent_id, now), now, actor_id)
 
 
 def extend_deadline(session: Session, candidate: Candidate, new_deadline: datetime, now: datetime,

@@ -226,8 +226,9 @@ def _resend_link(session: Session, candidate: Candidate, now: datetime) -> bool:
         return recent is not None
     channel = "email" if candidate.email else candidate.channel
     try:
+        # They are waiting for it right now: it goes at once, not in the next send window.
         candidates.queue_message(session, candidate, "link_resend", now, channel=channel, manual=False,
-                                 rule="Share link used again with this address")
+                                 rule="Share link used again with this address", immediate=True)
     except DomainError:
         return False
     return True

@@ -1,0 +1,120 @@
+"""Timing rules: when a message may go out, in the candidate's own time zone.
+
+Pure functions of their arguments (``now`` included), so every rule can be tested at any
+instant. Local times are built with ``zoneinfo`` day by day: a 09:00 window start means
+09:00 on the wall clock on both sides of a daylight-saving change.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+UTC = timezone.utc
+FOLLOW_UP_KINDS = ("reminder", "nudge", "final_nudge", "manual_nudge")
+AUTOMATIC_KINDS = ("reminder", "nudge", "final_nudge")
+
+
+def parse_days(text: str | None) -> frozenset[int]:
+    """ISO weekdays from "1,2,3" (1 = Monday)."""
+    return frozenset(int(p) for p in (text or "").split(",") if p.strip().isdigit() and 1 <= int(p) <= 7)
+
+
+def parse_hours(text: str | None) -> tuple[int, ...]:
+    """Reminder offsets in hours from "24,48", sorted."""
+    return tuple(sorted({int(p) for p in (text or "").split(",") if p.strip().isdigit() and int(p) > 0}))
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The follow-up rules in force for one agent (team settings with the agent's overrides)."""
+
+    window_start: int = 9 * 60          # minutes after local midnight
+    window_end: int = 18 * 60
+    send_days: frozenset[int] = frozenset({1, 2, 3, 4, 5})
+    initial_days: frozenset[int] = frozenset({1, 2, 3, 4})
+    reminder_offsets: tuple[int, ...] = (24, 48)
+    nudge_lead: int = 24                # hours before the deadline
+    final_nudge_lead: int | None = 2
+    cap: int = 3
+    spacing_auto: timedelta = timedelta(hours=20)
+    spacing_manual: timedelta = timedelta(hours=1)
+
+
+def zone(name: str | None) -> ZoneInfo:
+    """The named zone, or UTC when the name is unknown."""
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _local(day: date, minute: int, tz: ZoneInfo) -> datetime:
+    """The instant of a wall-clock time on a day; a time skipped by DST moves forward."""
+    wall = datetime.combine(day, time(minute // 60, minute % 60), tzinfo=tz)
+    # Round-trip through UTC: a non-existent wall time (spring forward) becomes the real one.
+    return wall.astimezone(UTC).astimezone(tz)
+
+
+def in_window(at: datetime, tz_name: str, rules: Rules, initial: bool) -> bool:
+    """Whether ``at`` is inside the send window on an allowed day, candidate-local."""
+    tz = zone(tz_name)
+    local = at.astimezone(tz)
+    days = rules.initial_days if initial else rules.send_days
+    if local.isoweekday() not in days:
+        return False
+    start, end = _local(local.date(), rules.window_start, tz), _local(local.date(), rules.window_end, tz)
+    return start <= local < end
+
+
+def next_allowed(at: datetime, tz_name: str, rules: Rules, initial: bool = False) -> datetime | None:
+    """The first instant at or after ``at`` inside the window on an allowed day (UTC).
+
+    ``initial`` uses the days allowed for first invites ("avoid Fridays"). None when no day
+    is allowed at all.
+    """
+    tz = zone(tz_name)
+    days = rules.initial_days if initial else rules.send_days
+    if not days or rules.window_end <= rules.window_start:
+        return None
+    local = at.astimezone(tz)
+    for offset in range(0, 15):
+        day = local.date() + timedelta(days=offset)
+        if day.isoweekday() not in days:
+            continue
+        start, end = _local(day, rules.window_start, tz), _local(day, rules.window_end, tz)
+        if offset == 0:
+            if local < start:
+                return start.astimezone(UTC)
+            if local < end:
+                return at.astimezone(UTC)
+            continue
+        return start.astimezone(UTC)
+    return None
+
+
+def backoff(attempts: int, base: timedelta = timedelta(minutes=1), cap: timedelta = timedelta(hours=1)) -> timedelta:
+    """Delay before retrying after ``attempts`` temporary failures: 1, 2, 4... minutes, capped."""
+    return min(base * (2 ** max(attempts - 1, 0)), cap)
+
+
+def rules_for(settings, agent=None) -> Rules:
+    """The rules for an agent: its own overrides where set, else the team's settings."""
+
+    def pick(name_agent: str, name_settings: str):
+        value = getattr(agent, name_agent, None) if agent is not None else None
+        return value if value is not None else getattr(settings, name_settings)
+
+    final = pick("final_nudge_lead_hours", "final_nudge_lead_hours")
+    return Rules(
+        window_start=pick("window_start_minute", "window_start_minute"),
+        window_end=pick("window_end_minute", "window_end_minute"),
+        send_days=parse_days(pick("send_days", "send_days")),
+        initial_days=parse_days(pick("initial_send_days", "initial_send_days")),
+        reminder_offsets=parse_hours(pick("reminder_offsets_hours", "reminder_offsets_hours")),
+        nudge_lead=pick("nudge_lead_hours", "nudge_lead_hours"),
+        final_nudge_lead=final or None,
+        cap=pick("followup_cap", "followup_cap"),
+        spacing_auto=timedelta(hours=settings.min_spacing_auto_hours),
+        spacing_manual=timedelta(hours=settings.min_spacing_manual_hours),
+    )

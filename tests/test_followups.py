@@ -1,0 +1,226 @@
+"""The planner and the dispatcher at chosen instants: invite → reminders → nudge → expiry."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from milo_portal.candidates import services as cs
+from milo_portal.extensions import db
+from milo_portal.followups.services import dispatch, plan, upcoming
+from milo_portal.models import Candidate, Event, Message, MessageStatus, Stage
+from tests.conftest import at, make_agent, make_user
+
+# Monday 30 November 2026, 10:00 in New York.
+MON_10 = at("2026-11-30T10:00:00-05:00")
+NY = "America/New_York"
+
+
+@pytest.fixture()
+def world(app, smtp, team_settings):
+    owner = make_user("owner@acme.example", "Rita Recruiter")
+    agent = make_agent("Analyst", owner_id=owner.id, deadline_days=7)
+    return agent
+
+
+def add(agent, now, invite=True, **fields):
+    contact = cs.CleanContact(name=fields.pop("name", "Ada Lovelace"), email=fields.pop("email", "ada@example.com"),
+                              phone=fields.pop("phone", None), timezone=fields.pop("tz", NY),
+                              channel=fields.pop("channel", "email"))
+    deadline = fields.pop("deadline", now + timedelta(days=7))
+    c, _ = cs.add_candidate(db.session, agent, contact, deadline, now, invite_now=invite)
+    db.session.commit()
+    return c
+
+
+def kinds(c, status=None):
+    q = db.session.query(Message).filter_by(candidate_id=c.id)
+    if status:
+        q = q.filter_by(status=status)
+    return sorted((m.kind, m.step) for m in q)
+
+
+def tick(now):
+    plan(db.session, now)
+    return dispatch(db.session, now)
+
+
+def test_invite_then_reminder_1_and_2_then_nothing(world, smtp):
+    c = add(world, MON_10)
+    assert tick(MON_10).sent and smtp.wait_for(1)
+    db.session.refresh(c)
+    assert c.stage == Stage.INVITED and c.invited_at == MON_10
+    # 23 h later nothing; 24 h later (Tuesday 10:00) reminder 1.
+    assert not tick(MON_10 + timedelta(hours=23)).sent
+    assert len(tick(MON_10 + timedelta(hours=24)).sent) == 1
+    assert len(tick(MON_10 + timedelta(hours=48)).sent) == 1
+    for hours in (49, 72, 96, 120):
+        assert not tick(MON_10 + timedelta(hours=hours)).sent
+    assert kinds(c, MessageStatus.SENT) == [("invite", 1), ("reminder", 1), ("reminder", 2)]
+    assert [m.message["Subject"] for m in smtp.wait_for(3)][1].startswith("Reminder:")
+    assert db.session.query(Event).filter_by(candidate_id=c.id, type="reminded").count() == 2
+
+
+def test_a_click_between_reminders_stops_reminder_2(world):
+    c = add(world, MON_10)
+    tick(MON_10)
+    tick(MON_10 + timedelta(hours=24))
+    from milo_portal.candidates import stages
+
+    stages.move(db.session, c, Stage.CLICKED, MON_10 + timedelta(hours=30))
+    db.session.commit()
+    tick(MON_10 + timedelta(hours=48))
+    tick(MON_10 + timedelta(hours=72))
+    assert kinds(c, MessageStatus.SENT) == [("invite", 1), ("reminder", 1)]
+
+
+def test_a_reminder_queued_before_the_click_is_cancelled_at_claim_time(world):
+    c = add(world, MON_10)
+    tick(MON_10)
+    # Planned at 24 h, but due in the window; the candidate clicks before it goes.
+    plan(db.session, MON_10 + timedelta(hours=24))
+    from milo_portal.candidates import stages
+
+    stages.move(db.session, c, Stage.CLICKED, MON_10 + timedelta(hours=24, minutes=1))
+    db.session.commit()
+    result = dispatch(db.session, MON_10 + timedelta(hours=24, minutes=2))
+    assert not result.sent and "Clicked their link" in result.cancelled[0]
+
+
+def test_invite_outside_the_window_waits_for_the_window(world, smtp):
+    thursday_1801 = at("2026-12-03T18:01:00-05:00")
+    c = add(world, thursday_1801)
+    message = db.session.query(Message).filter_by(candidate_id=c.id).one()
+    assert message.scheduled_for == at("2026-12-07T09:00:00-05:00")  # not Friday: Monday 09:00
+    assert not tick(at("2026-12-04T10:00:00-05:00")).sent
+    assert len(tick(at("2026-12-07T09:00:00-05:00")).sent) == 1
+
+
+def test_send_now_ignores_the_friday_rule_but_not_opt_out(world, smtp):
+    friday = at("2026-12-04T10:00:00-05:00")
+    c = add(world, friday, invite=False)
+    cs.send_invite(db.session, c, friday, actor_id=None, immediate=True)
+    db.session.commit()
+    assert len(tick(friday).sent) == 1
+    other = add(world, friday, invite=False, email="bea@example.com", name="Bea")
+    other.opted_out_email = True
+    db.session.commit()
+    with pytest.raises(Exception, match="opted out"):
+        cs.send_invite(db.session, other, friday, actor_id=None, immediate=True)
+
+
+def test_nudge_only_for_started_and_final_nudge_before_the_deadline(world):
+    deadline = at("2026-12-04T17:00:00-05:00")  # Friday 17:00
+    started = add(world, MON_10, deadline=deadline)
+    clicked = add(world, MON_10, deadline=deadline, email="c@example.com", name="Clicked Only")
+    tick(MON_10)
+    from milo_portal.candidates import stages
+
+    stages.move(db.session, started, Stage.STARTED, MON_10 + timedelta(hours=1))
+    stages.move(db.session, clicked, Stage.CLICKED, MON_10 + timedelta(hours=1))
+    db.session.commit()
+    # Thursday 17:00 is 24 h before: the nudge goes.
+    tick(at("2026-12-03T17:00:00-05:00"))
+    # Friday 15:00 is 2 h before: the final nudge — but 22 h after the nudge: spacing 20 h allows it.
+    tick(at("2026-12-04T15:00:00-05:00"))
+    assert kinds(started, MessageStatus.SENT) == [("final_nudge", 1), ("invite", 1), ("nudge", 1)]
+    assert kinds(clicked, MessageStatus.SENT) == [("invite", 1)]
+
+
+def test_nothing_after_completion_opt_out_or_the_deadline(world):
+    done = add(world, MON_10)
+    out = add(world, MON_10, email="o@example.com", name="Opted")
+    late = add(world, MON_10, email="l@example.com", name="Late", deadline=MON_10 + timedelta(hours=30))
+    tick(MON_10)
+    from milo_portal.candidates import stages
+
+    stages.move(db.session, done, Stage.COMPLETED, MON_10 + timedelta(hours=2))
+    cs.set_opt_out(db.session, out, "email", True, MON_10 + timedelta(hours=2), None)
+    db.session.commit()
+    for hours in (24, 48, 72, 96):
+        tick(MON_10 + timedelta(hours=hours))
+    assert kinds(done, MessageStatus.SENT) == [("invite", 1)]
+    assert kinds(out, MessageStatus.SENT) == [("invite", 1)]
+    assert kinds(late, MessageStatus.SENT) == [("invite", 1), ("reminder", 1)]
+    db.session.refresh(late)
+    assert late.stage == Stage.EXPIRED
+    assert db.session.query(Event).filter_by(candidate_id=late.id, type="expired").count() == 1
+
+
+def test_the_cap_and_the_spacing_are_respected(world, team_settings):
+    team_settings.followup_cap = 1
+    team_settings.reminder_offsets_hours = "24,30"
+    db.session.commit()
+    c = add(world, MON_10)
+    tick(MON_10)
+    tick(MON_10 + timedelta(hours=24))
+    # Reminder 2 is due at 30 h, but 20 h spacing after reminder 1 and the cap of 1 both stop it.
+    result = tick(MON_10 + timedelta(hours=30))
+    assert kinds(c, MessageStatus.SENT) == [("invite", 1), ("reminder", 1)]
+    assert not result.sent
+
+
+def test_spacing_moves_a_message_to_the_next_allowed_moment(world, team_settings):
+    team_settings.reminder_offsets_hours = "24,30"
+    db.session.commit()
+    c = add(world, MON_10)
+    tick(MON_10)
+    tick(MON_10 + timedelta(hours=24))
+    result = tick(MON_10 + timedelta(hours=30))
+    assert result.moved
+    reminder2 = db.session.query(Message).filter_by(candidate_id=c.id, kind="reminder", step=2).one()
+    # Reminder 1 went Tuesday 10:00; 20 h later is Wednesday 06:00, so Wednesday 09:00 local.
+    assert reminder2.scheduled_for == at("2026-12-02T09:00:00-05:00")
+    assert "spacing" in reminder2.rule
+
+
+def test_manual_nudge_now_respects_opt_out_and_uses_manual_spacing(world):
+    c = add(world, MON_10)
+    tick(MON_10)
+    from milo_portal.candidates import stages
+
+    stages.move(db.session, c, Stage.STARTED, MON_10 + timedelta(minutes=5))
+    db.session.commit()
+    cs.nudge_now(db.session, c, MON_10 + timedelta(minutes=10), actor_id=None)
+    db.session.commit()
+    result = tick(MON_10 + timedelta(minutes=10))
+    assert result.moved  # one hour after the invite at the earliest
+    assert len(tick(MON_10 + timedelta(hours=1)).sent) == 1
+    cs.set_opt_out(db.session, c, "email", True, MON_10 + timedelta(hours=2), None)
+    db.session.commit()
+    with pytest.raises(Exception, match="opted out"):
+        cs.nudge_now(db.session, c, MON_10 + timedelta(hours=3), actor_id=None)
+
+
+def test_opted_out_after_queueing_is_cancelled_at_claim_time(world):
+    c = add(world, MON_10)
+    c.opted_out_email = True  # changed behind the queue's back
+    db.session.commit()
+    result = tick(MON_10)
+    assert not result.sent and "Opted out" in result.cancelled[0]
+
+
+def test_two_planners_insert_each_follow_up_once(world, app, database_url):
+    from milo_portal import create_app
+    from milo_portal.config import TestConfig
+
+    c = add(world, MON_10)
+    tick(MON_10)
+    other = create_app(TestConfig, database_url=database_url)
+    with other.app_context():
+        plan(db.session, MON_10 + timedelta(hours=24))
+        db.session.remove()
+        db.engine.dispose()
+    plan(db.session, MON_10 + timedelta(hours=24))
+    assert kinds(c) == [("invite", 1), ("reminder", 1)]
+
+
+def test_schedule_shows_queued_and_planned_follow_ups(world, runner):
+    c = add(world, MON_10)
+    tick(MON_10)
+    items = upcoming(db.session, c, MON_10 + timedelta(hours=1))
+    assert [(i.kind, i.status) for i in items] == [("reminder", "planned"), ("reminder", "planned"),
+                                                   ("nudge", "planned"), ("final_nudge", "planned")]
+    result = runner.invoke(args=["milo", "schedule", str(c.id), "--at", "2026-11-30T16:00:00Z"])
+    assert result.exit_code == 0, result.output
+    assert "reminder by email [planned]" in result.output and "EST theirs" in result.output
