@@ -87,3 +87,10 @@ def test_parsers_and_backoff():
     assert parse_hours("48, 24,0,-1") == (24, 48)
     assert [backoff(n) for n in (1, 2, 3)] == [timedelta(minutes=1), timedelta(minutes=2), timedelta(minutes=4)]
     assert backoff(30) == timedelta(hours=1)
+
+
+def test_a_window_until_midnight_covers_the_whole_day():
+    rules = Rules(window_start=0, window_end=24 * 60, send_days=frozenset(range(1, 8)),
+                  initial_days=frozenset(range(1, 8)))
+    assert next_allowed(at("2026-12-05T23:59:00"), "UTC", rules, True) == at("2026-12-05T23:59:00")
+    assert in_window(at("2026-12-06T00:00:00"), "UTC", rules, True)

@@ -50,7 +50,11 @@ def zone(name: str | None) -> ZoneInfo:
 
 
 def _local(day: date, minute: int, tz: ZoneInfo) -> datetime:
-    """The instant of a wall-clock time on a day; a time skipped by DST moves forward."""
+    """The instant of a wall-clock time on a day; a time skipped by DST moves forward.
+
+    Minute 1440 is the midnight that ends the day (a window "until 24:00").
+    """
+    day, minute = day + timedelta(days=minute // 1440), minute % 1440
     wall = datetime.combine(day, time(minute // 60, minute % 60), tzinfo=tz)
     # Round-trip through UTC: a non-existent wall time (spring forward) becomes the real one.
     return wall.astimezone(UTC).astimezone(tz)

@@ -389,8 +389,12 @@ def _handle(session: Session, message: Message, settings: Settings, now: datetim
         session.commit()
         out.moved.append(f"{label} → {decision.when.isoformat(timespec='minutes')}")
         return
-    result = messaging.send_message(session, message, settings, smtp=smtp if message.channel == "email" else None)
-    budget[message.channel] -= 1
+    channel = message.channel
+    delivery = messaging.prepare_delivery(session, message, settings)
+    # End the transaction before the network call: no lock is held while we wait on a server.
+    session.commit()
+    result = messaging.deliver(delivery, smtp=smtp if channel == "email" else None)
+    budget[channel] -= 1
     if result.ok:
         record_sent(session, message, candidate, result.provider_id, now)
         out.sent.append(label)
@@ -398,7 +402,7 @@ def _handle(session: Session, message: Message, settings: Settings, now: datetim
         outcome = record_failure(session, message, candidate, result, now, max_attempts)
         (out.retried if outcome == "retried" else out.failed).append(f"{label}: {result.error}")
         if result.status == channels.TEMPORARY:
-            budget[message.channel] = 0  # the channel is in trouble: try again next tick
+            budget[channel] = 0  # the channel is in trouble: try again next tick
     session.commit()
 
 

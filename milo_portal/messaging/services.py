@@ -243,30 +243,59 @@ def prepare(session: Session, message: Message, settings: Settings) -> Rendered:
     return rendered
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """Everything the network part of a send needs, as plain values (no database objects)."""
+
+    channel: str
+    email: channels.Email | None = None
+    to: str | None = None
+    text: str | None = None
+    status_callback: str | None = None
+    problem: channels.SendResult | None = None
+
+
+def prepare_delivery(session: Session, message: Message, settings: Settings) -> Delivery:
+    """Render the message and gather what sending it needs; a problem is a SendResult."""
+    try:
+        rendered = prepare(session, message, settings)
+    except TemplateProblem as err:
+        return Delivery(message.channel, problem=channels.SendResult(channels.PERMANENT,
+                                                                     error=f"Template problem: {err.message}"))
+    candidate = message.candidate
+    if message.channel == "email":
+        if not candidate.email:
+            return Delivery("email", problem=channels.SendResult(channels.PERMANENT, error="No e-mail address"))
+        sender = sender_identity(settings)
+        if sender is None:
+            return Delivery("email", problem=channels.SendResult(
+                channels.TEMPORARY, error="No sender address: set it in Settings → Messaging"))
+        return Delivery("email", email=channels.Email(
+            to=candidate.email, subject=rendered.subject, text=rendered.text, html=rendered.html, sender=sender,
+            reply_to=settings.reply_to, message_id_domain=_message_id_domain(),
+            list_unsubscribe=list_unsubscribe(candidate)[1]))
+    if not candidate.phone:
+        return Delivery(message.channel, problem=channels.SendResult(channels.PERMANENT, error="No phone number"))
+    return Delivery(message.channel, to=candidate.phone, text=rendered.text,
+                    status_callback=public_url("/hooks/twilio/status"))
+
+
+def deliver(delivery: Delivery, smtp: channels.TimeoutConnection | None = None) -> channels.SendResult:
+    """The network part of sending: it touches no database object, so no transaction is held."""
+    if delivery.problem is not None:
+        return delivery.problem
+    if delivery.channel == "email":
+        return channels.send_email(delivery.email, smtp)
+    return channels.send_text(delivery.channel, delivery.to, delivery.text, delivery.status_callback)
+
+
 def send_message(session: Session, message: Message, settings: Settings,
                  smtp: channels.TimeoutConnection | None = None) -> channels.SendResult:
     """Send one claimed outbox message through its channel; return sent/temporary/permanent.
 
     It does not decide timing and does not change the message's status: the dispatcher does.
     """
-    candidate = message.candidate
-    try:
-        rendered = prepare(session, message, settings)
-    except TemplateProblem as err:
-        return channels.SendResult(channels.PERMANENT, error=f"Template problem: {err.message}")
-    if message.channel == "email":
-        if not candidate.email:
-            return channels.SendResult(channels.PERMANENT, error="No e-mail address")
-        sender = sender_identity(settings)
-        if sender is None:
-            return channels.SendResult(channels.TEMPORARY, error="No sender address: set it in Settings → Messaging")
-        return channels.send_email(channels.Email(
-            to=candidate.email, subject=rendered.subject, text=rendered.text, html=rendered.html, sender=sender,
-            reply_to=settings.reply_to, message_id_domain=_message_id_domain(),
-            list_unsubscribe=list_unsubscribe(candidate)[1]), smtp)
-    if not candidate.phone:
-        return channels.SendResult(channels.PERMANENT, error="No phone number")
-    return channels.send_text(message.channel, candidate.phone, rendered.text, public_url("/hooks/twilio/status"))
+    return deliver(prepare_delivery(session, message, settings), smtp)
 
 
 def send_test(channel: str, version: TemplateVersion, settings: Settings, user: User, to: str,
