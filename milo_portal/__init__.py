@@ -97,11 +97,12 @@ def _register_blueprints(app: Flask) -> None:
     from .candidates import bp as candidates_bp
     from .hooks import bp as hooks_bp
     from .messaging import bp as messaging_bp
+    from .outbox import bp as outbox_bp
     from .pages import bp as pages_bp
     from .public import bp as public_bp
     from .settings import bp as settings_bp
 
-    for bp in (auth_bp, agents_bp, candidates_bp, messaging_bp, settings_bp, pages_bp, public_bp, hooks_bp):
+    for bp in (auth_bp, agents_bp, candidates_bp, messaging_bp, outbox_bp, settings_bp, pages_bp, public_bp, hooks_bp):
         app.register_blueprint(bp)
 
     @app.get("/healthz")

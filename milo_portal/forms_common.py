@@ -42,3 +42,25 @@ def country_zones() -> dict[str, tuple[str, ...]]:
             code, _coords, zone = line.split("\t")[:3]
             zones[code].append(zone)
     return {code: tuple(z) for code, z in zones.items()}
+
+
+def parse_clock(text: str) -> int:
+    """Minutes after midnight from "09:00" (24:00 allowed as the end of the day)."""
+    try:
+        hours, minutes = (int(p) for p in text.strip().split(":"))
+    except ValueError:
+        raise ValidationError("Use a time such as 09:00.") from None
+    if not (0 <= hours <= 24 and 0 <= minutes < 60) or (hours == 24 and minutes):
+        raise ValidationError("Use a time such as 09:00.")
+    return hours * 60 + minutes
+
+
+def clock(minutes: int | None) -> str:
+    """"09:00" from minutes after midnight."""
+    return "" if minutes is None else f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def check_offsets(form, field) -> None:
+    """Reminder offsets: whole hours, comma separated, e.g. "24, 48"."""
+    if field.data and not all(p.strip().isdigit() and 0 < int(p) <= 24 * 30 for p in field.data.split(",")):
+        raise ValidationError("Whole hours separated by commas, e.g. 24, 48.")

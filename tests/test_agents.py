@@ -202,3 +202,27 @@ def test_demo_data_creates_a_team_agents_and_candidates_everywhere(runner, app):
     assert db.session.query(Answer).filter_by(candidate_id=completed.id).count() == len(completed.agent.questions)
     result = runner.invoke(args=["milo", "demo-data", "--candidates", "10"])  # agents are not made twice
     assert db.session.query(Agent).count() == 3 and db.session.query(Candidate).count() == 610
+
+
+def test_follow_up_rules_can_be_overridden_per_agent_and_cleared(auth, client, user):
+    agent = make_agent()
+    r = client.post(f"/agents/{agent.id}/edit", {**_form(user), "window_start": "10:00", "window_end": "16:00",
+                                                "send_days": ["1", "2"], "reminder_offsets_hours": "12, 6",
+                                                "final_nudge_lead_hours": "0", "followup_cap": "1"})
+    assert r.status_code == 302
+    db.session.refresh(agent)
+    assert (agent.window_start_minute, agent.window_end_minute, agent.send_days, agent.reminder_offsets_hours,
+            agent.final_nudge_lead_hours, agent.followup_cap, agent.nudge_lead_hours) == (600, 960, "1,2", "6,12", 0, 1, None)
+    page = client.get(f"/agents/{agent.id}/edit").get_data(as_text=True)
+    assert 'value="10:00"' in page and 'value="6, 12"' in page
+    empty = {name: "" for name in ("window_start", "window_end", "reminder_offsets_hours", "nudge_lead_hours",
+                                    "final_nudge_lead_hours", "followup_cap")}  # as a browser sends cleared fields
+    client.post(f"/agents/{agent.id}/edit", {**_form(user), **empty})
+    db.session.refresh(agent)
+    assert (agent.window_start_minute, agent.send_days, agent.followup_cap, agent.final_nudge_lead_hours) == (None,) * 4
+
+
+def test_a_half_window_override_is_refused(auth, client, user):
+    agent = make_agent()
+    body = client.post(f"/agents/{agent.id}/edit", {**_form(user), "window_start": "10:00"}).get_data(as_text=True)
+    assert "Give both the start and the end" in body

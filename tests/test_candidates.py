@@ -268,7 +268,7 @@ def test_resend_invite_and_nudge_now_queue_messages(auth, client):
     kinds = sorted(m.kind for m in db.session.query(Message))
     assert kinds == ["invite", "manual_nudge"]
     body = client.get(f"/candidates/{c.id}").get_data(as_text=True)
-    assert "Queued messages" in body
+    assert "Upcoming follow-ups" in body and "manual nudge" in body and "scheduled" in body
 
 
 def test_nudge_now_is_refused_for_someone_who_has_not_started(auth, client):

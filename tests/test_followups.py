@@ -224,3 +224,125 @@ def test_schedule_shows_queued_and_planned_follow_ups(world, runner):
     result = runner.invoke(args=["milo", "schedule", str(c.id), "--at", "2026-11-30T16:00:00Z"])
     assert result.exit_code == 0, result.output
     assert "reminder by email [planned]" in result.output and "EST theirs" in result.output
+
+
+def test_settings_page_saves_the_follow_up_rules(app, auth, client):
+    from milo_portal.settings.services import get_settings
+
+    body = client.get("/settings").get_data(as_text=True)
+    assert 'value="09:00"' in body and "Follow-up rules" in body
+    r = client.post("/settings", {"t-window_start": "08:30", "t-window_end": "20:00", "t-send_days": ["1", "2", "3", "4", "5", "6"],
+                                  "t-initial_send_days": ["1", "2", "3"], "t-reminder_offsets_hours": "48, 24, 72",
+                                  "t-nudge_lead_hours": "12", "t-final_nudge_lead_hours": "0", "t-followup_cap": "2",
+                                  "t-min_spacing_auto_hours": "18", "t-min_spacing_manual_hours": "2"})
+    assert r.status_code == 302
+    s = get_settings(db.session)
+    assert (s.window_start_minute, s.window_end_minute, s.send_days, s.initial_send_days) == (510, 1200, "1,2,3,4,5,6", "1,2,3")
+    assert (s.reminder_offsets_hours, s.nudge_lead_hours, s.final_nudge_lead_hours, s.followup_cap) == ("24,48,72", 12, 0, 2)
+
+
+def test_settings_refuses_a_window_that_ends_before_it_starts_and_no_days(app, auth, client):
+    r = client.post("/settings", {"t-window_start": "18:00", "t-window_end": "09:00", "t-reminder_offsets_hours": "soon",
+                                  "t-nudge_lead_hours": "24", "t-final_nudge_lead_hours": "2", "t-followup_cap": "3",
+                                  "t-min_spacing_auto_hours": "20", "t-min_spacing_manual_hours": "1"})
+    body = r.get_data(as_text=True)
+    assert r.status_code == 422
+    assert "must end after it starts" in body and "Choose at least one day." in body and "Whole hours" in body
+
+
+def test_agent_overrides_win_over_the_team_rules(world, team_settings):
+    from milo_portal.followups.rules import rules_for
+
+    world.reminder_offsets_hours = "6"
+    world.final_nudge_lead_hours = 0
+    world.window_start_minute = 7 * 60
+    db.session.commit()
+    rules = rules_for(team_settings, world)
+    assert (rules.reminder_offsets, rules.final_nudge_lead, rules.window_start, rules.window_end) == ((6,), None, 420, 1080)
+
+
+def test_outbox_lists_by_status_and_its_actions_follow_the_state_machine(world, auth, client):
+    c = add(world, MON_10)
+    failed = db.session.query(Message).filter_by(candidate_id=c.id).one()
+    failed.status, failed.last_error = MessageStatus.FAILED, "SMTP 550: no such user"
+    doubt = Message(candidate_id=c.id, kind="reminder", step=1, channel="email", status=MessageStatus.IN_DOUBT,
+                    scheduled_for=MON_10)
+    db.session.add(doubt)
+    db.session.commit()
+    body = client.get("/outbox?status=failed").get_data(as_text=True)
+    assert "SMTP 550: no such user" in body and "Retry" in body and "Failed (1)" in body and "In doubt (1)" in body
+    client.post(f"/outbox/{failed.id}/retry")
+    db.session.refresh(failed)
+    assert failed.status == MessageStatus.SCHEDULED and failed.attempts == 0
+    client.post(f"/outbox/{failed.id}/mark_sent")  # not allowed from scheduled
+    db.session.refresh(failed)
+    assert failed.status == MessageStatus.SCHEDULED
+    client.post(f"/outbox/{doubt.id}/mark_sent")
+    db.session.refresh(doubt)
+    assert doubt.status == MessageStatus.SENT and doubt.sent_at is not None
+    client.post(f"/outbox/{failed.id}/cancel")
+    db.session.refresh(failed)
+    assert failed.status == MessageStatus.CANCELLED
+    assert client.post("/outbox/999/cancel").status_code == 404
+
+
+def test_in_doubt_can_be_sent_again(world, auth, client):
+    c = add(world, MON_10)
+    m = db.session.query(Message).filter_by(candidate_id=c.id).one()
+    m.status = MessageStatus.IN_DOUBT
+    db.session.commit()
+    client.post(f"/outbox/{m.id}/send_again")
+    db.session.refresh(m)
+    assert m.status == MessageStatus.SCHEDULED
+
+
+def test_nudge_all_shows_how_many_then_nudges(world, auth, client):
+    from milo_portal.candidates import stages
+    from milo_portal.clock import now
+
+    people = [add(world, now() - timedelta(hours=1), email=f"n{i}@example.com", name=f"N{i}",
+                  deadline=now() + timedelta(days=3)) for i in range(3)]
+    for c in people[:2]:
+        stages.move(db.session, c, Stage.STARTED, now())
+    people[1].opted_out_email = True
+    db.session.commit()
+    page = client.get(f"/agents/{world.id}/nudge-all").get_data(as_text=True)
+    assert "<strong>2</strong> candidates will be nudged" in page
+    assert "Nudge all who started but didn't finish (2)" in client.get(f"/agents/{world.id}").get_data(as_text=True)
+    client.post(f"/agents/{world.id}/nudge-all")
+    assert db.session.query(Message).filter_by(kind="manual_nudge").count() == 1  # the opted-out one is skipped
+
+
+def test_send_now_button_queues_an_immediate_invite(world, auth, client):
+    from milo_portal.clock import now
+
+    c = add(world, now(), invite=False)
+    client.post(f"/candidates/{c.id}/send-now")
+    m = db.session.query(Message).filter_by(candidate_id=c.id).one()
+    assert m.immediate is True and m.kind == "invite"
+
+
+def test_dispatch_command_walks_a_candidate_through_the_rules(world, runner):
+    c = add(world, MON_10, deadline=at("2026-12-04T17:00:00-05:00"))
+    out = runner.invoke(args=["milo", "dispatch", "--at", "2026-11-30T10:00:00-05:00", "--dry-run"]).output
+    assert "would send: #" in out and "invite 1 by email to Ada Lovelace <ada@example.com>" in out
+    assert db.session.query(Message).one().status == MessageStatus.SCHEDULED  # the dry run changed nothing
+    out = runner.invoke(args=["milo", "dispatch", "--at", "2026-11-30T10:00:00-05:00"]).output
+    assert "sent: #" in out and "sent 1," in out
+    out = runner.invoke(args=["milo", "dispatch", "--at", "2026-12-01T10:00:00-05:00"]).output
+    assert "planned: 1 reminder" in out and "sent 1," in out
+    from milo_portal.candidates import stages
+
+    stages.move(db.session, c, Stage.STARTED, at("2026-12-01T12:00:00-05:00"))
+    db.session.commit()
+    out = runner.invoke(args=["milo", "dispatch", "--at", "2026-12-03T17:00:00-05:00"]).output
+    assert "1 nudge" in out and "sent 1," in out
+    out = runner.invoke(args=["milo", "dispatch", "--at", "2026-12-04T17:00:01-05:00"]).output
+    assert "expired: 1" in out
+    db.session.refresh(c)
+    assert c.stage == Stage.EXPIRED
+
+
+def test_dispatch_command_refuses_a_time_without_offset(runner, app):
+    result = runner.invoke(args=["milo", "dispatch", "--at", "2026-12-04T09:30:00"])
+    assert result.exit_code != 0 and "offset" in result.output

@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import IntegerField, SelectField, StringField, TextAreaField, URLField
+from wtforms import IntegerField, SelectField, SelectMultipleField, StringField, TextAreaField, URLField
+from wtforms.validators import ValidationError
 from wtforms.validators import URL, DataRequired, Length, NumberRange, Optional
 
-from ..forms_common import choices
+from ..forms_common import check_offsets, choices, parse_clock
 
 ROLE_LEVEL_CHOICES = choices([
     ("entry", "Entry level / shift work"),
     ("professional", "Professional"),
     ("senior", "Senior"),
 ])
+DAYS = [("1", "Mon"), ("2", "Tue"), ("3", "Wed"), ("4", "Thu"), ("5", "Fri"), ("6", "Sat"), ("7", "Sun")]
 CHANNEL_CHOICES = choices([
     ("email", "E-mail"),
     ("sms", "SMS"),
@@ -44,6 +46,34 @@ class AgentForm(FlaskForm):
         description="Leave empty to run the questions in Milo Portal.",
     )
     owner_id = SelectField("Owner", coerce=int, validate_choice=True)
+
+    # Follow-up rules for this interview only; empty means "as in the team settings".
+    window_start = StringField("Send window starts", validators=[Optional()], description="Empty: team setting.")
+    window_end = StringField("Send window ends", validators=[Optional()])
+    send_days = SelectMultipleField("Days messages may go", choices=choices(DAYS), coerce=str,
+                                    validators=[Optional()], description="None ticked: team setting.")
+    initial_send_days = SelectMultipleField("Days first invites may go", choices=choices(DAYS), coerce=str,
+                                            validators=[Optional()])
+    reminder_offsets_hours = StringField("Reminders, hours after the invite", validators=[Optional()],
+                                         description="e.g. 24, 48. Empty: team setting.")
+    nudge_lead_hours = IntegerField("Nudge, hours before the deadline", validators=[Optional(), NumberRange(min=1, max=336)])
+    final_nudge_lead_hours = IntegerField("Final nudge, hours before (0: none)",
+                                          validators=[Optional(), NumberRange(min=0, max=336)])
+    followup_cap = IntegerField("Most follow-ups per candidate", validators=[Optional(), NumberRange(min=0, max=10)])
+
+    def validate_window_start(self, field) -> None:
+        parse_clock(field.data)
+        if not self.window_end.data:
+            raise ValidationError("Give both the start and the end, or neither.")
+
+    def validate_window_end(self, field) -> None:
+        if bool(field.data) != bool(self.window_start.data):
+            raise ValidationError("Give both the start and the end, or neither.")
+        if field.data and parse_clock(field.data) <= parse_clock(self.window_start.data):
+            raise ValidationError("The window must end after it starts.")
+
+    def validate_reminder_offsets_hours(self, field) -> None:
+        check_offsets(self, field)
 
 
 class NewAgentForm(AgentForm):

@@ -15,6 +15,8 @@ from ..models import ROLE_LEVELS, Agent, Candidate, Question, Stage, User, new_t
 MAX_QUESTIONS = 30
 MAX_QUESTION_LENGTH = 1000
 SOURCE_TAG = re.compile(r"[^a-z0-9_-]+")
+RULE_FIELDS = ("window_start_minute", "window_end_minute", "send_days", "initial_send_days",
+               "reminder_offsets_hours", "nudge_lead_hours", "final_nudge_lead_hours", "followup_cap")
 SUGGESTED_SOURCES = ("linkedin", "indeed", "greenhouse", "lever", "workday", "careers-page",
                      "referral", "job-fair", "flyer")
 
@@ -37,6 +39,7 @@ class AgentData:
     default_channel: str
     external_url: str | None
     owner_id: int | None
+    rules: dict | None = None  # follow-up overrides; a None value means "team setting"
 
 
 def _apply(session: Session, agent: Agent, data: AgentData) -> None:
@@ -53,6 +56,10 @@ def _apply(session: Session, agent: Agent, data: AgentData) -> None:
     agent.default_channel = data.default_channel
     agent.external_url = (data.external_url or "").strip() or None
     agent.owner_id = data.owner_id
+    for name, value in (data.rules or {}).items():
+        if name not in RULE_FIELDS:
+            raise DomainError(f"Unknown rule {name!r}.")
+        setattr(agent, name, value)
 
 
 def create_agent(session: Session, data: AgentData, questions: list[str] | None = None) -> Agent:

@@ -514,15 +514,6 @@ def timeline(session: Session, candidate: Candidate) -> list[TimelineItem]:
     return items
 
 
-def upcoming_messages(session: Session, candidate: Candidate) -> list[Message]:
-    """Messages queued for this candidate and not yet sent."""
-    return list(session.scalars(
-        select(Message).where(Message.candidate_id == candidate.id,
-                              Message.status.in_((MessageStatus.SCHEDULED, MessageStatus.SENDING)))
-        .order_by(Message.scheduled_for)
-    ))
-
-
 def bulk_apply(session: Session, action: str, candidates: Iterable[Candidate], now: datetime,
                actor_id: int | None, extend_days: int = 0) -> tuple[int, list[str]]:
     """Apply a list action to each selected candidate; return (done, reasons for skips)."""

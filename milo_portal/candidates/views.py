@@ -17,6 +17,7 @@ from ..extensions import db
 from ..forms_common import choices
 from ..models import CHANNELS, SOURCES, Agent, Candidate, Stage
 from ..settings.services import get_settings
+from ..followups import services as followups
 from . import bp, services
 from .forms import AddCandidateForm, BulkForm, ContactForm, DeadlineForm
 
@@ -185,6 +186,23 @@ def index():
     return render_template("candidates/index.html", **ctx)
 
 
+@bp.route("/agents/<int:agent_id>/nudge-all", methods=["GET", "POST"])
+def nudge_all(agent_id: int):
+    """Nudge all who started but didn't finish: shows who first, acts on confirmation."""
+    agent = get_agent(agent_id)
+    people = services.nudgeable(db.session, agent.id, now())
+    if request.method == "POST":
+        if not EmptyForm().validate_on_submit():
+            abort(400)
+        done, skipped = services.nudge_all(db.session, agent.id, now(), _actor())
+        db.session.commit()
+        flash(f"{done} candidate{'s' if done != 1 else ''} will be nudged inside their send window.", "success")
+        if skipped:
+            flash(f"Not nudged ({len(skipped)}): " + "; ".join(skipped[:10]), "info")
+        return redirect(url_for("agents.detail", agent_id=agent.id))
+    return render_template("candidates/nudge_all.html", agent=agent, people=people, action_form=EmptyForm())
+
+
 @bp.get("/agents/<int:agent_id>/candidates")
 def for_agent(agent_id: int):
     get_agent(agent_id)
@@ -235,7 +253,7 @@ def _detail(candidate: Candidate, edit_form: ContactForm | None = None, deadline
     return render_template(
         "candidates/detail.html", c=candidate, link=candidate_link(candidate),
         timeline=services.timeline(db.session, candidate),
-        upcoming=services.upcoming_messages(db.session, candidate),
+        upcoming=followups.upcoming(db.session, candidate, now()),
         edit_form=edit_form or ContactForm(formdata=None, obj=candidate),
         deadline_form=deadline_form, action_form=EmptyForm(), channel_labels=services.CHANNEL_LABELS,
         just_added=request.args.get("added") == "1",
@@ -267,6 +285,14 @@ def resend_invite(candidate_id: int):
     return _action(candidate_id, lambda c: services.send_invite(db.session, c, now(), actor_id=_actor(),
                                                                 rule="Resend invite, by a recruiter"),
                    "The invite is queued in the outbox.")
+
+
+@bp.post("/candidates/<int:candidate_id>/send-now")
+def send_now(candidate_id: int):
+    """The invite at once, outside the window or on a Friday if need be (never past an opt-out)."""
+    return _action(candidate_id, lambda c: services.send_invite(db.session, c, now(), actor_id=_actor(),
+                                                                rule="Send now, by a recruiter", immediate=True),
+                   "The invite goes out on the next tick, whatever the time is for them.")
 
 
 @bp.post("/candidates/<int:candidate_id>/nudge")

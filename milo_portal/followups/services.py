@@ -41,7 +41,7 @@ class PlanResult:
     planned: Counter = field(default_factory=Counter)
 
     def summary(self) -> str:
-        parts = [f"{n} {kind}" for kind, n in sorted(self.planned.items())]
+        parts = [f"{n} {kind}" for kind, n in sorted(self.planned.items()) if n]
         return f"planned: {', '.join(parts) or 'nothing'}; expired: {self.expired}"
 
 

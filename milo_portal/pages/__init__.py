@@ -5,7 +5,6 @@ bp = Blueprint("pages", __name__)
 
 COMING = {
     "metrics": ("Metrics", "The funnel from invited to completed, with red flags"),
-    "outbox": ("Outbox", "Every message sent or scheduled, with its status"),
 }
 
 

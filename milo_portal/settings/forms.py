@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import phonenumbers
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, SelectField, StringField
-from wtforms.validators import DataRequired, Email, Length, Optional, ValidationError
+from wtforms import BooleanField, EmailField, IntegerField, SelectField, SelectMultipleField, StringField
+from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional, ValidationError
 
-from ..forms_common import choices, timezone_choices, valid_timezone
+from ..forms_common import check_offsets, choices, clock, parse_clock, timezone_choices, valid_timezone  # noqa: F401
 
 
 def _countries():
@@ -38,3 +38,45 @@ class MessagingForm(FlaskForm):
                 number = None
             if number is None or not phonenumbers.is_valid_number(number):
                 raise ValidationError("This is not a valid phone number.")
+
+
+DAY_CHOICES = [("1", "Mon"), ("2", "Tue"), ("3", "Wed"), ("4", "Thu"), ("5", "Fri"), ("6", "Sat"), ("7", "Sun")]
+
+
+class TimingForm(FlaskForm):
+    """The team's follow-up rules."""
+
+    window_start = StringField("Send window starts", default="09:00", validators=[DataRequired()],
+                               description="Candidate-local time.")
+    window_end = StringField("Send window ends", default="18:00", validators=[DataRequired()])
+    send_days = SelectMultipleField("Days messages may go", choices=choices(DAY_CHOICES), coerce=str)
+    initial_send_days = SelectMultipleField("Days first invites may go", choices=choices(DAY_CHOICES), coerce=str,
+                                            description="Avoid Fridays: invites sent on a Friday are finished least often.")
+    reminder_offsets_hours = StringField("Reminders, hours after the invite", default="24, 48",
+                                         validators=[Optional(), check_offsets],
+                                         description="Only to candidates who have not clicked yet. Empty: no reminders.")
+    nudge_lead_hours = IntegerField("Nudge, hours before the deadline", default=24,
+                                    validators=[NumberRange(min=1, max=24 * 14)])
+    final_nudge_lead_hours = IntegerField("Final nudge, hours before the deadline (0: none)", default=2,
+                                          validators=[NumberRange(min=0, max=24 * 14)])
+    followup_cap = IntegerField("Most follow-ups per candidate", default=3, validators=[NumberRange(min=0, max=10)])
+    min_spacing_auto_hours = IntegerField("Hours between two automatic messages", default=20,
+                                          validators=[NumberRange(min=0, max=24 * 7)])
+    min_spacing_manual_hours = IntegerField("Hours between messages a recruiter sends", default=1,
+                                            validators=[NumberRange(min=0, max=24 * 7)])
+
+    def validate_window_end(self, field) -> None:
+        start = parse_clock(self.window_start.data or "")
+        if parse_clock(field.data) <= start:
+            raise ValidationError("The window must end after it starts.")
+
+    def validate_window_start(self, field) -> None:
+        parse_clock(field.data)
+
+    def validate_send_days(self, field) -> None:
+        if not field.data:
+            raise ValidationError("Choose at least one day.")
+
+    def validate_initial_send_days(self, field) -> None:
+        if not field.data:
+            raise ValidationError("Choose at least one day.")

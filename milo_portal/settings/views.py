@@ -11,7 +11,8 @@ from ..extensions import db
 from ..messaging import channels
 from ..messaging import services as messaging
 from . import bp
-from .forms import MessagingForm
+from ..forms_common import clock, parse_clock
+from .forms import MessagingForm, TimingForm
 from .services import get_settings
 
 
@@ -40,17 +41,47 @@ def channel_states() -> list[dict]:
     return states
 
 
+def _timing_form(settings, formdata=None) -> TimingForm:
+    form = TimingForm(formdata=formdata, prefix="t")
+    if formdata is None:
+        form.window_start.data = clock(settings.window_start_minute)
+        form.window_end.data = clock(settings.window_end_minute)
+        form.send_days.data = [d for d in settings.send_days.split(",") if d]
+        form.initial_send_days.data = [d for d in settings.initial_send_days.split(",") if d]
+        form.reminder_offsets_hours.data = ", ".join(p for p in settings.reminder_offsets_hours.split(",") if p)
+        for name in ("nudge_lead_hours", "followup_cap", "min_spacing_auto_hours", "min_spacing_manual_hours"):
+            getattr(form, name).data = getattr(settings, name)
+        form.final_nudge_lead_hours.data = settings.final_nudge_lead_hours or 0
+    return form
+
+
 @bp.route("/settings", methods=["GET", "POST"])
 def index():
     settings = get_settings(db.session)
-    form = MessagingForm(obj=settings)
-    if form.validate_on_submit():
+    form = MessagingForm(obj=settings) if "t-window_start" not in request.form else MessagingForm(formdata=None, obj=settings)
+    timing = _timing_form(settings, request.form if "t-window_start" in request.form else None)
+    if "t-window_start" in request.form:
+        if timing.validate_on_submit():
+            settings.window_start_minute = parse_clock(timing.window_start.data)
+            settings.window_end_minute = parse_clock(timing.window_end.data)
+            settings.send_days = ",".join(sorted(timing.send_days.data))
+            settings.initial_send_days = ",".join(sorted(timing.initial_send_days.data))
+            settings.reminder_offsets_hours = ",".join(
+                str(h) for h in sorted({int(p) for p in (timing.reminder_offsets_hours.data or "").split(",") if p.strip()}))
+            for name in ("nudge_lead_hours", "final_nudge_lead_hours", "followup_cap", "min_spacing_auto_hours",
+                         "min_spacing_manual_hours"):
+                setattr(settings, name, getattr(timing, name).data)
+            db.session.commit()
+            flash("Follow-up rules saved. They apply from the next tick.", "success")
+            return redirect(url_for("settings.index", _anchor="followups"))
+    elif form.validate_on_submit():
         form.populate_obj(settings)
         db.session.commit()
         flash("Settings saved.", "success")
         return redirect(url_for("settings.index"))
     db.session.commit()  # the settings row, if it was just made
-    return render_template("settings/index.html", form=form, states=channel_states()), (422 if form.errors else 200)
+    status = 422 if (form.errors or timing.errors) else 200
+    return render_template("settings/index.html", form=form, timing=timing, states=channel_states()), status
 
 
 @bp.post("/settings/test/<channel>")

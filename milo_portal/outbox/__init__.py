@@ -1,0 +1,6 @@
+"""The outbox page: every message by status, with retry, resolve and cancel."""
+from flask import Blueprint
+
+bp = Blueprint("outbox", __name__)
+
+from . import views  # noqa: E402,F401

@@ -1,0 +1,54 @@
+"""The Outbox page."""
+from __future__ import annotations
+
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from ..auth.forms import EmptyForm
+from ..clock import now
+from ..errors import DomainError
+from ..extensions import db
+from ..models import Message, MessageStatus
+from . import bp, services
+
+LABELS = {
+    MessageStatus.SCHEDULED: "Scheduled", MessageStatus.SENDING: "Sending", MessageStatus.SENT: "Sent",
+    MessageStatus.FAILED: "Failed", MessageStatus.CANCELLED: "Cancelled", MessageStatus.SUPPRESSED: "Suppressed",
+    MessageStatus.IN_DOUBT: "In doubt",
+}
+
+
+def get_message(message_id: int) -> Message:
+    """The one place that turns a message id from a URL into a message, or 404."""
+    message = db.session.get(Message, message_id)
+    if message is None:
+        abort(404)
+    return message
+
+
+@bp.get("/outbox")
+def index():
+    status = request.args.get("status", MessageStatus.SCHEDULED)
+    if status not in MessageStatus.ALL:
+        status = MessageStatus.SCHEDULED
+    number = max(1, request.args.get("page", 1, type=int))
+    rows, total = services.page(db.session, status, number)
+    return render_template("outbox/index.html", rows=rows, total=total, status=status, counts=services.counts(db.session),
+                           labels=LABELS, page=number, page_size=services.PAGE_SIZE, action_form=EmptyForm())
+
+
+@bp.post("/outbox/<int:message_id>/<action>")
+def act(message_id: int, action: str):
+    message = get_message(message_id)
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    status = message.status
+    try:
+        text = services.act(db.session, message, action, now(), current_user.name)
+    except DomainError as err:
+        db.session.rollback()
+        flash(err.message, "error")
+    else:
+        db.session.commit()
+        flash(text, "success")
+    return redirect(request.form.get("back") or url_for("outbox.index", status=status))
