@@ -10,6 +10,7 @@ from datetime import datetime
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..models import Candidate, Event, Stage
 
@@ -66,8 +67,9 @@ def move(session: Session, candidate: Candidate, target: str, now: datetime, *,
         channel=channel, device_class=device_class, detail=detail, message_id=message_id,
         actor_id=actor_id,
     ))
-    session.flush()
-    session.refresh(candidate)
+    # The row now holds these values: mirror them on the object without another query.
+    for key, value in values.items():
+        set_committed_value(candidate, key, value)
     return True
 
 

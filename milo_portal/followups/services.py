@@ -8,12 +8,13 @@ UPDATE (PostgreSQL: ``FOR UPDATE SKIP LOCKED``) committed before any network cal
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, case, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, joinedload
@@ -27,6 +28,7 @@ from .rules import AUTOMATIC_KINDS, FOLLOW_UP_KINDS, Rules, backoff, in_window, 
 
 log = logging.getLogger(__name__)
 
+OUTCOME_COMMIT_EVERY = 10
 REMINDABLE = (Stage.INVITED, Stage.OPENED)  # invited, link not clicked yet
 LIVE = (Stage.ADDED, Stage.INVITED, Stage.OPENED, Stage.CLICKED, Stage.STARTED)
 
@@ -174,8 +176,23 @@ class Decision:
     when: datetime | None = None
 
 
-def decide(session: Session, message: Message, candidate: Candidate, rules: Rules, now: datetime) -> Decision:
-    """Re-check a due message against the world as it is now (it may have changed since planning)."""
+def history(session: Session, candidate_ids: list[int]) -> dict[int, tuple[int, datetime | None]]:
+    """Per candidate: follow-ups already gone (for the cap) and when the last message went (spacing)."""
+    rows = session.execute(
+        select(Message.candidate_id, func.count(case((Message.kind.in_(FOLLOW_UP_KINDS), 1))),
+               func.max(Message.sent_at))
+        .where(Message.candidate_id.in_(candidate_ids),
+               Message.status.in_((MessageStatus.SENT, MessageStatus.IN_DOUBT)))
+        .group_by(Message.candidate_id))
+    return {cid: (done, last) for cid, done, last in rows}
+
+
+def decide(session: Session, message: Message, candidate: Candidate, rules: Rules, now: datetime,
+           past: tuple[int, datetime | None] | None = None) -> Decision:
+    """Re-check a due message against the world as it is now (it may have changed since planning).
+
+    ``past`` is the candidate's (follow-ups gone, last sent) when the caller has it already.
+    """
     kind = message.kind
     if candidate.erased_at is not None:
         return Decision("cancel", "Candidate erased")
@@ -191,19 +208,14 @@ def decide(session: Session, message: Message, candidate: Candidate, rules: Rule
         return Decision("cancel", "Clicked their link: no reminder needed")
     if kind in ("nudge", "final_nudge", "manual_nudge") and candidate.stage != Stage.STARTED:
         return Decision("cancel", "Only candidates who started and have not finished are nudged")
-    if kind in AUTOMATIC_KINDS:
-        done = session.scalar(select(func.count()).select_from(Message).where(
-            Message.candidate_id == candidate.id, Message.kind.in_(FOLLOW_UP_KINDS),
-            Message.status.in_((MessageStatus.SENT, MessageStatus.IN_DOUBT))))
-        if done >= rules.cap:
-            return Decision("cancel", f"Follow-up cap reached ({rules.cap})")
+    done, last = past if past is not None else history(session, [candidate.id]).get(candidate.id, (0, None))
+    if kind in AUTOMATIC_KINDS and done >= rules.cap:
+        return Decision("cancel", f"Follow-up cap reached ({rules.cap})")
     if message.immediate:
         return Decision("send")
     # Spacing: never two messages too close to one person.
     manual = message.manual or kind == "link_resend"
     spacing = rules.spacing_manual if manual else rules.spacing_auto
-    last = session.scalar(select(func.max(Message.sent_at)).where(
-        Message.candidate_id == candidate.id, Message.status == MessageStatus.SENT, Message.id != message.id))
     earliest = now
     if last is not None and last + spacing > now:
         earliest = last + spacing
@@ -231,6 +243,7 @@ class DispatchResult:
     failed: list[str] = field(default_factory=list)
     in_doubt: int = 0
     would_send: list[str] = field(default_factory=list)
+    down: set[str] = field(default_factory=set)  # channels that failed temporarily this pass
 
     def summary(self) -> str:
         return (f"sent {len(self.sent)}, moved {len(self.moved)}, cancelled {len(self.cancelled)}, "
@@ -336,75 +349,109 @@ def record_failure(session: Session, message: Message, candidate: Candidate, res
 
 
 def dispatch(session: Session, now: datetime, dry_run: bool = False, batch: int = 50) -> DispatchResult:
-    """Send every due message (within each channel's per-minute rate) as of ``now``."""
-    cfg = current_app.config
-    settings = get_settings(session)
+    """Send every due message (within each channel's per-minute rate) as of ``now``.
+
+    It commits ``session`` first and works in a session of its own.
+    """
     out = DispatchResult()
     if dry_run:
-        return _dry_run(session, settings, now, out)
+        return _dry_run(session, get_settings(session), now, out)
+    # The caller's transaction ends here (on SQLite it would hold the write lock we need);
+    # the work happens in a session of its own: many short transactions, and no expiring of
+    # everything at each commit (each batch is read fresh right after it is claimed).
     session.commit()
-    out.in_doubt = mark_in_doubt(session, now)
+    work = Session(bind=session.get_bind(), expire_on_commit=False)
+    try:
+        _dispatch(work, now, out, batch)
+    finally:
+        work.close()
+    return out
+
+
+def _dispatch(work: Session, now: datetime, out: DispatchResult, batch: int) -> None:
+    cfg = current_app.config
+    out.in_doubt = mark_in_doubt(work, now)
     lease = timedelta(seconds=cfg["MILO_CLAIM_LEASE_SECONDS"])
     rates = {"email": cfg["MILO_RATE_EMAIL"], "sms": cfg["MILO_RATE_SMS"], "whatsapp": cfg["MILO_RATE_WHATSAPP"]}
-    budget = {ch: rate - _sent_last_minute(session, ch, now) for ch, rate in rates.items()}
+    budget = {ch: rate - _sent_last_minute(work, ch, now) for ch, rate in rates.items()}
     smtp = channels.smtp_connection()
     try:
         while True:
             open_channels = [ch for ch, left in budget.items() if left > 0]
             limit = min([batch] + [budget[c] for c in open_channels]) if open_channels else 0
-            ids = claim(session, now, open_channels, limit, lease)
+            ids = claim(work, now, open_channels, limit, lease)
             if not ids:
                 break
-            messages = session.scalars(select(Message).where(Message.id.in_(ids)).options(
+            settings = get_settings(work)
+            messages = work.scalars(select(Message).where(Message.id.in_(ids)).options(
                 joinedload(Message.candidate).joinedload(Candidate.agent).joinedload(Agent.owner))
                 .order_by(Message.scheduled_for, Message.id)).unique().all()
-            for message in messages:
-                if budget[message.channel] <= 0:
-                    # The channel is down or at its rate for this tick: hand the claim back untried.
-                    message.status, message.lease_until = MessageStatus.SCHEDULED, None
-                    message.attempts = max(message.attempts - 1, 0)
-                    session.commit()
-                    continue
-                _handle(session, message, settings, now, smtp, out, cfg["MILO_MAX_ATTEMPTS"], budget)
+            _handle_batch(work, messages, settings, now, smtp, out, cfg["MILO_MAX_ATTEMPTS"], budget)
+            work.expunge_all()  # keep the identity map small over a long backlog
     finally:
         smtp.__exit__(None, None, None)
-    return out
 
 
-def _handle(session: Session, message: Message, settings: Settings, now: datetime, smtp, out: DispatchResult,
-            max_attempts: int, budget: dict) -> None:
-    candidate = message.candidate
-    rules = rules_for(settings, candidate.agent)
-    decision = decide(session, message, candidate, rules, now)
-    label = _describe(message, candidate)
-    if decision.action == "cancel":
-        message.status, message.last_error, message.lease_until = MessageStatus.CANCELLED, decision.reason, None
-        session.commit()
-        out.cancelled.append(f"{label}: {decision.reason}")
-        return
-    if decision.action == "move":
-        message.status, message.scheduled_for, message.lease_until = MessageStatus.SCHEDULED, decision.when, None
-        message.attempts = max(message.attempts - 1, 0)  # not an attempt: it never left
-        message.rule = f"{(message.rule or '').split(' — ')[0]} — {decision.reason}"[:200]
-        session.commit()
-        out.moved.append(f"{label} → {decision.when.isoformat(timespec='minutes')}")
-        return
-    channel = message.channel
-    delivery = messaging.prepare_delivery(session, message, settings)
-    # End the transaction before the network call: no lock is held while we wait on a server.
+def _handle_batch(session: Session, messages: list[Message], settings: Settings, now: datetime, smtp,
+                  out: DispatchResult, max_attempts: int, budget: dict) -> None:
+    """Decide and render a claimed batch in one transaction, then send each with no transaction open."""
+    versions: dict = {}
+    rules_cache: dict[int, Rules] = {}
+    past = history(session, [m.candidate_id for m in messages])
+    ready = []
+    for message in messages:
+        candidate = message.candidate
+        label = _describe(message, candidate)
+        if budget[message.channel] <= 0:
+            # The channel is at its rate for this tick: hand the claim back untried.
+            message.status, message.lease_until = MessageStatus.SCHEDULED, None
+            message.attempts = max(message.attempts - 1, 0)
+            continue
+        if candidate.agent_id not in rules_cache:
+            rules_cache[candidate.agent_id] = rules_for(settings, candidate.agent)
+        decision = decide(session, message, candidate, rules_cache[candidate.agent_id], now,
+                          past.get(candidate.id, (0, None)))
+        if decision.action == "cancel":
+            message.status, message.last_error, message.lease_until = MessageStatus.CANCELLED, decision.reason, None
+            out.cancelled.append(f"{label}: {decision.reason}")
+        elif decision.action == "move":
+            message.status, message.scheduled_for, message.lease_until = MessageStatus.SCHEDULED, decision.when, None
+            message.attempts = max(message.attempts - 1, 0)  # not an attempt: it never left
+            message.rule = f"{(message.rule or '').split(' — ')[0]} — {decision.reason}"[:200]
+            out.moved.append(f"{label} → {decision.when.isoformat(timespec='minutes')}")
+        else:
+            budget[message.channel] -= 1
+            done, _last = past.get(candidate.id, (0, None))
+            # A second message to the same person in this batch must respect the spacing too.
+            past[candidate.id] = (done + (message.kind in FOLLOW_UP_KINDS), now)
+            ready.append((message, label, messaging.prepare_delivery(session, message, settings, versions)))
+    # End the transaction before any network call: no lock is held while we wait on a server.
     session.commit()
-    result = messaging.deliver(delivery, smtp=smtp if channel == "email" else None)
-    budget[channel] -= 1
-    if result.ok:
-        record_sent(session, message, candidate, result.provider_id, now)
-        out.sent.append(label)
-    else:
-        outcome = record_failure(session, message, candidate, result, now, max_attempts)
-        (out.retried if outcome == "retried" else out.failed).append(f"{label}: {result.error}")
-        if result.status == channels.TEMPORARY:
-            budget[channel] = 0  # the channel is in trouble: try again next tick
+    unsaved, since = 0, time.monotonic()
+    for message, label, delivery in ready:
+        if delivery.channel in out.down:
+            # The channel failed a moment ago in this tick: hand the claim back untried.
+            message.status, message.lease_until = MessageStatus.SCHEDULED, None
+            message.attempts = max(message.attempts - 1, 0)
+            continue
+        result = messaging.deliver(delivery, smtp=smtp if delivery.channel == "email" else None)
+        if result.ok:
+            record_sent(session, message, message.candidate, result.provider_id, now)
+            out.sent.append(label)
+        else:
+            outcome = record_failure(session, message, message.candidate, result, now, max_attempts)
+            (out.retried if outcome == "retried" else out.failed).append(f"{label}: {result.error}")
+            if result.status == channels.TEMPORARY:
+                budget[delivery.channel] = 0  # the channel is in trouble: try again next tick
+                out.down.add(delivery.channel)
+        unsaved += 1
+        # Outcomes are committed every few sends (or half a second). A crash before a commit
+        # leaves those messages "sending": they become "in doubt" and are never re-sent on
+        # their own, so batching the writes can cost a recruiter a look, never a double send.
+        if unsaved >= OUTCOME_COMMIT_EVERY or time.monotonic() - since > 0.5:
+            session.commit()
+            unsaved, since = 0, time.monotonic()
     session.commit()
-
 
 def _dry_run(session: Session, settings: Settings, now: datetime, out: DispatchResult) -> DispatchResult:
     """What dispatch would do at ``now``, changing nothing."""

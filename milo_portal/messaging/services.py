@@ -51,15 +51,23 @@ def variants(session: Session, kind: str, channel: str) -> list[Template]:
                                 .order_by(Template.variant)))
 
 
-def choose_version(session: Session, kind: str, channel: str, rng: random.Random | None = None) -> TemplateVersion:
-    """Pick the template version for a message: an active variant drawn by weight."""
-    ensure_default_templates(session)
-    options = [t for t in variants(session, defaults.TEMPLATE_KIND_FOR.get(kind, kind), channel)
-               if t.active and t.weight > 0]
-    if not options:
-        options = variants(session, defaults.TEMPLATE_KIND_FOR.get(kind, kind), channel)[:1]
-    chosen = (rng or random).choices(options, weights=[max(t.weight, 1) for t in options])[0]
-    return current_version(session, chosen)
+def choose_version(session: Session, kind: str, channel: str, rng: random.Random | None = None,
+                   cache: dict | None = None) -> TemplateVersion:
+    """Pick the template version for a message: an active variant drawn by weight.
+
+    ``cache`` (one dispatch pass) keeps the variants and their current versions, so a batch
+    of thousands does not ask for them thousands of times.
+    """
+    key = (defaults.TEMPLATE_KIND_FOR.get(kind, kind), channel)
+    options = cache.get(key) if cache is not None else None
+    if options is None:
+        ensure_default_templates(session)
+        found = variants(session, *key)
+        active = [t for t in found if t.active and t.weight > 0] or found[:1]
+        options = [(t.weight, current_version(session, t)) for t in active]
+        if cache is not None:
+            cache[key] = options
+    return (rng or random).choices([v for _, v in options], weights=[max(w, 1) for w, _ in options])[0]
 
 
 def validate_content(channel: str, subject: str | None, body: str, context: Context) -> None:
@@ -225,12 +233,12 @@ def list_unsubscribe(candidate: Candidate) -> tuple[str, str]:
     return url, header
 
 
-def prepare(session: Session, message: Message, settings: Settings) -> Rendered:
+def prepare(session: Session, message: Message, settings: Settings, cache: dict | None = None) -> Rendered:
     """Choose the variant (first time only), render, and store the content on the message."""
     candidate = message.candidate
     version = session.get(TemplateVersion, message.template_version_id) if message.template_version_id else None
     if version is None:
-        version = choose_version(session, message.kind, message.channel)
+        version = choose_version(session, message.kind, message.channel, cache=cache)
         message.template_version_id = version.id
         message.variant = version.template.variant
     unsubscribe_url = list_unsubscribe(candidate)[0] if message.channel == "email" else None
@@ -255,10 +263,10 @@ class Delivery:
     problem: channels.SendResult | None = None
 
 
-def prepare_delivery(session: Session, message: Message, settings: Settings) -> Delivery:
+def prepare_delivery(session: Session, message: Message, settings: Settings, cache: dict | None = None) -> Delivery:
     """Render the message and gather what sending it needs; a problem is a SendResult."""
     try:
-        rendered = prepare(session, message, settings)
+        rendered = prepare(session, message, settings, cache)
     except TemplateProblem as err:
         return Delivery(message.channel, problem=channels.SendResult(channels.PERMANENT,
                                                                      error=f"Template problem: {err.message}"))

@@ -7,6 +7,7 @@ shown to the editor, never a blank in a candidate's message.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta
@@ -86,7 +87,9 @@ def make_context(*, name: str | None, role: str, company: str, recruiter_name: s
 _env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 
+@lru_cache(maxsize=512)
 def _compile(source: str, field: str):
+    """Parse and check a template once per distinct source (the result is reusable)."""
     try:
         ast = _env.parse(source)
     except TemplateSyntaxError as err:
