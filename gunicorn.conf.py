@@ -1,7 +1,9 @@
 """gunicorn settings for the container (``gunicorn -c gunicorn.conf.py wsgi:app``).
 
-Several workers share one database; nothing is kept in a worker's memory between requests
-(login throttling, for one, is counted in the database).
+Several workers are safe: each runs its own scheduler tick, and correctness comes from the
+database (every message is claimed before it is sent; unique constraints stop a second
+insert of a follow-up), never from there being one scheduler. Nothing else is kept in a
+worker's memory between requests (login throttling, for one, is counted in the database).
 """
 import os
 
