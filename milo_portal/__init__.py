@@ -88,7 +88,9 @@ def _sqlite_on_begin(conn):
     write, with no retry possible; IMMEDIATE waits (busy_timeout) for the lock instead.
     """
     if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Long reads (CSV exports) opt out: a deferred read in WAL mode blocks no writer.
+        read_only = conn.get_execution_options().get("milo_read_only")
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _register_blueprints(app: Flask) -> None:

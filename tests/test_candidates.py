@@ -9,6 +9,7 @@ import pytest
 from markupsafe import escape
 from zoneinfo import ZoneInfo
 
+from milo_portal.candidates import services
 from milo_portal.clock import now
 
 from milo_portal.extensions import db
@@ -362,3 +363,25 @@ def test_a_hostile_name_is_escaped_everywhere(auth, client):
         body = client.get(url, follow_redirects=True).get_data(as_text=True)
         assert XSS not in body, url
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in client.get(f"/candidates/{c.id}").get_data(as_text=True)
+
+
+def test_a_long_export_does_not_block_writers(app):
+    """While a CSV export streams, another connection can still write (SQLite: no write lock held)."""
+    import time as _time
+
+    from sqlalchemy.orm import Session
+
+    agent = make_agent()
+    agent_id = agent.id
+    db.session.add_all([Candidate(agent_id=agent_id, name=f"E{i}", email=f"e{i}@example.com") for i in range(3000)])
+    db.session.commit()
+    db.session.get(Candidate, 1)  # the session is inside a transaction, as a request would be
+    stream = services.export_csv(db.session, services.ListFilters())
+    assert next(stream).startswith("id,name")
+    started = _time.monotonic()
+    with Session(db.engine) as other:
+        other.add(Candidate(agent_id=agent_id, name="Writer", email="writer@example.com"))
+        other.commit()
+    assert _time.monotonic() - started < 2
+    assert sum(chunk.count("\n") for chunk in stream) >= 1
+    db.session.rollback()

@@ -52,19 +52,24 @@ def _dispatch_process(env: dict, when: str = "2026-11-30T10:00:00+00:00") -> sub
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_two_processes_dispatching_500_messages_send_each_exactly_once(app, database_url, team_settings):
-    _due_invites(500)
+def _two_dispatchers(database_url: str, expected: int):
+    """Run two `flask milo dispatch` processes at once against one SMTP server."""
     sink = SmtpSink().start()
     try:
         env = _cli_env(database_url, sink.port)
         procs = [_dispatch_process(env) for _ in range(2)]
         outputs = [p.communicate(timeout=300)[0] for p in procs]
         assert all(p.returncode == 0 for p in procs), outputs
-        received = sink.wait_for(500)
-        time.sleep(0.3)
-        received = list(sink.messages)
+        sink.wait_for(expected)
+        time.sleep(0.3)  # anything extra (a double send) would arrive now
+        return outputs, list(sink.messages)
     finally:
         sink.stop()
+
+
+def test_two_processes_dispatching_500_messages_send_each_exactly_once(app, database_url, team_settings):
+    _due_invites(500)
+    outputs, received = _two_dispatchers(database_url, 500)
     per_person = Counter(r.rcpt_tos[0] for r in received)
     assert len(received) == 500 and set(per_person.values()) == {1}
     db.session.expire_all()
@@ -177,3 +182,21 @@ def test_the_per_minute_rate_bounds_a_tick_and_the_rest_follows(app, team_settin
         assert len(dispatch(db.session, T + timedelta(minutes=4)).sent) == 1
     finally:
         sink.stop()
+
+
+def test_two_planner_processes_racing_insert_each_follow_up_once(app, database_url, team_settings):
+    """Both processes find the same 300 due reminders at the same instant; each goes in once."""
+    agent = make_agent("Racer")
+    invited = T - timedelta(hours=25)
+    people = [Candidate(agent_id=agent.id, name=f"R{i}", email=f"r{i}@example.com", timezone="UTC",
+                        stage="invited", invited_at=invited, deadline_at=T + timedelta(days=5)) for i in range(300)]
+    db.session.add_all(people)
+    db.session.commit()
+    outputs, received = _two_dispatchers(database_url, 300)
+    db.session.expire_all()
+    reminders = db.session.query(Message).filter_by(kind="reminder").all()
+    assert len(reminders) == 300 and {m.step for m in reminders} == {1}
+    assert Counter(r.rcpt_tos[0] for r in received) == Counter({f"r{i}@example.com": 1 for i in range(300)})
+    planned = [int(o.split("planned: ")[1].split(" reminder")[0]) if "reminder" in o.split("planned: ")[1].split(";")[0]
+               else 0 for o in outputs]
+    assert sum(planned) == 300, outputs

@@ -346,3 +346,24 @@ def test_dispatch_command_walks_a_candidate_through_the_rules(world, runner):
 def test_dispatch_command_refuses_a_time_without_offset(runner, app):
     result = runner.invoke(args=["milo", "dispatch", "--at", "2026-12-04T09:30:00"])
     assert result.exit_code != 0 and "offset" in result.output
+
+
+def test_a_nudge_with_no_moment_left_before_the_deadline_is_recorded_as_cancelled(world, team_settings):
+    from milo_portal.candidates import stages
+
+    team_settings.nudge_lead_hours = 60
+    team_settings.final_nudge_lead_hours = 0
+    db.session.commit()
+    # Deadline Sunday 08:00: no weekday window is left before it. Tuesday 17:00: Monday 09:00 is.
+    late = add(world, MON_10, deadline=at("2026-12-06T08:00:00-05:00"), email="late@example.com", name="Late")
+    fine = add(world, MON_10, deadline=at("2026-12-08T17:00:00-05:00"), email="fine@example.com", name="Fine")
+    tick(MON_10)
+    for c in (late, fine):
+        stages.move(db.session, c, Stage.STARTED, MON_10 + timedelta(hours=1))
+    db.session.commit()
+    result = plan(db.session, at("2026-12-06T07:00:00-05:00"))  # both rows go in one insert
+    assert result.planned["nudge"] == 2
+    nudge = {m.candidate_id: m for m in db.session.query(Message).filter_by(kind="nudge")}
+    assert nudge[late.id].status == MessageStatus.CANCELLED and "before the deadline" in nudge[late.id].last_error
+    assert nudge[fine.id].status == MessageStatus.SCHEDULED
+    assert nudge[fine.id].scheduled_for == at("2026-12-07T09:00:00-05:00")

@@ -464,8 +464,19 @@ def _iso(value: datetime | None) -> str:
     return value.isoformat(timespec="seconds") if value else ""
 
 
+def read_only(session: Session) -> None:
+    """Run the rest of this session's work in a read-only transaction.
+
+    On SQLite every transaction otherwise begins IMMEDIATE, holding the write lock for as long
+    as it lasts: a long export must not make the dispatcher and every form wait behind it.
+    """
+    session.rollback()
+    session.connection(execution_options={"milo_read_only": True})
+
+
 def export_csv(session: Session, filters: ListFilters) -> Iterator[str]:
     """Stream the matching candidates as CSV, in chunks, formula cells neutralised."""
+    read_only(session)
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(CSV_HEADER)

@@ -123,7 +123,7 @@ def _base_query(agent: Agent, rules: Rules, now: datetime):
 def _row(candidate_id: int, kind: str, step: int, channel: str, when: datetime, rule: str, now: datetime) -> dict:
     return {"candidate_id": candidate_id, "kind": kind, "step": step, "channel": channel, "manual": False,
             "immediate": False, "status": MessageStatus.SCHEDULED, "scheduled_for": when, "rule": rule,
-            "attempts": 0, "created_at": now}
+            "attempts": 0, "last_error": None, "created_at": now}
 
 
 def _plan_reminders(session: Session, agent: Agent, rules: Rules, now: datetime, result: PlanResult) -> None:

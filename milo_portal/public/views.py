@@ -97,9 +97,7 @@ def _started(candidate: Candidate):
     gate = _gate(candidate)
     if gate is not None:
         return gate
-    if candidate.stage != "started":
-        return redirect(url_for("public.landing", token=candidate.token))
-    if candidate.agent.external_url:
+    if candidate.stage != "started" or candidate.agent.external_url:
         return redirect(url_for("public.landing", token=candidate.token))
     return None
 
