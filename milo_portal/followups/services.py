@@ -54,9 +54,10 @@ def _insert_ignore(session: Session, rows: list[dict]) -> int:
     dialect = session.get_bind().dialect.name
     table = Message.__table__
     stmt = (pg_insert(table) if dialect == "postgresql" else sqlite_insert(table)).on_conflict_do_nothing(
-        index_elements=["candidate_id", "kind", "step"])
-    result = session.execute(stmt, rows)
-    return result.rowcount if result.rowcount and result.rowcount > 0 else 0
+        index_elements=["candidate_id", "kind", "step"]).returning(table.c.id)
+    # RETURNING gives back only the rows really inserted (rowcount is not reliable for
+    # batched inserts on every driver).
+    return len(session.execute(stmt, rows).all())
 
 
 def _followups_sent(candidate_id_col):

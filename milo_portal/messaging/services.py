@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from flask import current_app, render_template
 from markupsafe import Markup, escape
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..errors import DomainError
@@ -25,18 +26,18 @@ MAX_VARIANTS = 4
 def ensure_default_templates(session: Session) -> None:
     """Create the shipped template (variant A, version 1) for every kind and channel missing one."""
     have = set(session.execute(select(Template.kind, Template.channel)).all())
-    added = False
     for kind in defaults.KINDS:
         for channel in defaults.CHANNELS:
             if (kind, channel) in have:
                 continue
             subject, body = defaults.default_content(kind, channel)
-            template = Template(kind=kind, channel=channel, variant="A", weight=1, active=True)
-            template.versions.append(TemplateVersion(number=1, subject=subject, body=body))
-            session.add(template)
-            added = True
-    if added:
-        session.flush()
+            try:
+                with session.begin_nested():
+                    template = Template(kind=kind, channel=channel, variant="A", weight=1, active=True)
+                    template.versions.append(TemplateVersion(number=1, subject=subject, body=body))
+                    session.add(template)
+            except IntegrityError:
+                pass  # another process made it a moment ago: theirs is as good
 
 
 def current_version(session: Session, template: Template) -> TemplateVersion:
