@@ -8,7 +8,7 @@ import pytest
 from milo_portal.candidates import services as cs
 from milo_portal.extensions import db
 from milo_portal.followups.services import dispatch, plan, upcoming
-from milo_portal.models import Candidate, Event, Message, MessageStatus, Stage
+from milo_portal.models import Event, Message, MessageStatus, Stage
 from tests.conftest import at, make_agent, make_user
 
 # Monday 30 November 2026, 10:00 in New York.

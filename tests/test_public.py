@@ -1,7 +1,6 @@
 """The candidate's side: the unique link, the share link, and what wrong tokens reveal."""
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path

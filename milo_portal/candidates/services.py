@@ -12,14 +12,14 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from phonenumbers import timezone as phone_timezone
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
 from ..errors import DomainError
 from ..forms_common import country_zones, timezone_names
 from ..models import (
-    CHANNELS, SOURCES, Agent, Answer, Candidate, Event, Message, MessageStatus, Stage, new_token,
+    CHANNELS, SOURCES, Agent, Candidate, Event, Message, MessageStatus, Stage, new_token,
 )
 from . import stages
 

@@ -14,7 +14,6 @@ import sys
 import click
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
-from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
 from werkzeug.serving import is_running_from_reloader
 
