@@ -385,3 +385,12 @@ def test_a_long_export_does_not_block_writers(app):
     assert _time.monotonic() - started < 2
     assert sum(chunk.count("\n") for chunk in stream) >= 1
     db.session.rollback()
+
+
+def test_a_bulk_action_comes_back_to_the_same_filtered_list(auth, client):
+    agent = make_agent()
+    c = _one(agent)
+    response = client.post(f"/candidates/bulk?stage=added&agent_id={agent.id}&q=ada",
+                           {"action": "invite", "ids": [c.id], "extend_days": "3"})
+    location = response.headers["Location"]
+    assert "stage=added" in location and f"agent_id={agent.id}" in location and "q=ada" in location

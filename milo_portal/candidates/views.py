@@ -153,7 +153,7 @@ def validate_field():
 # --- list -----------------------------------------------------------------------------------
 
 def _filters() -> services.ListFilters:
-    args = request.args if request.method == "GET" else request.form
+    args = request.values  # a bulk action posts the ids and keeps the filters in its URL
     sort = args.get("sort", "added")
     return services.ListFilters(
         agent_id=args.get("agent_id", type=int), stage=args.get("stage") or None,
