@@ -367,3 +367,14 @@ def test_a_nudge_with_no_moment_left_before_the_deadline_is_recorded_as_cancelle
     assert nudge[late.id].status == MessageStatus.CANCELLED and "before the deadline" in nudge[late.id].last_error
     assert nudge[fine.id].status == MessageStatus.SCHEDULED
     assert nudge[fine.id].scheduled_for == at("2026-12-07T09:00:00-05:00")
+
+
+def test_nothing_is_planned_or_sent_for_an_archived_interview(world):
+    c = add(world, MON_10)
+    tick(MON_10)
+    cs.send_invite(db.session, c, MON_10 + timedelta(hours=1), actor_id=None)  # queued before archiving
+    world.archived_at = MON_10 + timedelta(hours=2)
+    db.session.commit()
+    result = tick(MON_10 + timedelta(hours=24))
+    assert not result.sent and "archived" in result.cancelled[0]
+    assert kinds(c) == [("invite", 1), ("invite", 2)]  # no reminder planned

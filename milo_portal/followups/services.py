@@ -102,7 +102,8 @@ def plan(session: Session, now: datetime, commit: bool = True) -> PlanResult:
     """
     settings = get_settings(session)
     result = PlanResult(expired=expire_due(session, now))
-    agents = session.scalars(select(Agent)).all()
+    # An archived interview shows "closed" on its links: nothing more is planned for it.
+    agents = session.scalars(select(Agent).where(Agent.archived_at.is_(None))).all()
     for agent in agents:
         rules = rules_for(settings, agent)
         _plan_reminders(session, agent, rules, now, result)
@@ -197,6 +198,8 @@ def decide(session: Session, message: Message, candidate: Candidate, rules: Rule
     kind = message.kind
     if candidate.erased_at is not None:
         return Decision("cancel", "Candidate erased")
+    if candidate.agent.archived_at is not None:
+        return Decision("cancel", "The interview is archived")
     if getattr(candidate, f"opted_out_{message.channel}", False):
         return Decision("cancel", f"Opted out of {message.channel}")
     if candidate.stage in (Stage.COMPLETED, Stage.EXPIRED, Stage.OPTED_OUT):
