@@ -4,7 +4,7 @@
 FROM node:20-bookworm-slim AS assets
 WORKDIR /build
 COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund --loglevel=error \
+RUN npm ci --omit=dev --no-audit --no-fund --loglevel=error \
  && mkdir -p vendor \
  && cp node_modules/htmx.org/dist/htmx.min.js vendor/ \
  && cp node_modules/@picocss/pico/css/pico.min.css vendor/

@@ -26,6 +26,10 @@ def test_it_creates_an_agent_reorders_questions_and_copies_the_share_link(live_s
     page.get_by_role("button", name="Create interview agent").click()
     page.wait_for_url("**/agents/*")
 
+    # An empty question is refused next to the field (a 422 that htmx must still show).
+    page.get_by_role("button", name="Add question").click()
+    page.get_by_text("Write the question first.").wait_for()
+
     for text in ("First question?", "Second question?", "Third question?"):
         page.get_by_label("New question").fill(text)
         page.get_by_role("button", name="Add question").click()
