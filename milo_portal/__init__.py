@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, render_template, request
+from flask import Flask, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import event
@@ -122,6 +122,10 @@ def _register_security(app: Flask) -> None:
         if request.endpoint is None:  # a 404 is a 404, logged in or not
             return None
         if not current_user.is_authenticated:
+            if request.htmx:
+                # A fragment request after the session ended: send the whole page to login
+                # rather than swapping the login form into a corner of the page.
+                return "", 200, {"HX-Redirect": url_for("auth.login", next=request.full_path.rstrip("?"))}
             return login_manager.unauthorized()
         return None
 
@@ -148,6 +152,9 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def csrf_error(error):
+        if request.htmx:
+            # The page's token is stale (a new session): reload it to get a fresh one.
+            return "", 400, {"HX-Refresh": "true"}
         return render_error(
             400, "Form expired",
             "This form was open too long or came from another page. Go back, reload and try again.",

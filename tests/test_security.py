@@ -134,3 +134,13 @@ def test_too_large_upload_is_a_413_page(app, auth, client):
 def test_healthz_is_public(client):
     response = client.get("/healthz")
     assert response.status_code == 200 and response.json == {"status": "ok"}
+
+
+def test_an_htmx_request_without_a_session_is_sent_to_login_as_a_whole_page(client):
+    response = client.get("/agents/1/share", headers={"HX-Request": "true"})
+    assert response.status_code == 200 and response.headers["HX-Redirect"].startswith("/login?next=")
+
+
+def test_an_htmx_post_with_a_stale_token_reloads_the_page(auth, client):
+    response = client.post("/agents/1/questions", {"text": "x"}, csrf=False, headers={"HX-Request": "true"})
+    assert response.status_code == 400 and response.headers["HX-Refresh"] == "true"
