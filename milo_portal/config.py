@@ -146,7 +146,7 @@ class Config:
             setattr(self, name, env_str(name))
         self.MILO_SMS_BACKEND = env_str("MILO_SMS_BACKEND", "console")
         # Follow-ups: the tick, the claim lease, retries and per-minute rates per channel.
-        self.MILO_TICK_SECONDS = env_int("MILO_TICK_SECONDS", 30, minimum=5)
+        self.MILO_TICK_SECONDS = env_int("MILO_TICK_SECONDS", 30, minimum=1)
         self.MILO_CLAIM_LEASE_SECONDS = env_int("MILO_CLAIM_LEASE_SECONDS", 300, minimum=30)
         self.MILO_MAX_ATTEMPTS = env_int("MILO_MAX_ATTEMPTS", 8, minimum=1)
         self.MILO_RATE_EMAIL = env_int("MILO_RATE_EMAIL", 1200, minimum=1)

@@ -43,7 +43,8 @@ def _cli_env(database_url: str, smtp_port: int, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MILO_", "MAIL_", "TWILIO_"))}
     env.update(MILO_DATABASE_URL=database_url, MILO_SECRET_KEY="x" * 32, MILO_SCHEDULER="0",
                MILO_PUBLIC_BASE_URL="https://jobs.example.test", MAIL_SERVER="127.0.0.1", MAIL_PORT=str(smtp_port),
-               PYTHONUNBUFFERED="1", **extra)
+               PYTHONUNBUFFERED="1")
+    env.update(extra)
     return env
 
 
@@ -200,3 +201,40 @@ def test_two_planner_processes_racing_insert_each_follow_up_once(app, database_u
     planned = [int(o.split("planned: ")[1].split(" reminder")[0]) if "reminder" in o.split("planned: ")[1].split(";")[0]
                else 0 for o in outputs]
     assert sum(planned) == 300, outputs
+
+
+def test_gunicorn_with_two_workers_each_ticking_sends_each_message_once(app, database_url, team_settings):
+    """The deployment shape: gunicorn, two workers, each with its own in-process scheduler."""
+    team_settings.window_start_minute, team_settings.window_end_minute = 0, 24 * 60
+    team_settings.send_days = team_settings.initial_send_days = "1,2,3,4,5,6,7"
+    db.session.commit()
+    from milo_portal.clock import now as wall_clock
+
+    agent = make_agent("Gunicorn")
+    people = [Candidate(agent_id=agent.id, name=f"G{i}", email=f"g{i}@example.com", timezone="UTC",
+                        deadline_at=wall_clock() + timedelta(days=5)) for i in range(200)]
+    db.session.add_all(people)
+    db.session.flush()
+    db.session.add_all([Message(candidate_id=c.id, kind="invite", step=1, channel="email", status=MessageStatus.SCHEDULED,
+                                scheduled_for=wall_clock() - timedelta(minutes=1)) for c in people])
+    db.session.commit()
+    sink = SmtpSink().start()
+    from tests.servers import free_port
+
+    port = free_port()
+    env = _cli_env(database_url, sink.port, MILO_SCHEDULER="1", MILO_TICK_SECONDS="1", MILO_WORKERS="2",
+                   MILO_BIND=f"127.0.0.1:{port}")
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--access-logfile", "/dev/null",
+                               "wsgi:app"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        received = sink.wait_for(200, timeout=60)
+        time.sleep(2.5)  # two more ticks in each worker: nothing may arrive twice
+        received = list(sink.messages)
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0]
+        sink.stop()
+    assert "Booting worker" in output and output.count("Booting worker") == 2, output
+    assert Counter(r.rcpt_tos[0] for r in received) == Counter({f"g{i}@example.com": 1 for i in range(200)})
+    db.session.expire_all()
+    assert Counter(m.status for m in db.session.query(Message)) == {MessageStatus.SENT: 200}
