@@ -31,9 +31,9 @@ from milo_portal.extensions import db  # noqa: E402
 from milo_portal.followups.services import dispatch, plan  # noqa: E402
 from milo_portal.messaging import channels  # noqa: E402
 from milo_portal.messaging.services import prepare_delivery  # noqa: E402
-from milo_portal.models import Agent, Candidate, Message, MessageStatus  # noqa: E402
+from milo_portal.models import Message  # noqa: E402
 from milo_portal.settings.services import get_settings  # noqa: E402
-from tests.conftest import at  # noqa: E402
+from tests.conftest import at, make_due_invites  # noqa: E402
 from tests.servers import SmtpSink  # noqa: E402
 
 T = at("2026-11-30T10:00:00")  # a Monday morning, inside the default window
@@ -55,17 +55,7 @@ def throughput(app, count: int) -> None:
         app.config.update(MAIL_SERVER="127.0.0.1", MAIL_PORT=sink.port)
         settings = get_settings(db.session)
         settings.sender_email, settings.company_name = "jobs@acme.example", "Acme"
-        agent = Agent(title="Bench", company="Acme")
-        db.session.add(agent)
-        db.session.flush()
-        people = [Candidate(agent_id=agent.id, name=f"P{i}", email=f"p{i}@example.com", timezone="UTC",
-                            deadline_at=T + timedelta(days=5)) for i in range(count)]
-        db.session.add_all(people)
-        db.session.flush()
-        ids = [c.id for c in people]
-        db.session.add_all([Message(candidate_id=i, kind="invite", step=1, channel="email", scheduled_for=T,
-                                    status=MessageStatus.SCHEDULED) for i in ids])
-        db.session.commit()
+        make_due_invites(count, T, title="Bench")
         # The same messages for the bare loops: rendered beforehand (rendering is not timed there).
         sample = db.session.scalars(db.select(Message).limit(1)).first()
         delivery = prepare_delivery(db.session, sample, settings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from flask.testing import FlaskClient
@@ -136,6 +136,26 @@ def make_agent(title: str = "Support specialist", questions=("Why us?", "A hard 
     db.session.add(agent)
     db.session.commit()
     return agent
+
+
+def make_due_invites(n: int, due: datetime, prefix: str = "p", title: str = "Picker") -> list[int]:
+    """An agent with ``n`` candidates (UTC, e-mail) whose invites are due at ``due``; their ids.
+
+    It commits and touches nothing after: on SQLite an open transaction here would hold the
+    write lock that a dispatcher (another session or process) needs.
+    """
+    from milo_portal.models import Candidate, Message, MessageStatus
+
+    agent = make_agent(title)
+    people = [Candidate(agent_id=agent.id, name=f"{prefix.upper()}{i}", email=f"{prefix}{i}@example.com",
+                        timezone="UTC", deadline_at=due + timedelta(days=5)) for i in range(n)]
+    db.session.add_all(people)
+    db.session.flush()
+    ids = [c.id for c in people]
+    db.session.add_all([Message(candidate_id=i, kind="invite", step=1, channel="email", scheduled_for=due,
+                                status=MessageStatus.SCHEDULED) for i in ids])
+    db.session.commit()
+    return ids
 
 
 class Auth:

@@ -226,3 +226,23 @@ def test_a_half_window_override_is_refused(auth, client, user):
     agent = make_agent()
     body = client.post(f"/agents/{agent.id}/edit", {**_form(user), "window_start": "10:00"}).get_data(as_text=True)
     assert "Give both the start and the end" in body
+
+
+def test_agents_list_does_not_query_per_agent(app, auth, client, user):
+    from sqlalchemy import event
+
+    for i in range(15):
+        make_agent(f"Agent {i}", owner_id=user.id)
+    statements = []
+
+    def count(*args):
+        statements.append(args[2])
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        body = client.get("/agents").get_data(as_text=True)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert body.count(user.name) >= 15
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) <= 6, selects

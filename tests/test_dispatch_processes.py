@@ -17,7 +17,7 @@ from milo_portal.extensions import db
 from milo_portal.followups.scheduler import run_once
 from milo_portal.followups.services import dispatch
 from milo_portal.models import Candidate, Message, MessageStatus
-from tests.conftest import at, make_agent, use_smtp
+from tests.conftest import at, make_agent, make_due_invites, use_smtp
 from tests.servers import SilentServer, SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,18 +25,7 @@ T = at("2026-11-30T10:00:00")  # Monday 10:00 UTC, inside the window
 
 
 def _due_invites(n: int) -> list[int]:
-    agent = make_agent("Picker")
-    people = [Candidate(agent_id=agent.id, name=f"P{i}", email=f"p{i}@example.com", timezone="UTC",
-                        deadline_at=T + timedelta(days=5)) for i in range(n)]
-    db.session.add_all(people)
-    db.session.flush()
-    ids = [c.id for c in people]
-    db.session.add_all([Message(candidate_id=i, kind="invite", step=1, channel="email", scheduled_for=T,
-                                status=MessageStatus.SCHEDULED) for i in ids])
-    # Commit and touch nothing after: on SQLite an open transaction here would hold the write
-    # lock that the dispatcher processes need.
-    db.session.commit()
-    return ids
+    return make_due_invites(n, T)
 
 
 def _cli_env(database_url: str, smtp_port: int, **extra) -> dict:
@@ -210,14 +199,7 @@ def test_gunicorn_with_two_workers_each_ticking_sends_each_message_once(app, dat
     db.session.commit()
     from milo_portal.clock import now as wall_clock
 
-    agent = make_agent("Gunicorn")
-    people = [Candidate(agent_id=agent.id, name=f"G{i}", email=f"g{i}@example.com", timezone="UTC",
-                        deadline_at=wall_clock() + timedelta(days=5)) for i in range(200)]
-    db.session.add_all(people)
-    db.session.flush()
-    db.session.add_all([Message(candidate_id=c.id, kind="invite", step=1, channel="email", status=MessageStatus.SCHEDULED,
-                                scheduled_for=wall_clock() - timedelta(minutes=1)) for c in people])
-    db.session.commit()
+    make_due_invites(200, wall_clock() - timedelta(minutes=1), prefix="g", title="Gunicorn")
     sink = SmtpSink().start()
     from tests.servers import free_port
 

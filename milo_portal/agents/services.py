@@ -7,7 +7,7 @@ from datetime import datetime
 from urllib.parse import urlencode
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from ..errors import DomainError
 from ..models import ROLE_LEVELS, Agent, Candidate, Question, Stage, User, new_token
@@ -196,4 +196,7 @@ def stage_counts(session: Session, agent_ids: list[int]) -> dict[int, dict[str, 
 def list_agents(session: Session, archived: bool) -> list[Agent]:
     """Active (or archived) agents, newest first."""
     cond = Agent.archived_at.is_not(None) if archived else Agent.archived_at.is_(None)
-    return list(session.scalars(select(Agent).where(cond).order_by(Agent.created_at.desc(), Agent.id.desc())))
+    # The list shows each agent's owner and number of questions: load them with the agents.
+    return list(session.scalars(select(Agent).where(cond)
+                                .options(joinedload(Agent.owner), selectinload(Agent.questions))
+                                .order_by(Agent.created_at.desc(), Agent.id.desc())))
