@@ -6,13 +6,12 @@ import logging
 from flask import Flask, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import ROOT, Config
 from .extensions import csrf, db, htmx, login_manager, mail, migrate
+from . import transactions  # noqa: F401  (the SQLite connect/begin rules: see that module)
 
 log = logging.getLogger(__name__)
 
@@ -61,36 +60,6 @@ def create_app(config_class=Config, **config_kwargs) -> Flask:
 
     init_scheduler(app)
     return app
-
-
-@event.listens_for(Engine, "connect")
-def _sqlite_on_connect(dbapi_connection, connection_record):
-    """Turn on WAL, a busy timeout and foreign keys for every SQLite connection."""
-    import sqlite3
-
-    if not isinstance(dbapi_connection, sqlite3.Connection):
-        return
-    # Let SQLAlchemy issue BEGIN itself (see _sqlite_on_begin) instead of pysqlite.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
-
-
-@event.listens_for(Engine, "begin")
-def _sqlite_on_begin(conn):
-    """Begin SQLite transactions IMMEDIATE: take the write lock up front.
-
-    A deferred transaction that reads and later writes can fail with SQLITE_BUSY at the
-    write, with no retry possible; IMMEDIATE waits (busy_timeout) for the lock instead.
-    """
-    if conn.dialect.name == "sqlite":
-        # Long reads (CSV exports) opt out: a deferred read in WAL mode blocks no writer.
-        read_only = conn.get_execution_options().get("milo_read_only")
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _register_blueprints(app: Flask) -> None:

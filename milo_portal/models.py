@@ -491,3 +491,13 @@ class WebhookReceipt(db.Model):
     source: Mapped[str] = mapped_column(String(40))
     event_id: Mapped[str] = mapped_column(String(200))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class JobLease(db.Model):
+    """Who runs a periodic job (the planner) until when: one holder per tick across processes."""
+
+    __tablename__ = "job_lease"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    holder: Mapped[Optional[str]] = mapped_column(String(120))
+    until: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)

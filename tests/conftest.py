@@ -47,6 +47,10 @@ def _empty_all_tables() -> None:
     else:
         for table in tables:
             db.session.execute(text(f'DELETE FROM "{table}"'))
+    # The rows the migrations make, as a fresh installation has them.
+    from milo_portal.models import JobLease, Settings
+
+    db.session.add_all([Settings(id=1), JobLease(name="planner")])
     db.session.commit()
 
 

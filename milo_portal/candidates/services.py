@@ -21,6 +21,7 @@ from ..forms_common import country_zones, timezone_names
 from ..models import (
     CHANNELS, SOURCES, Agent, Candidate, Event, Message, MessageStatus, Stage, new_token,
 )
+from ..transactions import read_only
 from . import stages
 
 PAGE_SIZE = 50
@@ -462,16 +463,6 @@ def csv_safe(value) -> str:
 
 def _iso(value: datetime | None) -> str:
     return value.isoformat(timespec="seconds") if value else ""
-
-
-def read_only(session: Session) -> None:
-    """Run the rest of this session's work in a read-only transaction.
-
-    On SQLite every transaction otherwise begins IMMEDIATE, holding the write lock for as long
-    as it lasts: a long export must not make the dispatcher and every form wait behind it.
-    """
-    session.rollback()
-    session.connection(execution_options={"milo_read_only": True})
 
 
 def export_csv(session: Session, filters: ListFilters) -> Iterator[str]:

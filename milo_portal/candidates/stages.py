@@ -48,6 +48,10 @@ def move(session: Session, candidate: Candidate, target: str, now: datetime, *,
     The caller commits. Skipping stages is allowed (a copied link goes straight from added to
     clicked); going back is not.
     """
+    if candidate.stage not in allowed_from(target):
+        # Decided in Python first: a repeat visit sends no UPDATE at all (a GET stays a read).
+        # Stages only move forward, so a stage read earlier can only be behind the row's.
+        return False
     values: dict = {"stage": target, "updated_at": now, "last_activity_at": now}
     stamp = _STAMP.get(target)
     if stamp:

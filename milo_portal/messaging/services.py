@@ -13,6 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..errors import DomainError
+from ..extensions import db
+from ..transactions import assert_no_transaction, end_transaction
 from ..models import Candidate, Message, Settings, Template, TemplateVersion, User
 from . import channels, defaults
 from .templating import (MAX_EMAIL_BODY, MAX_SMS_BODY, MAX_SUBJECT, Context, TemplateProblem, make_context,
@@ -291,6 +293,7 @@ def prepare_delivery(session: Session, message: Message, settings: Settings, cac
 
 def deliver(delivery: Delivery, smtp: channels.TimeoutConnection | None = None) -> channels.SendResult:
     """The network part of sending: it touches no database object, so no transaction is held."""
+    assert_no_transaction(db.session, f"Sending by {delivery.channel}")
     if delivery.problem is not None:
         return delivery.problem
     if delivery.channel == "email":
@@ -304,15 +307,19 @@ def send_message(session: Session, message: Message, settings: Settings,
 
     It does not decide timing and does not change the message's status: the dispatcher does.
     """
-    return deliver(prepare_delivery(session, message, settings), smtp)
+    delivery = prepare_delivery(session, message, settings)
+    end_transaction(session)  # what it rendered is kept; nothing is locked while the server answers
+    return deliver(delivery, smtp)
 
 
-def send_test(channel: str, version: TemplateVersion, settings: Settings, user: User, to: str,
+def send_test(session: Session, channel: str, version: TemplateVersion, settings: Settings, user: User, to: str,
               now: datetime) -> channels.SendResult:
     """Send a template rendered for the sample candidate to the recruiter themselves.
 
     A diagnostic the recruiter waits for, so it runs now (bounded by the channel timeouts)
-    rather than through the outbox; it goes to the recruiter, never to a candidate.
+    rather than through the outbox; it goes to the recruiter, never to a candidate. It
+    renders first, then ends the request's transaction: nothing is locked while the server
+    answers (or does not).
     """
     rendered = render(version, channel, sample_context(settings, user, now),
                       unsubscribe_url=public_url("/u/sample") if channel == "email" else None)
@@ -320,10 +327,13 @@ def send_test(channel: str, version: TemplateVersion, settings: Settings, user: 
         sender = sender_identity(settings)
         if sender is None:
             return channels.SendResult(channels.PERMANENT, error="No sender address: set it in Settings → Messaging")
-        return channels.send_email(channels.Email(
+        delivery = Delivery("email", email=channels.Email(
             to=to, subject=f"[Test] {rendered.subject}", text=rendered.text, html=rendered.html, sender=sender,
             reply_to=settings.reply_to, message_id_domain=_message_id_domain()))
-    return channels.send_text(channel, to, rendered.text, None)
+    else:
+        delivery = Delivery(channel, to=to, text=rendered.text)
+    end_transaction(session)
+    return deliver(delivery)
 
 
 def last_error(session: Session, channel: str) -> Message | None:

@@ -209,7 +209,7 @@ def send_test(kind: str, channel: str, variant: str):
     except DomainError as err:
         flash(f"Test not sent: {err.message}", "error")
         return redirect(url_for("messaging.edit", kind=kind, channel=channel, variant=variant))
-    result = services.send_test(channel, services.current_version(db.session, template), settings, current_user,
+    result = services.send_test(db.session, channel, services.current_version(db.session, template), settings, current_user,
                                 to, now())
     if result.ok:
         flash(f"Test sent to {to}.", "success")

@@ -73,22 +73,31 @@ class State:
     EXTERNAL = "external"
 
 
-def state_of(session: Session, candidate: Candidate, now: datetime) -> str:
-    """Decide what the link shows now; expire the candidate if the deadline has passed."""
+def state_of(candidate: Candidate, now: datetime) -> str:
+    """Decide what the link shows now (it writes nothing: see ``expire_if_due``)."""
     if candidate.stage == Stage.COMPLETED:
         return State.DONE
     if candidate.stage == Stage.OPTED_OUT:
         return State.OPTED_OUT
     if candidate.agent.archived_at is not None:
         return State.CLOSED
-    if candidate.stage == Stage.EXPIRED:
-        return State.EXPIRED
-    if candidate.deadline_at and candidate.deadline_at <= now:
-        stages.move(session, candidate, Stage.EXPIRED, now, detail="deadline passed")
+    if candidate.stage == Stage.EXPIRED or (candidate.deadline_at and candidate.deadline_at <= now):
         return State.EXPIRED
     if candidate.stage == Stage.STARTED:
         return State.EXTERNAL if candidate.agent.external_url else State.QUESTIONS
     return State.LANDING
+
+
+def expire_if_due(session: Session, candidate: Candidate, now: datetime) -> bool:
+    """Expire a candidate whose deadline passed but who is not marked expired yet."""
+    if candidate.deadline_at is None or candidate.deadline_at > now:
+        return False
+    return stages.move(session, candidate, Stage.EXPIRED, now, detail="deadline passed")
+
+
+def needs_click(candidate: Candidate) -> bool:
+    """Whether opening the link now would record the first click (a repeat visit writes nothing)."""
+    return stages.can_move(candidate.stage, Stage.CLICKED)
 
 
 def click(session: Session, candidate: Candidate, now: datetime, user_agent: str | None) -> bool:

@@ -10,6 +10,7 @@ from ..errors import DomainError
 from ..extensions import csrf, db
 from ..models import Candidate, Message, Stage
 from ..settings.services import get_settings
+from ..transactions import write_unit
 from . import bp, services
 from .services import State
 
@@ -35,8 +36,11 @@ def _page(template: str, candidate: Candidate | None = None, status: int = 200, 
 
 def _gate(candidate: Candidate):
     """Render the page for a link that cannot show questions, or None to go on."""
-    state = services.state_of(db.session, candidate, now())
-    db.session.commit()
+    instant = now()
+    state = services.state_of(candidate, instant)
+    if state == State.EXPIRED and candidate.stage != Stage.EXPIRED:
+        with write_unit(db.session):
+            services.expire_if_due(db.session, candidate, instant)
     if state == State.DONE:
         return redirect(url_for("public.done", token=candidate.token))
     if state == State.EXPIRED:
@@ -56,8 +60,9 @@ def landing(token: str):
         return gate
     if candidate.stage == "started":
         return _continue(candidate)
-    services.click(db.session, candidate, now(), request.user_agent.string)
-    db.session.commit()
+    if services.needs_click(candidate):
+        with write_unit(db.session):
+            services.click(db.session, candidate, now(), request.user_agent.string)
     local_deadline = candidate.deadline_at
     return _page("landing.html", candidate, errors={}, name=candidate.name or "", email=candidate.email or "",
                  deadline=local_deadline)
@@ -234,8 +239,9 @@ def open_pixel(token: str, message_id: int):
     candidate = services.find_by_token(db.session, token)
     if candidate is not None:
         message = db.session.get(Message, message_id)
-        if message is not None and message.candidate_id == candidate.id:
-            stages.move(db.session, candidate, Stage.OPENED, now(), channel="email", message_id=message.id,
-                        detail="open pixel (approximate)")
-            db.session.commit()
+        if message is not None and message.candidate_id == candidate.id \
+                and stages.can_move(candidate.stage, Stage.OPENED):
+            with write_unit(db.session):
+                stages.move(db.session, candidate, Stage.OPENED, now(), channel="email", message_id=message.id,
+                            detail="open pixel (approximate)")
     return PIXEL, 200, {"Content-Type": "image/gif", "Cache-Control": "no-store"}

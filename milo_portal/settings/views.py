@@ -13,7 +13,7 @@ from ..messaging import services as messaging
 from . import bp
 from ..forms_common import clock, parse_clock
 from .forms import MessagingForm, TimingForm
-from .services import get_settings
+from .services import get_settings, settings_for_update
 
 
 def channel_states() -> list[dict]:
@@ -57,7 +57,7 @@ def _timing_form(settings, formdata=None) -> TimingForm:
 
 @bp.route("/settings", methods=["GET", "POST"])
 def index():
-    settings = get_settings(db.session)
+    settings = settings_for_update(db.session) if request.method == "POST" else get_settings(db.session)
     form = MessagingForm(obj=settings) if "t-window_start" not in request.form else MessagingForm(formdata=None, obj=settings)
     timing = _timing_form(settings, request.form if "t-window_start" in request.form else None)
     if "t-window_start" in request.form:
@@ -79,7 +79,6 @@ def index():
         db.session.commit()
         flash("Settings saved.", "success")
         return redirect(url_for("settings.index"))
-    db.session.commit()  # the settings row, if it was just made
     status = 422 if (form.errors or timing.errors) else 200
     return render_template("settings/index.html", form=form, timing=timing, states=channel_states()), status
 
@@ -98,8 +97,7 @@ def test_channel(channel: str):
         flash(f"Test not sent: {err.message}", "error")
         return redirect(url_for("settings.index"))
     version = messaging.choose_version(db.session, "invite", channel)
-    db.session.commit()
-    result = messaging.send_test(channel, version, settings, current_user, to, now())
+    result = messaging.send_test(db.session, channel, version, settings, current_user, to, now())
     flash(f"Test sent to {to}." if result.ok else f"Test not sent: {result.error}", "success" if result.ok else "error")
     return redirect(url_for("settings.index"))
 

@@ -1,0 +1,139 @@
+"""The transaction discipline, in one place (docs/architecture.md explains it at length).
+
+1. Reads run in ordinary deferred transactions. On SQLite in WAL mode a reader takes no
+   lock that stops a writer, so a slow page never blocks a click, a send or a login.
+2. A write is one short unit. On SQLite it begins ``IMMEDIATE`` (it takes the write lock up
+   front and waits ``busy_timeout`` for it, instead of failing half-way when a deferred
+   reader tries to upgrade), and it re-reads what it decides on: a conditional UPDATE
+   (``... WHERE stage IN (...)``), ``INSERT ... ON CONFLICT DO NOTHING``, or a SELECT inside
+   the unit. Which transactions are write units:
+   - every transaction of a state-changing request (POST, PUT, PATCH, DELETE);
+   - background work outside a request (scheduler ticks, CLI commands), which keeps each
+     unit small by working in chunks;
+   - a :func:`write_unit` block, for the rare GET that must record something (a candidate's
+     first visit). It decides in Python first, so a repeat visit writes nothing.
+   Everything else (GET, HEAD, OPTIONS, and :func:`read_only` work) begins deferred.
+3. No network call (SMTP, Twilio, webhooks, DNS) while a transaction is open: a send first
+   ends its transaction. :func:`assert_no_transaction` trips in tests when that is broken.
+4. Long work (planning, expiry, exports) goes in chunks that hold the write lock for at most
+   about 50 ms each, and one planner runs per tick across processes (a lease row).
+
+PostgreSQL needs no BEGIN mode: it locks rows, not the database. The same units keep its
+transactions short and the conditional statements keep concurrent writers correct.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from typing import Iterator
+
+from flask import current_app, has_app_context, has_request_context, request
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, scoped_session
+
+log = logging.getLogger(__name__)
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+WRITE = "milo_write"
+READ_ONLY = "milo_read_only"
+
+
+def begins_immediate(options: dict) -> bool:
+    """Whether a SQLite transaction with these execution options is a write unit."""
+    if options.get(READ_ONLY):
+        return False
+    if options.get(WRITE):
+        return True
+    if has_request_context():
+        return request.method not in SAFE_METHODS
+    return True  # scheduler ticks and CLI commands: short write units, chunked
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_on_connect(dbapi_connection, connection_record):
+    """Turn on WAL, a busy timeout and foreign keys for every SQLite connection."""
+    import sqlite3
+
+    if not isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    # Let SQLAlchemy issue BEGIN itself (see _sqlite_on_begin) instead of pysqlite.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+@event.listens_for(Engine, "begin")
+def _sqlite_on_begin(conn):
+    """Begin SQLite transactions deferred for reads and IMMEDIATE for write units."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if begins_immediate(conn.get_execution_options()) else "BEGIN")
+
+
+def _real(session) -> Session:
+    return session() if isinstance(session, scoped_session) else session
+
+
+def end_transaction(session) -> None:
+    """Commit and end the current transaction, keeping the loaded objects as they are.
+
+    A plain commit expires every object, and the next attribute access would begin a new
+    transaction (a write unit in a POST) just to read them again, possibly right before a
+    network call. Use it to end a read before a write unit or a send.
+    """
+    real = _real(session)
+    if not real.in_transaction():
+        return
+    keep, real.expire_on_commit = real.expire_on_commit, False
+    try:
+        real.commit()
+    finally:
+        real.expire_on_commit = keep
+
+
+@contextmanager
+def write_unit(session) -> Iterator[Session]:
+    """One short write: end the read, begin IMMEDIATE (SQLite), commit on success.
+
+    Loaded objects keep their values across the unit; the statements inside must re-check
+    what they decide on (conditional UPDATEs, ON CONFLICT), since the world may have moved
+    between the read and the write.
+    """
+    real = _real(session)
+    end_transaction(real)
+    real.connection(execution_options={WRITE: True})
+    keep, real.expire_on_commit = real.expire_on_commit, False
+    try:
+        yield real
+        real.commit()
+    except BaseException:
+        real.rollback()
+        raise
+    finally:
+        real.expire_on_commit = keep
+
+
+def read_only(session) -> None:
+    """Run the rest of this session's work in a deferred (read-only) transaction.
+
+    For long reads in a request that would otherwise be a write unit (a CSV export asked
+    for with POST): they must not hold SQLite's write lock for as long as they stream.
+    """
+    real = _real(session)
+    real.rollback()
+    real.connection(execution_options={READ_ONLY: True})
+
+
+def assert_no_transaction(session, what: str) -> None:
+    """Refuse (in tests) or log (in production) a network call made inside a transaction."""
+    real = _real(session)
+    if not real.in_transaction():
+        return
+    message = f"{what} while a database transaction is open: end it first (no network call inside a transaction)"
+    if has_app_context() and current_app.testing:
+        raise AssertionError(message)
+    log.error(message)

@@ -1,0 +1,191 @@
+"""The transaction discipline: reads never take SQLite's write lock, a GET writes only when
+something really changes, and a request waiting on a remote server holds no lock."""
+from __future__ import annotations
+
+import re
+import threading
+import time
+from contextlib import contextmanager
+from datetime import timedelta
+
+import pytest
+import requests
+from sqlalchemy import event, select
+from werkzeug.serving import make_server
+
+from milo_portal.clock import now
+from milo_portal.extensions import db
+from milo_portal.models import Candidate, Event, Settings, Stage
+from tests.conftest import PASSWORD, make_agent, use_smtp
+from tests.servers import SilentServer
+
+WRITE = re.compile(r"^\s*(INSERT|UPDATE|DELETE)", re.I)
+
+
+@contextmanager
+def recorded():
+    """Record every transaction begun and every statement run (both databases)."""
+    seen = {"begins": 0, "sqlite_begins": [], "statements": []}
+
+    def on_begin(conn):
+        seen["begins"] += 1
+
+    def on_execute(conn, cursor, statement, params, context, executemany):
+        if statement.strip().upper().startswith("BEGIN"):
+            seen["sqlite_begins"].append(statement.strip().upper())
+        else:
+            seen["statements"].append(statement)
+
+    event.listen(db.engine, "begin", on_begin)
+    event.listen(db.engine, "before_cursor_execute", on_execute)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine, "begin", on_begin)
+        event.remove(db.engine, "before_cursor_execute", on_execute)
+
+
+def _candidate(agent, stage=Stage.INVITED, **fields) -> Candidate:
+    c = Candidate(agent_id=agent.id, name="Ada Lovelace", email="ada@example.com", stage=stage,
+                  deadline_at=now() + timedelta(days=5), **fields)
+    db.session.add(c)
+    db.session.commit()
+    return c
+
+
+def test_a_repeat_visit_to_a_candidate_link_is_one_read_transaction_that_writes_nothing(client):
+    """Defect: /i/<token> ran 3 transactions and wrote (an UPDATE matching nothing) on every visit."""
+    url = f"/i/{_candidate(make_agent()).token}"
+    with recorded() as first:
+        assert client.get(url).status_code == 200
+    assert any(WRITE.match(s) for s in first["statements"])  # the first visit records the click
+    with recorded() as again:
+        assert client.get(url).status_code == 200
+    assert not [s for s in again["statements"] if WRITE.match(s)]
+    assert again["begins"] == 1
+    assert len(again["statements"]) <= 5, again["statements"]
+    assert db.session.scalar(select(Event.id).where(Event.type == "clicked")) is not None
+
+
+def test_get_requests_begin_deferred_and_posts_begin_immediate(client):
+    """Defect: every transaction began IMMEDIATE, so any GET held the write lock while it ran."""
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("BEGIN modes are SQLite's")
+    c = _candidate(make_agent(), stage=Stage.STARTED)
+    question, share = f"/i/{c.token}/q/1", f"/s/{c.agent.share_token}"
+    with recorded() as get:
+        client.get(question)
+        client.get(share)
+        client.get("/healthz")
+    assert get["sqlite_begins"] and set(get["sqlite_begins"]) == {"BEGIN"}
+    client.csrf_token()
+    with recorded() as post:
+        client.post(question, {"answer": "Because."})
+    assert post["sqlite_begins"][0] == "BEGIN IMMEDIATE"
+
+
+def test_the_first_visit_writes_in_one_short_unit_that_rechecks_the_stage(client):
+    c = _candidate(make_agent())
+    # Another request clicked a moment ago: this one's write must not record a second click.
+    db.session.execute(db.update(Candidate).where(Candidate.id == c.id).values(stage=Stage.CLICKED))
+    db.session.commit()
+    assert client.get(f"/i/{c.token}").status_code == 200
+    assert db.session.scalar(select(db.func.count()).select_from(Event).where(Event.type == "clicked")) == 0
+
+
+def test_public_pages_never_insert_the_settings_row(client):
+    """Defect: every public request inserted, then rolled back, a missing settings row."""
+    share = f"/s/{make_agent().share_token}"
+    assert db.session.get(Settings, 1) is not None  # the migrations make it
+    db.session.execute(db.delete(Settings))
+    db.session.commit()
+    with recorded() as seen:
+        assert client.get(share).status_code == 200
+    assert not [s for s in seen["statements"] if WRITE.match(s)]
+
+
+def test_the_settings_row_exists_right_after_the_migrations(app):
+    settings = db.session.get(Settings, 1)
+    assert settings is not None and settings.initial_send_days == "1,2,3,4"
+
+
+class LiveServer:
+    """The app served by a threaded WSGI server on loopback, as a browser would reach it."""
+
+    def __init__(self, app) -> None:
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+
+
+def _submit(http: requests.Session, url: str, data: dict, **kwargs) -> requests.Response:
+    """Open a form page, then post the form with its CSRF token, as a browser does."""
+    page = http.get(url).text
+    token = re.search(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"', page).group(1)
+    return http.post(url, data={"csrf_token": token, **data}, **kwargs)
+
+
+def _login(http: requests.Session, base: str, email: str) -> str:
+    response = _submit(http, f"{base}/login", {"email": email, "password": PASSWORD}, allow_redirects=False)
+    assert response.status_code == 302
+    page = http.get(f"{base}/account").text
+    return re.search(r'"X-CSRFToken": "([^"]+)"', page).group(1)
+
+
+def test_a_request_hanging_on_a_remote_server_does_not_delay_or_fail_other_requests(app, user, team_settings):
+    """Defect: a "Send test" to a mail server that never answered held SQLite's write lock, and
+    share-link, candidate and health requests meanwhile waited, then failed with "database is locked"."""
+    silent = SilentServer().start()
+    use_smtp(app, silent.port, timeout=6)
+    agent = make_agent()
+    started = _candidate(agent, stage=Stage.STARTED)
+    share, question, email = agent.share_token, f"/i/{started.token}/q/1", user.email
+    started_id = started.id
+    # Outside a request every transaction is a write unit: end the test's own before serving.
+    db.session.commit()
+    try:
+        with LiveServer(app) as live:
+            admin = requests.Session()
+            token = _login(admin, live.url, email)
+            hanging = {}
+
+            def send_test():
+                hanging["response"] = admin.post(f"{live.url}/templates/invite/email/A/test",
+                                                 data={"csrf_token": token, "to": "rita@example.com"})
+
+            worker = threading.Thread(target=send_test)
+            worker.start()
+            deadline = time.monotonic() + 5
+            while not silent.conns and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert silent.conns, "the test send never reached the mail server"
+            others = [
+                lambda http: http.get(f"{live.url}/healthz"),
+                lambda http: http.get(f"{live.url}/s/{share}"),
+                lambda http: _submit(http, f"{live.url}/s/{share}", {"name": "Grace Hopper",
+                                                                     "email": "grace@example.com"}),
+                lambda http: http.get(f"{live.url}{question}"),
+                lambda http: _submit(http, f"{live.url}{question}", {"answer": "Because."}),
+                lambda http: admin.get(f"{live.url}/candidates"),
+            ]
+            for call in others:
+                t0 = time.monotonic()
+                response = call(requests.Session())
+                took = time.monotonic() - t0
+                assert response.status_code < 400, response.text[:300]
+                assert took < 3, f"{response.request.method} {response.request.url} waited {took:.1f} s"
+            assert worker.is_alive(), "the hanging request ended before the others ran: nothing was proven"
+            worker.join(15)
+            assert hanging["response"].status_code < 500
+    finally:
+        silent.stop()
+    answered = db.session.scalar(select(Candidate).where(Candidate.id == started_id))
+    assert answered.answers and answered.answers[0].body == "Because."
+    assert db.session.scalar(select(Candidate.id).where(Candidate.email == "grace@example.com")) is not None
