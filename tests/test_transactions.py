@@ -189,3 +189,54 @@ def test_a_request_hanging_on_a_remote_server_does_not_delay_or_fail_other_reque
     answered = db.session.scalar(select(Candidate).where(Candidate.id == started_id))
     assert answered.answers and answered.answers[0].body == "Because."
     assert db.session.scalar(select(Candidate.id).where(Candidate.email == "grace@example.com")) is not None
+
+
+# --- the planner: short write units, one planner per tick --------------------------------
+
+def _invited(agent, n: int, invited_at) -> None:
+    db.session.add_all([Candidate(agent_id=agent.id, name=f"P{i}", email=f"p{i}@example.com", timezone="UTC",
+                                  stage=Stage.INVITED, invited_at=invited_at,
+                                  deadline_at=invited_at + timedelta(days=7)) for i in range(n)])
+    db.session.commit()
+
+
+def test_the_planner_reads_without_the_lock_and_writes_in_short_units(app, monkeypatch):
+    """Defect: a planning pass held SQLite's write lock from its first query to its last insert."""
+    from milo_portal.followups import services as followups
+    from tests.conftest import at
+
+    monday = at("2026-11-30T10:00:00")
+    _invited(make_agent(), 35, monday - timedelta(hours=25))
+    monkeypatch.setattr(followups, "PLAN_CHUNK", 10)
+    units = []
+    real_insert = followups._insert_ignore
+
+    def insert(session, rows):
+        units.append(len(rows))
+        return real_insert(session, rows)
+
+    monkeypatch.setattr(followups, "_insert_ignore", insert)
+    with recorded() as seen:
+        result = followups.plan(db.session, monday)
+    assert result.planned["reminder"] == 35
+    assert units == [10, 10, 10, 5]
+    if db.engine.dialect.name == "sqlite":
+        # Reads begin deferred; each unit of inserts begins IMMEDIATE and is committed alone.
+        assert "BEGIN" in seen["sqlite_begins"]
+        assert seen["sqlite_begins"].count("BEGIN IMMEDIATE") >= 4
+
+
+def test_one_process_plans_per_tick_and_the_others_only_dispatch(app):
+    from milo_portal.followups.services import tick
+    from tests.conftest import at
+
+    monday = at("2026-11-30T10:00:00")
+    _invited(make_agent(), 3, monday - timedelta(hours=25))
+    first, _ = tick(db.session, monday, holder="web-1")
+    assert not first.skipped and first.planned["reminder"] == 3
+    other, _ = tick(db.session, monday + timedelta(seconds=5), holder="web-2")
+    assert other.skipped
+    again, _ = tick(db.session, monday + timedelta(seconds=10), holder="web-1")
+    assert not again.skipped  # the holder keeps its lease
+    later, _ = tick(db.session, monday + timedelta(seconds=40), holder="web-2")
+    assert not later.skipped  # the lease ran out: the next process plans

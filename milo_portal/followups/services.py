@@ -8,8 +8,11 @@ UPDATE (PostgreSQL: ``FOR UPDATE SKIP LOCKED``) committed before any network cal
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -22,8 +25,9 @@ from sqlalchemy.orm import Session, joinedload
 from ..candidates import stages
 from ..messaging import channels
 from ..messaging import services as messaging
-from ..models import Agent, Candidate, Message, MessageStatus, Settings, Stage
+from ..models import Agent, Candidate, JobLease, Message, MessageStatus, Settings, Stage
 from ..settings.services import get_settings
+from ..transactions import READ_ONLY, end_transaction, write_unit
 from .rules import AUTOMATIC_KINDS, FOLLOW_UP_KINDS, Rules, backoff, in_window, next_allowed, rules_for
 
 log = logging.getLogger(__name__)
@@ -37,14 +41,25 @@ LIVE = (Stage.ADDED, Stage.INVITED, Stage.OPENED, Stage.CLICKED, Stage.STARTED)
 
 @dataclass
 class PlanResult:
-    """What one planning pass did."""
+    """What one planning pass did (``skipped``: another process holds the planner lease)."""
 
     expired: int = 0
     planned: Counter = field(default_factory=Counter)
+    skipped: bool = False
 
     def summary(self) -> str:
+        if self.skipped:
+            return "planning: another process plans this tick"
         parts = [f"{n} {kind}" for kind, n in sorted(self.planned.items()) if n]
         return f"planned: {', '.join(parts) or 'nothing'}; expired: {self.expired}"
+
+
+# Rows per write unit. Inserting 500 outbox rows or expiring 200 candidates holds SQLite's
+# write lock for a few milliseconds (well under the ~50 ms a unit may take); the reads that
+# find them run before, in deferred transactions that lock nothing.
+PLAN_CHUNK = 500
+EXPIRE_CHUNK = 200
+PASS_LIMIT = 5000  # per rule and per pass: a larger backlog is finished by the next ticks
 
 
 def _insert_ignore(session: Session, rows: list[dict]) -> int:
@@ -58,6 +73,43 @@ def _insert_ignore(session: Session, rows: list[dict]) -> int:
     # RETURNING gives back only the rows really inserted (rowcount is not reliable for
     # batched inserts on every driver).
     return len(session.execute(stmt, rows).all())
+
+
+class _Units:
+    """How a planning pass uses transactions.
+
+    A real pass reads in deferred transactions and writes in short units of at most
+    PLAN_CHUNK rows, each committed at once. A dry run (``commit=False``) keeps everything in
+    the caller's one transaction, which the caller rolls back.
+    """
+
+    def __init__(self, session: Session, commit: bool) -> None:
+        self.session, self.commit = session, commit
+
+    def read(self, query) -> list:
+        if not self.commit:
+            return self.session.execute(query).all()
+        end_transaction(self.session)
+        self.session.connection(execution_options={READ_ONLY: True})
+        rows = self.session.execute(query).all()
+        end_transaction(self.session)
+        return rows
+
+    @contextmanager
+    def write(self):
+        if not self.commit:
+            yield self.session
+            return
+        with write_unit(self.session) as session:
+            yield session
+
+    def insert(self, rows: list[dict]) -> int:
+        """Insert outbox rows in units of PLAN_CHUNK; return how many were new."""
+        inserted = 0
+        for i in range(0, len(rows), PLAN_CHUNK):
+            with self.write() as session:
+                inserted += _insert_ignore(session, rows[i:i + PLAN_CHUNK])
+        return inserted
 
 
 def _followups_sent(candidate_id_col):
@@ -79,37 +131,47 @@ def _opted_out_of_channel():
                and_(Candidate.channel == "whatsapp", Candidate.opted_out_whatsapp.is_(True)))
 
 
-def expire_due(session: Session, now: datetime) -> int:
-    """Candidates whose deadline passed become expired (one event each); their queue is cancelled."""
-    ids = session.scalars(select(Candidate.id).where(
+def expire_due(session: Session, now: datetime, commit: bool = True) -> int:
+    """Candidates whose deadline passed become expired (one event each); their queue is cancelled.
+
+    Found in a read, then expired in units of EXPIRE_CHUNK; each move is a conditional UPDATE,
+    so a candidate who completed in between is left alone.
+    """
+    units = _Units(session, commit)
+    ids = [row[0] for row in units.read(select(Candidate.id).where(
         Candidate.stage.in_(LIVE), Candidate.deadline_at.is_not(None), Candidate.deadline_at <= now,
-        Candidate.erased_at.is_(None)).limit(5000)).all()
+        Candidate.erased_at.is_(None)).limit(PASS_LIMIT))]
     moved = 0
-    for candidate in session.scalars(select(Candidate).where(Candidate.id.in_(ids))):
-        if stages.move(session, candidate, Stage.EXPIRED, now, detail="deadline passed"):
-            moved += 1
-    if ids:
-        session.execute(update(Message).where(Message.candidate_id.in_(ids), Message.status == MessageStatus.SCHEDULED)
-                        .values(status=MessageStatus.CANCELLED, last_error="Deadline passed")
-                        .execution_options(synchronize_session=False))
+    for i in range(0, len(ids), EXPIRE_CHUNK):
+        chunk = ids[i:i + EXPIRE_CHUNK]
+        with units.write() as work:
+            for candidate in work.scalars(select(Candidate).where(Candidate.id.in_(chunk))):
+                if stages.move(work, candidate, Stage.EXPIRED, now, detail="deadline passed"):
+                    moved += 1
+            work.execute(update(Message).where(Message.candidate_id.in_(chunk),
+                                               Message.status == MessageStatus.SCHEDULED)
+                         .values(status=MessageStatus.CANCELLED, last_error="Deadline passed")
+                         .execution_options(synchronize_session=False))
     return moved
 
 
 def plan(session: Session, now: datetime, commit: bool = True) -> PlanResult:
     """Insert every follow-up that is due at ``now`` (found in SQL, not by loading everyone).
 
-    With ``commit=False`` the caller decides (a dry run rolls it all back).
+    With ``commit=False`` (a dry run) the caller's transaction holds it all and the caller
+    rolls it back; otherwise the pass reads without locking and writes in short units.
     """
+    units = _Units(session, commit)
+    result = PlanResult(expired=expire_due(session, now, commit))
     settings = get_settings(session)
-    result = PlanResult(expired=expire_due(session, now))
     # An archived interview shows "closed" on its links: nothing more is planned for it.
-    agents = session.scalars(select(Agent).where(Agent.archived_at.is_(None))).all()
+    agents = [row[0] for row in units.read(select(Agent).where(Agent.archived_at.is_(None)))]
     for agent in agents:
         rules = rules_for(settings, agent)
-        _plan_reminders(session, agent, rules, now, result)
-        _plan_nudges(session, agent, rules, now, result)
+        _plan_reminders(units, agent, rules, now, result)
+        _plan_nudges(units, agent, rules, now, result)
     if commit:
-        session.commit()
+        end_transaction(session)
     else:
         session.flush()
     return result
@@ -128,7 +190,7 @@ def _row(candidate_id: int, kind: str, step: int, channel: str, when: datetime, 
             "attempts": 0, "last_error": None, "created_at": now}
 
 
-def _plan_reminders(session: Session, agent: Agent, rules: Rules, now: datetime, result: PlanResult) -> None:
+def _plan_reminders(units: _Units, agent: Agent, rules: Rules, now: datetime, result: PlanResult) -> None:
     for step, hours in enumerate(rules.reminder_offsets, start=1):
         query = _base_query(agent, rules, now).where(
             Candidate.stage.in_(REMINDABLE), Candidate.invited_at <= now - timedelta(hours=hours),
@@ -136,16 +198,16 @@ def _plan_reminders(session: Session, agent: Agent, rules: Rules, now: datetime,
         if step > 1:  # in order: reminder 2 only after reminder 1 exists
             query = query.where(_has_message("reminder", step - 1))
         rows = []
-        for cid, tz, channel, invited_at, deadline in session.execute(query.limit(5000)):
+        for cid, tz, channel, invited_at, deadline in units.read(query.limit(PASS_LIMIT)):
             when = next_allowed(max(invited_at + timedelta(hours=hours), now), tz, rules)
             if when is None or when >= deadline:
                 continue
             rows.append(_row(cid, "reminder", step, channel, when,
                              f"Reminder {step}: {hours} h after the invite, not clicked yet", now))
-        result.planned["reminder"] += _insert_ignore(session, rows)
+        result.planned["reminder"] += units.insert(rows)
 
 
-def _plan_nudges(session: Session, agent: Agent, rules: Rules, now: datetime, result: PlanResult) -> None:
+def _plan_nudges(units: _Units, agent: Agent, rules: Rules, now: datetime, result: PlanResult) -> None:
     plans = [("nudge", rules.nudge_lead)]
     if rules.final_nudge_lead:
         plans.append(("final_nudge", rules.final_nudge_lead))
@@ -154,7 +216,7 @@ def _plan_nudges(session: Session, agent: Agent, rules: Rules, now: datetime, re
             Candidate.stage == Stage.STARTED, Candidate.deadline_at <= now + timedelta(hours=lead),
             ~_has_message(kind, 1))
         rows = []
-        for cid, tz, channel, _invited, deadline in session.execute(query.limit(5000)):
+        for cid, tz, channel, _invited, deadline in units.read(query.limit(PASS_LIMIT)):
             when = next_allowed(max(deadline - timedelta(hours=lead), now), tz, rules)
             if when is None or when >= deadline:
                 # No allowed moment before the deadline: recorded, so the outbox says why.
@@ -164,7 +226,33 @@ def _plan_nudges(session: Session, agent: Agent, rules: Rules, now: datetime, re
                 continue
             label = "Final nudge" if kind == "final_nudge" else "Nudge"
             rows.append(_row(cid, kind, 1, channel, when, f"{label}: {lead} h before the deadline, started not finished", now))
-        result.planned[kind] += _insert_ignore(session, rows)
+        result.planned[kind] += units.insert(rows)
+
+
+# --- one planner per tick -------------------------------------------------------------------
+
+PLANNER_LEASE = "planner"
+
+
+def lease_holder() -> str:
+    """This process's name in the lease table."""
+    return f"{socket.gethostname()}:{os.getpid()}"[:120]
+
+
+def take_lease(session: Session, name: str, holder: str, now: datetime, ttl: timedelta) -> bool:
+    """Take (or keep) the named lease until ``now + ttl``; False while another holder has it.
+
+    One conditional UPDATE decides, so two processes asking at once cannot both win.
+    """
+    with write_unit(session) as work:
+        if work.get(JobLease, name) is None:
+            work.add(JobLease(name=name))
+            work.flush()
+        taken = work.execute(
+            update(JobLease).where(JobLease.name == name,
+                                   or_(JobLease.until.is_(None), JobLease.until <= now, JobLease.holder == holder))
+            .values(holder=holder, until=now + ttl).execution_options(synchronize_session=False)).rowcount == 1
+    return taken
 
 
 # --- dispatching --------------------------------------------------------------------------
@@ -474,9 +562,17 @@ def _dry_run(session: Session, settings: Settings, now: datetime, out: DispatchR
     return out
 
 
-def tick(session: Session, now: datetime) -> tuple[PlanResult, DispatchResult]:
-    """One scheduler tick: plan follow-ups, then dispatch what is due."""
-    planned = plan(session, now)
+def tick(session: Session, now: datetime, holder: str | None = None) -> tuple[PlanResult, DispatchResult]:
+    """One scheduler tick: plan follow-ups (if this process holds the planner lease), then dispatch.
+
+    Every process dispatches (the claims keep each message to one send); only one plans per
+    tick, so a large table is scanned once per tick rather than once per worker.
+    """
+    ttl = timedelta(seconds=current_app.config["MILO_TICK_SECONDS"] * 0.9)
+    if take_lease(session, PLANNER_LEASE, holder or lease_holder(), now, ttl):
+        planned = plan(session, now)
+    else:
+        planned = PlanResult(skipped=True)
     return planned, dispatch(session, now)
 
 
