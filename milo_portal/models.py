@@ -501,3 +501,14 @@ class JobLease(db.Model):
     name: Mapped[str] = mapped_column(String(40), primary_key=True)
     holder: Mapped[Optional[str]] = mapped_column(String(120))
     until: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+
+class RateHit(db.Model):
+    """One counted request for a rate limit (share-link sign-ups per link, address, e-mail)."""
+
+    __tablename__ = "rate_hit"
+    __table_args__ = (Index("ix_rate_hit_key_at", "key", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(300))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,6 +1,8 @@
 """The candidate's side: the unique link, the share link, and what wrong tokens reveal."""
 from __future__ import annotations
 
+import re
+
 from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -196,7 +198,8 @@ def test_share_link_never_opens_an_existing_candidates_interview(client):
     victim = _candidate(agent, stage=Stage.STARTED)
     r = client.post(f"/s/{agent.share_token}", {"name": "Impostor", "email": "ADA@example.com", "phone": ""})
     body = r.get_data(as_text=True)
-    assert r.status_code == 200 and "We are sending your personal link" in body
+    assert r.status_code == 200 and "we have sent its personal interview link" in " ".join(body.split())
+    assert "already registered" not in body and "Ada" not in body
     assert victim.token not in body and "/i/" not in body
     assert db.session.query(Candidate).count() == 1
     sent = db.session.query(Message).one()
@@ -343,3 +346,54 @@ def test_candidate_pages_stay_light_and_load_no_admin_assets(client):
 def test_public_pages_are_not_cached(client):
     c = _candidate()
     assert client.get(f"/i/{c.token}").headers["Cache-Control"] == "no-store"
+
+
+def test_the_share_page_for_a_known_address_reveals_nothing_about_the_person(client):
+    """Defect: the share link said "You are already registered" (who applied), and said it
+    differently when the link had been sent a moment ago."""
+    agent = make_agent()
+    _candidate(agent, stage=Stage.STARTED)
+    form = {"name": "Someone", "email": "ada@example.com", "phone": ""}
+    first = client.post(f"/s/{agent.share_token}", form).get_data(as_text=True)
+    again = client.post(f"/s/{agent.share_token}", form).get_data(as_text=True)
+    assert "already registered" not in first.lower()
+    strip = lambda page: re.sub(r'value="[^"]*"', "", page)  # noqa: E731 (the CSRF token differs)
+    assert strip(first) == strip(again)
+
+
+def test_a_newcomer_starts_at_once_and_their_link_goes_to_the_address_they_typed(client):
+    agent = make_agent()
+    r = client.post(f"/s/{agent.share_token}", {"name": "Grace Hopper", "email": "grace@example.com", "phone": ""})
+    c = db.session.query(Candidate).one()
+    assert r.headers["Location"] == f"/i/{c.token}/q/1"
+    sent = db.session.query(Message).one()
+    assert (sent.kind, sent.channel, sent.candidate_id, sent.immediate) == ("link_resend", "email", c.id, True)
+
+
+def test_share_sign_ups_are_limited_per_client_address(client):
+    """Defect: 60 registrations with other people's addresses from one client took a second."""
+    agent = make_agent()
+    codes = [client.post(f"/s/{agent.share_token}", {"name": f"P {i}", "email": f"p{i}@example.com", "phone": ""}).status_code
+             for i in range(11)]
+    assert codes[:10] == [302] * 10 and codes[10] == 429
+    assert db.session.query(Candidate).count() == 10
+    other = client.post(f"/s/{agent.share_token}", {"name": "Q", "email": "q@example.com", "phone": ""},
+                        environ_base={"REMOTE_ADDR": "10.9.8.7"})
+    assert other.status_code == 302  # someone else, elsewhere, is not held up
+
+
+def test_share_sign_ups_are_limited_per_e_mail_address(client):
+    agent = make_agent()
+    form = {"name": "Ada", "email": "ada@example.com", "phone": ""}
+    codes = [client.post(f"/s/{agent.share_token}", form, environ_base={"REMOTE_ADDR": f"10.0.0.{i}"}).status_code
+             for i in range(4)]
+    assert codes[3] == 429
+    page = client.post(f"/s/{agent.share_token}", form, environ_base={"REMOTE_ADDR": "10.0.1.1"})
+    assert page.status_code == 429 and "Too many sign-ups" in page.get_data(as_text=True)
+
+
+def test_share_sign_ups_are_limited_per_share_link(client):
+    agent = make_agent()
+    codes = [client.post(f"/s/{agent.share_token}", {"name": f"P {i}", "email": f"p{i}@example.com", "phone": ""},
+                         environ_base={"REMOTE_ADDR": f"10.1.{i // 200}.{i % 200}"}).status_code for i in range(31)]
+    assert codes.count(429) == 1 and codes[-1] == 429

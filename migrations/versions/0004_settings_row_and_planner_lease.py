@@ -1,7 +1,8 @@
-"""settings row made by the migration; planner lease
+"""settings row made by the migration; planner lease; rate limit hits
 
 The team settings row exists from the start, so no request ever inserts it while reading.
 The job_lease table lets one process plan follow-ups per tick while the others dispatch.
+rate_hit counts share-link sign-ups per link, address and e-mail, shared by every worker.
 
 Revision ID: 0004
 Revises: 0003
@@ -40,5 +41,17 @@ def upgrade():
         op.bulk_insert(settings, [SETTINGS_DEFAULTS])
 
 
+    op.create_table(
+        'rate_hit',
+        sa.Column('id', sa.Integer(), nullable=False),
+        sa.Column('key', sa.String(length=300), nullable=False),
+        sa.Column('at', sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_rate_hit')),
+    )
+    with op.batch_alter_table('rate_hit', schema=None) as batch_op:
+        batch_op.create_index('ix_rate_hit_key_at', ['key', 'at'], unique=False)
+
+
 def downgrade():
+    op.drop_table('rate_hit')
     op.drop_table('job_lease')

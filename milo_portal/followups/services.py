@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, joinedload
 
+from .. import ratelimit
 from ..candidates import stages
 from ..messaging import channels
 from ..messaging import services as messaging
@@ -171,7 +172,8 @@ def plan(session: Session, now: datetime, commit: bool = True) -> PlanResult:
         _plan_reminders(units, agent, rules, now, result)
         _plan_nudges(units, agent, rules, now, result)
     if commit:
-        end_transaction(session)
+        with units.write() as work:  # housekeeping: rate-limit hits outlive every window by then
+            ratelimit.forget_before(work, now - timedelta(days=1))
     else:
         session.flush()
     return result

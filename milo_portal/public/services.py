@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from ua_parser import parse as parse_ua
 
+from .. import ratelimit
 from ..candidates import services as candidates
 from ..candidates import stages
 from ..errors import DomainError
@@ -222,10 +223,28 @@ def join_via_share(session: Session, agent: Agent, name: str, email: str, phone:
         return ShareOutcome(candidate, False, _resend_link(session, candidate, now))
     click(session, candidate, now, user_agent)
     stages.move(session, candidate, Stage.STARTED, now)
+    # Their own link goes to the address they typed: they can come back later, and if a
+    # stranger typed someone else's address, its owner hears of it.
+    _resend_link(session, candidate, now, rule="Registered through the share link: their link to come back later")
     return ShareOutcome(candidate, True)
 
 
-def _resend_link(session: Session, candidate: Candidate, now: datetime) -> bool:
+def share_limits(agent: Agent, client_address: str, email: str) -> list[ratelimit.Limit]:
+    """Sign-ups through one share link: per link, per client address, per e-mail address.
+
+    Generous for people (a career fair behind one address), tight for a script that tries
+    addresses to learn who applied or to register people who did not.
+    """
+    limits = [ratelimit.Limit(f"share-link:{agent.id}", 30, timedelta(minutes=1)),
+              ratelimit.Limit(f"share-from:{client_address}", 10, timedelta(minutes=10))]
+    typed = (email or "").strip().lower()
+    if typed:
+        limits.append(ratelimit.Limit(f"share-email:{agent.id}:{typed}", 3, timedelta(hours=1)))
+    return limits
+
+
+def _resend_link(session: Session, candidate: Candidate, now: datetime,
+                 rule: str = "Share link used again with this address") -> bool:
     """Queue the candidate's own link to their address, at most once an hour."""
     recent = session.scalar(
         select(Message.id).where(Message.candidate_id == candidate.id, Message.kind == "link_resend",
@@ -236,7 +255,7 @@ def _resend_link(session: Session, candidate: Candidate, now: datetime) -> bool:
     try:
         # They are waiting for it right now: it goes at once, not in the next send window.
         candidates.queue_message(session, candidate, "link_resend", now, channel=channel, manual=False,
-                                 rule="Share link used again with this address", immediate=True)
+                                 rule=rule, immediate=True)
     except DomainError:
         return False
     return True

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import abort, redirect, render_template, request, url_for
 
+from .. import ratelimit
 from ..candidates import services as candidates
 from ..candidates import stages
 from ..clock import now
@@ -192,20 +193,31 @@ def share(share_token: str):
     if request.method == "GET":
         return _page("share.html", agent=agent, src=src, form=form, errors={})
     settings = get_settings(db.session)
+    instant = now()
+    limits = services.share_limits(agent, request.remote_addr or "unknown", form["email"])
+    wait = ratelimit.retry_after(db.session, limits, instant)
+    if wait is not None:
+        minutes = ratelimit.minutes(wait)
+        error = (f"Too many sign-ups from here just now. Please try again in {minutes} "
+                 f"minute{'s' if minutes != 1 else ''}.")
+        return _page("share.html", agent=agent, src=src, form=form, errors={"form": error}, status=429)
     try:
         outcome = services.join_via_share(
-            db.session, agent, form["name"], form["email"], form["phone"], src, now(),
+            db.session, agent, form["name"], form["email"], form["phone"], src, instant,
             request.user_agent.string, settings.default_country, settings.default_timezone)
     except candidates.ContactErrors as err:
         db.session.rollback()
+        ratelimit.hit(db.session, limits, instant)  # a script trying addresses counts as well
+        db.session.commit()
         return _page("share.html", agent=agent, src=src, form=form, errors=err.errors, status=422)
     except DomainError:
         db.session.rollback()
         return _page("closed.html", status=404)
+    ratelimit.hit(db.session, limits, instant)
     db.session.commit()
     if not outcome.created:
-        return _page("share_sent.html", agent=agent, sent=outcome.link_resent,
-                     address=form["email"] or form["phone"])
+        # The same words whether or not the address had signed up: nothing is revealed.
+        return _page("share_sent.html", agent=agent, address=form["email"] or form["phone"])
     return _continue(outcome.candidate)
 
 
