@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 from ua_parser import parse as parse_ua
 
 from .. import ratelimit
@@ -43,7 +43,9 @@ def find_by_token(session: Session, token: str) -> Candidate | None:
     """The live candidate with this link token, or None (wrong, rotated and erased alike)."""
     if not TOKEN_SHAPE.match(token or ""):
         return None
-    candidate = session.scalar(select(Candidate).where(Candidate.token == token))
+    # One query for the candidate and their interview, one for its questions: every page needs both.
+    candidate = session.scalar(select(Candidate).where(Candidate.token == token).options(
+        joinedload(Candidate.agent).selectinload(Agent.questions)))
     if candidate is None or candidate.erased_at is not None:
         return None
     # The index finds the row; the final comparison does not leak timing.
