@@ -12,7 +12,8 @@
      unit small by working in chunks;
    - a :func:`write_unit` block, for the rare GET that must record something (a candidate's
      first visit). It decides in Python first, so a repeat visit writes nothing.
-   Everything else (GET, HEAD, OPTIONS, and :func:`read_only` work) begins deferred.
+   Everything else (GET, HEAD, OPTIONS, POSTs marked :func:`reads_only`, and
+   :func:`read_only` work) begins deferred.
 3. No network call (SMTP, Twilio, webhooks, DNS) while a transaction is open: a send first
    ends its transaction. :func:`assert_no_transaction` trips in tests when that is broken.
 4. Long work (planning, expiry, exports) goes in chunks that hold the write lock for at most
@@ -46,8 +47,23 @@ def begins_immediate(options: dict) -> bool:
     if options.get(WRITE):
         return True
     if has_request_context():
-        return request.method not in SAFE_METHODS
+        if request.method in SAFE_METHODS:
+            return False
+        view = current_app.view_functions.get(request.endpoint or "")
+        return not getattr(view, "milo_reads_only", False)
     return True  # scheduler ticks and CLI commands: short write units, chunked
+
+
+def reads_only(view):
+    """Mark a POST view that writes nothing (a preview, a field check): it begins deferred.
+
+    They are POSTs for the CSRF token and the size of what they carry, not because they
+    change anything; a slow template preview must not hold the write lock while it renders.
+    The mark is on the view itself, so it holds from the request's first query (loading the
+    logged-in user) on.
+    """
+    view.milo_reads_only = True
+    return view
 
 
 @event.listens_for(Engine, "connect")

@@ -240,3 +240,17 @@ def test_one_process_plans_per_tick_and_the_others_only_dispatch(app):
     assert not again.skipped  # the holder keeps its lease
     later, _ = tick(db.session, monday + timedelta(seconds=40), holder="web-2")
     assert not later.skipped  # the lease ran out: the next process plans
+
+
+@pytest.mark.parametrize("url, data", [
+    ("/templates/invite/email/A/preview", {"subject": "Hi {{ candidate.first_name }}", "body": "Go: {{ link }}"}),
+    ("/candidates/new/validate?field=email", {"email": "someone@example.com"}),
+])
+def test_posts_that_only_read_begin_deferred(auth, client, url, data):
+    """Defect: a slow template preview held SQLite's write lock while it rendered."""
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("BEGIN modes are SQLite's")
+    client.csrf_token()
+    with recorded() as seen:
+        assert client.htmx_post(url, data).status_code == 200
+    assert seen["sqlite_begins"] and set(seen["sqlite_begins"]) == {"BEGIN"}

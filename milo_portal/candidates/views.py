@@ -18,6 +18,7 @@ from ..forms_common import choices
 from ..models import CHANNELS, SOURCES, Agent, Candidate, Stage
 from ..settings.services import get_settings
 from ..followups import services as followups
+from ..transactions import reads_only
 from . import bp, services
 from .forms import AddCandidateForm, BulkForm, ContactForm, DeadlineForm
 
@@ -118,6 +119,7 @@ def new():
 
 
 @bp.post("/candidates/new/validate")
+@reads_only
 def validate_field():
     """Check one field as the recruiter leaves it (HTMX); returns that field's fragment."""
     settings = get_settings(db.session)

@@ -13,6 +13,7 @@ from ..errors import DomainError
 from ..extensions import db
 from ..models import Template, TemplateVersion
 from ..settings.services import get_settings
+from ..transactions import reads_only
 from . import bp, defaults, services
 from .forms import TemplateForm, TestSendForm, VariantOptionsForm
 from .templating import VARIABLES, TemplateProblem, sms_count
@@ -113,6 +114,7 @@ def edit_default(kind: str, channel: str):
 
 
 @bp.post("/templates/<kind>/<channel>/<string(length=1):variant>/preview")
+@reads_only
 def preview(kind: str, channel: str, variant: str):
     template = get_variant(kind, channel, variant)
     data = _preview(template.channel, request.form.get("subject"), request.form.get("body", ""))
