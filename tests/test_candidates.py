@@ -394,3 +394,19 @@ def test_a_bulk_action_comes_back_to_the_same_filtered_list(auth, client):
                            {"action": "invite", "ids": [c.id], "extend_days": "3"})
     location = response.headers["Location"]
     assert "stage=added" in location and f"agent_id={agent.id}" in location and "q=ada" in location
+
+
+def test_bulk_invite_skips_someone_whose_invite_is_still_queued(auth, client):
+    """Defect: bulk "Send invite" looked only at the stage and queued a second invite."""
+    c = _one(stage=Stage.ADDED)
+    client.post(f"/candidates/{c.id}/invite")
+    client.post("/candidates/bulk", {"action": "invite", "ids": [c.id], "extend_days": "3"})
+    assert db.session.query(Message).filter_by(kind="invite").count() == 1
+
+
+def test_send_now_sends_the_queued_invite_at_once_instead_of_a_second_one(auth, client):
+    c = _one(stage=Stage.ADDED)
+    client.post(f"/candidates/{c.id}/invite")
+    client.post(f"/candidates/{c.id}/send-now")
+    invite = db.session.query(Message).filter_by(kind="invite").one()
+    assert invite.immediate is True

@@ -256,6 +256,15 @@ def send_invite(session: Session, candidate: Candidate, now: datetime, *, actor_
         stages.move(session, candidate, Stage.INVITED, now, channel="link", actor_id=actor_id,
                     detail="link sent by hand")
         return None
+    queued = session.scalar(select(Message).where(
+        Message.candidate_id == candidate.id, Message.kind == "invite",
+        Message.status.in_((MessageStatus.SCHEDULED, MessageStatus.SENDING))).limit(1))
+    if queued is not None:
+        # One invite in the outbox at a time: a second would reach the person twice.
+        if immediate and queued.status == MessageStatus.SCHEDULED:
+            queued.immediate, queued.scheduled_for, queued.rule = True, now, rule
+            return queued
+        raise DomainError("An invite is already queued for this candidate: use Send now to send it at once.")
     return queue_message(session, candidate, "invite", now, manual=actor_id is not None,
                          actor_id=actor_id, rule=rule, immediate=immediate)
 
