@@ -120,10 +120,10 @@ def schedule_command(candidate: str, at: str | None) -> None:
     for person in people:
         click.echo(f"{person.name or '(no name)'} <{person.email or person.phone}> — {person.agent.title}, "
                    f"stage {person.stage}, time zone {person.timezone}")
-        items = upcoming(db.session, person, instant)
-        if not items:
-            click.echo("  no follow-ups planned")
-        for item in items:
+        schedule = upcoming(db.session, person, instant)
+        for item in schedule.items:
             local = item.when.astimezone(zone(person.timezone))
             click.echo(f"  {item.when.isoformat(timespec='minutes')} ({local.strftime('%a %H:%M %Z')} theirs) "
                        f"{item.kind} by {item.channel} [{item.status}] — {item.rule}")
+        if schedule.note:
+            click.echo(f"  {schedule.note}")

@@ -218,9 +218,9 @@ def test_two_planners_insert_each_follow_up_once(world, app, database_url):
 def test_schedule_shows_queued_and_planned_follow_ups(world, runner):
     c = add(world, MON_10)
     tick(MON_10)
-    items = upcoming(db.session, c, MON_10 + timedelta(hours=1))
-    assert [(i.kind, i.status) for i in items] == [("reminder", "planned"), ("reminder", "planned"),
-                                                   ("nudge", "planned"), ("final_nudge", "planned")]
+    schedule = upcoming(db.session, c, MON_10 + timedelta(hours=1))
+    assert [(i.kind, i.status) for i in schedule.items] == [("reminder", "planned"), ("reminder", "planned")]
+    assert "Nudges follow only if they start" in schedule.note
     result = runner.invoke(args=["milo", "schedule", str(c.id), "--at", "2026-11-30T16:00:00Z"])
     assert result.exit_code == 0, result.output
     assert "reminder by email [planned]" in result.output and "EST theirs" in result.output
@@ -378,3 +378,87 @@ def test_nothing_is_planned_or_sent_for_an_archived_interview(world):
     result = tick(MON_10 + timedelta(hours=24))
     assert not result.sent and "archived" in result.cancelled[0]
     assert kinds(c) == [("invite", 1), ("invite", 2)]  # no reminder planned
+
+
+# --- nudges at the latest allowed moment before the deadline --------------------------------
+
+def _walk(start, end, step=timedelta(minutes=15)):
+    """Tick every quarter of an hour from ``start`` to ``end`` (as the scheduler would, coarsely)."""
+    t = start
+    while t <= end:
+        tick(t)
+        t += step
+
+
+def _sent_at(c, kind):
+    m = db.session.query(Message).filter_by(candidate_id=c.id, kind=kind).one()
+    return m.status, m.sent_at, m.last_error
+
+
+def test_the_final_nudge_goes_out_with_the_default_rules(world, smtp):
+    """Defect: deadlines are 23:59 local and the window ends at 18:00, so "2 h before the
+    deadline" was always cancelled with "No moment in the send window before the deadline"."""
+    deadline = at("2026-12-04T23:59:00-05:00")  # Friday 23:59 in New York
+    c = add(world, MON_10, deadline=deadline)
+    tick(MON_10)
+    cs.stages.move(db.session, c, Stage.STARTED, MON_10 + timedelta(hours=1))
+    db.session.commit()
+    _walk(at("2026-12-03T08:00:00-05:00"), at("2026-12-04T23:30:00-05:00"))
+    status, sent_at, error = _sent_at(c, "final_nudge")
+    assert status == MessageStatus.SENT, error
+    assert sent_at.astimezone(deadline.tzinfo) <= at("2026-12-04T18:00:00-05:00")
+    assert deadline - sent_at >= timedelta(hours=2)
+
+
+def test_a_starter_is_nudged_at_least_a_day_before_the_deadline(world, smtp):
+    """Defect: searching forward from "deadline - 24 h" sent the nudge ~15 h before the deadline."""
+    deadline = at("2026-12-04T23:59:00-05:00")
+    c = add(world, MON_10, deadline=deadline)
+    tick(MON_10)
+    cs.stages.move(db.session, c, Stage.STARTED, MON_10 + timedelta(hours=1))
+    db.session.commit()
+    _walk(at("2026-12-03T08:00:00-05:00"), at("2026-12-04T12:00:00-05:00"))
+    status, sent_at, error = _sent_at(c, "nudge")
+    assert status == MessageStatus.SENT, error
+    assert deadline - sent_at >= timedelta(hours=24)
+
+
+def test_a_deadline_on_a_weekend_still_gets_its_nudge_on_the_friday(world, smtp):
+    """Defect: the planner only searched forward from deadline - lead, which falls on Saturday."""
+    deadline = at("2026-12-06T23:59:00-05:00")  # Sunday 23:59
+    c = add(world, MON_10, deadline=deadline)
+    tick(MON_10)
+    cs.stages.move(db.session, c, Stage.STARTED, MON_10 + timedelta(hours=1))
+    db.session.commit()
+    _walk(at("2026-12-03T08:00:00-05:00"), at("2026-12-05T00:00:00-05:00"))
+    status, sent_at, error = _sent_at(c, "nudge")
+    assert status == MessageStatus.SENT, error
+    assert sent_at.astimezone(deadline.tzinfo).isoweekday() == 5
+
+
+def test_the_schedule_keeps_to_the_cap_and_to_what_the_planner_does(world, team_settings):
+    """Defect: the candidate page's "upcoming" ignored the cap and listed nudges for people
+    who never started, and showed "Nothing planned" with no reason."""
+    team_settings.followup_cap = 1
+    db.session.commit()
+    c = add(world, MON_10)
+    tick(MON_10)
+    schedule = upcoming(db.session, c, MON_10 + timedelta(hours=1))
+    assert [i.kind for i in schedule.items] == ["reminder"] and "cap" in schedule.note
+    cs.stages.move(db.session, c, Stage.COMPLETED, MON_10 + timedelta(hours=2))
+    db.session.commit()
+    done = upcoming(db.session, c, MON_10 + timedelta(hours=3))
+    assert done.items == [] and done.note == "Completed: nothing more is sent."
+
+
+def test_the_schedule_shows_the_nudge_the_planner_will_send(world, smtp):
+    deadline = at("2026-12-04T23:59:00-05:00")
+    c = add(world, MON_10, deadline=deadline)
+    tick(MON_10)
+    cs.stages.move(db.session, c, Stage.STARTED, MON_10 + timedelta(hours=1))
+    db.session.commit()
+    schedule = upcoming(db.session, c, MON_10 + timedelta(hours=2))
+    shown = {i.kind: i.when for i in schedule.items}
+    _walk(at("2026-12-03T08:00:00-05:00"), at("2026-12-04T23:30:00-05:00"))
+    sent = {m.kind: m.sent_at for m in db.session.query(Message).filter_by(candidate_id=c.id, status="sent")}
+    assert shown["nudge"] == sent["nudge"] and shown["final_nudge"] == sent["final_nudge"]

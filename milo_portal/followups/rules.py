@@ -97,6 +97,72 @@ def next_allowed(at: datetime, tz_name: str, rules: Rules, initial: bool = False
     return None
 
 
+# The latest moment a search backwards picks is this much before the window closes, so a
+# tick that runs a little late still finds it inside the window.
+WINDOW_END_MARGIN = timedelta(minutes=15)
+
+
+def latest_allowed_before(limit: datetime, tz_name: str, rules: Rules, initial: bool = False) -> datetime | None:
+    """The latest moment at or before ``limit`` inside the window on an allowed day (UTC),
+    at most WINDOW_END_MARGIN before the window closes.
+
+    None when no such moment exists in the two weeks before ``limit``.
+    """
+    tz = zone(tz_name)
+    days = rules.initial_days if initial else rules.send_days
+    if not days or rules.window_end <= rules.window_start:
+        return None
+    local = limit.astimezone(tz)
+    for offset in range(0, 15):
+        day = local.date() - timedelta(days=offset)
+        if day.isoweekday() not in days:
+            continue
+        start = _local(day, rules.window_start, tz)
+        latest = max(_local(day, rules.window_end, tz) - WINDOW_END_MARGIN, start)
+        if offset == 0 and local < start:
+            continue
+        return min(local, latest).astimezone(UTC) if offset == 0 else latest.astimezone(UTC)
+    return None
+
+
+@dataclass(frozen=True)
+class Moment:
+    """When a follow-up goes: ``when`` (UTC), or None with the reason it cannot go."""
+
+    when: datetime | None
+    reason: str = ""
+
+
+NO_MOMENT = "No moment in the send window before the deadline"
+
+
+def reminder_moment(invited_at: datetime, hours: int, deadline: datetime, tz_name: str, rules: Rules,
+                    now: datetime) -> Moment:
+    """Reminder ``hours`` after the invite: the first allowed moment from then (or from now)."""
+    when = next_allowed(max(invited_at + timedelta(hours=hours), now), tz_name, rules)
+    if when is None or when >= deadline:
+        return Moment(None, NO_MOMENT)
+    return Moment(when)
+
+
+def nudge_moment(deadline: datetime, lead: int, tz_name: str, rules: Rules, now: datetime) -> Moment:
+    """A nudge ``lead`` hours before the deadline: the latest allowed moment that is still at
+    least ``lead`` before it.
+
+    Searching backwards is what makes the defaults work: a deadline at 23:59 with the window
+    ending at 18:00 gets its 2-hour final nudge at 17:45 that day, and a deadline on a
+    weekend gets its nudge on the Friday. When that moment has passed (they started late),
+    the nudge goes at the next allowed moment if that is still before the deadline.
+    """
+    target = latest_allowed_before(deadline - timedelta(hours=lead), tz_name, rules)
+    if target is not None and target >= now:
+        return Moment(target)
+    when = next_allowed(now, tz_name, rules)
+    if when is None or when >= deadline:
+        return Moment(None, NO_MOMENT)
+    return Moment(when)
+
+
 def backoff(attempts: int, base: timedelta = timedelta(minutes=1), cap: timedelta = timedelta(hours=1)) -> timedelta:
     """Delay before retrying after ``attempts`` temporary failures: 1, 2, 4... minutes, capped."""
     return min(base * (2 ** max(attempts - 1, 0)), cap)

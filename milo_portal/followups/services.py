@@ -29,7 +29,8 @@ from ..messaging import services as messaging
 from ..models import Agent, Candidate, JobLease, Message, MessageStatus, Settings, Stage
 from ..settings.services import get_settings
 from ..transactions import READ_ONLY, end_transaction, write_unit
-from .rules import AUTOMATIC_KINDS, FOLLOW_UP_KINDS, Rules, backoff, in_window, next_allowed, rules_for
+from .rules import (AUTOMATIC_KINDS, FOLLOW_UP_KINDS, Rules, backoff, in_window, next_allowed, nudge_moment,
+                    reminder_moment, rules_for)
 
 log = logging.getLogger(__name__)
 
@@ -201,12 +202,20 @@ def _plan_reminders(units: _Units, agent: Agent, rules: Rules, now: datetime, re
             query = query.where(_has_message("reminder", step - 1))
         rows = []
         for cid, tz, channel, invited_at, deadline in units.read(query.limit(PASS_LIMIT)):
-            when = next_allowed(max(invited_at + timedelta(hours=hours), now), tz, rules)
-            if when is None or when >= deadline:
+            moment = reminder_moment(invited_at, hours, deadline, tz, rules, now)
+            if moment.when is None:
                 continue
-            rows.append(_row(cid, "reminder", step, channel, when,
+            rows.append(_row(cid, "reminder", step, channel, moment.when,
                              f"Reminder {step}: {hours} h after the invite, not clicked yet", now))
         result.planned["reminder"] += units.insert(rows)
+
+
+# A nudge's moment is the latest allowed one before "deadline - lead", which a weekend or a
+# closed window can put days earlier: candidates this much further out are looked at too.
+NUDGE_LOOKAHEAD = timedelta(days=7)
+# A nudge is inserted once its moment is this close, so the row waits in the outbox for the
+# exact minute instead of depending on a tick landing inside the last minutes of a window.
+NUDGE_PLAN_AHEAD = timedelta(hours=24)
 
 
 def _plan_nudges(units: _Units, agent: Agent, rules: Rules, now: datetime, result: PlanResult) -> None:
@@ -215,19 +224,22 @@ def _plan_nudges(units: _Units, agent: Agent, rules: Rules, now: datetime, resul
         plans.append(("final_nudge", rules.final_nudge_lead))
     for kind, lead in plans:
         query = _base_query(agent, rules, now).where(
-            Candidate.stage == Stage.STARTED, Candidate.deadline_at <= now + timedelta(hours=lead),
+            Candidate.stage == Stage.STARTED, Candidate.deadline_at <= now + timedelta(hours=lead) + NUDGE_LOOKAHEAD,
             ~_has_message(kind, 1))
         rows = []
         for cid, tz, channel, _invited, deadline in units.read(query.limit(PASS_LIMIT)):
-            when = next_allowed(max(deadline - timedelta(hours=lead), now), tz, rules)
-            if when is None or when >= deadline:
+            moment = nudge_moment(deadline, lead, tz, rules, now)
+            if moment.when is not None and now + NUDGE_PLAN_AHEAD < moment.when <= deadline - timedelta(hours=lead):
+                continue  # its moment (the latest allowed one) is still far ahead: a later tick inserts it
+            if moment.when is None:
                 # No allowed moment before the deadline: recorded, so the outbox says why.
                 row = _row(cid, kind, 1, channel, now, f"{lead} h before the deadline", now)
-                row.update(status=MessageStatus.CANCELLED, last_error="No moment in the send window before the deadline")
+                row.update(status=MessageStatus.CANCELLED, last_error=moment.reason)
                 rows.append(row)
                 continue
             label = "Final nudge" if kind == "final_nudge" else "Nudge"
-            rows.append(_row(cid, kind, 1, channel, when, f"{label}: {lead} h before the deadline, started not finished", now))
+            rows.append(_row(cid, kind, 1, channel, moment.when,
+                             f"{label}: {lead} h before the deadline, started not finished", now))
         result.planned[kind] += units.insert(rows)
 
 
@@ -591,34 +603,81 @@ class Upcoming:
     rule: str
 
 
-def upcoming(session: Session, candidate: Candidate, now: datetime) -> list[Upcoming]:
-    """Queued messages plus the follow-ups the rules will plan for this candidate."""
+@dataclass
+class Schedule:
+    """What will be sent to one candidate, and why nothing (more) will when that is so."""
+
+    items: list[Upcoming]
+    note: str = ""
+
+
+def upcoming(session: Session, candidate: Candidate, now: datetime) -> Schedule:
+    """Queued messages plus what the planner will add if nothing changes.
+
+    It uses the planner's own rules (``reminder_moment``, ``nudge_moment``, the cap, the
+    stages each follow-up is for), so the page cannot drift from what is really sent.
+    """
     settings = get_settings(session)
     rules = rules_for(settings, candidate.agent)
-    items = [Upcoming(m.scheduled_for, m.kind, m.channel, m.status, m.rule or "")
-             for m in session.scalars(select(Message).where(
-                 Message.candidate_id == candidate.id,
-                 Message.status.in_((MessageStatus.SCHEDULED, MessageStatus.SENDING, MessageStatus.IN_DOUBT))))]
-    have = {(m.kind, m.step) for m in session.scalars(select(Message).where(Message.candidate_id == candidate.id))}
-    if candidate.channel != "link" and not getattr(candidate, f"opted_out_{candidate.channel}", False) \
-            and candidate.deadline_at and candidate.deadline_at > now:
+    messages = session.scalars(select(Message).where(Message.candidate_id == candidate.id)).all()
+    items = [Upcoming(m.scheduled_for, m.kind, m.channel, m.status, m.rule or "") for m in messages
+             if m.status in (MessageStatus.SCHEDULED, MessageStatus.SENDING, MessageStatus.IN_DOUBT)]
+    have = {(m.kind, m.step) for m in messages}
+    counted = sum(1 for m in messages if m.kind in FOLLOW_UP_KINDS and m.status in (
+        MessageStatus.SENT, MessageStatus.SCHEDULED, MessageStatus.SENDING, MessageStatus.IN_DOUBT))
+    note = _nothing_more(candidate, rules, now, counted)
+    if not note:
+        planned: list[Upcoming] = []
         if candidate.stage in REMINDABLE and candidate.invited_at:
             for step, hours in enumerate(rules.reminder_offsets, start=1):
                 if ("reminder", step) in have:
                     continue
-                when = next_allowed(max(candidate.invited_at + timedelta(hours=hours), now), candidate.timezone, rules)
-                if when and when < candidate.deadline_at:
-                    items.append(Upcoming(when, "reminder", candidate.channel, "planned",
-                                          f"Reminder {step}: {hours} h after the invite, if not clicked"))
-        if candidate.stage in (*REMINDABLE, Stage.CLICKED, Stage.STARTED):
-            leads = [("nudge", rules.nudge_lead)] + ([("final_nudge", rules.final_nudge_lead)] if rules.final_nudge_lead else [])
+                moment = reminder_moment(candidate.invited_at, hours, candidate.deadline_at, candidate.timezone,
+                                         rules, now)
+                if moment.when is not None:
+                    planned.append(Upcoming(moment.when, "reminder", candidate.channel, "planned",
+                                            f"Reminder {step}: {hours} h after the invite, if not clicked"))
+            note = "Nudges follow only if they start the interview and do not finish."
+        elif candidate.stage == Stage.STARTED:
+            leads = [("nudge", rules.nudge_lead)] + (
+                [("final_nudge", rules.final_nudge_lead)] if rules.final_nudge_lead else [])
             for kind, lead in leads:
                 if (kind, 1) in have:
                     continue
-                when = next_allowed(max(candidate.deadline_at - timedelta(hours=lead), now), candidate.timezone, rules)
-                if when and when < candidate.deadline_at:
-                    items.append(Upcoming(when, kind, candidate.channel, "planned",
-                                          f"{lead} h before the deadline, if started and not finished"))
+                moment = nudge_moment(candidate.deadline_at, lead, candidate.timezone, rules, now)
+                if moment.when is not None:
+                    planned.append(Upcoming(moment.when, kind, candidate.channel, "planned",
+                                            f"{lead} h before the deadline, if not finished by then"))
+        elif candidate.stage == Stage.CLICKED:
+            note = "They opened their link: no reminders. A nudge follows if they start and do not finish."
+        elif candidate.stage == Stage.ADDED:
+            note = "Not invited yet: reminders are planned from the invite on."
+        planned.sort(key=lambda u: u.when)
+        items += planned[:max(rules.cap - counted, 0)]
+        if len(planned) > max(rules.cap - counted, 0):
+            note = f"At most {rules.cap} follow-ups per candidate (the cap in the follow-up rules)."
     items.sort(key=lambda u: u.when)
-    return items
+    if not items and not note:
+        note = "Nothing more is planned: no allowed moment is left before the deadline."
+    return Schedule(items, note)
 
+
+def _nothing_more(candidate: Candidate, rules: Rules, now: datetime, counted: int) -> str:
+    """Why no follow-up can be planned for this candidate any more, or "" if some can."""
+    if candidate.stage == Stage.COMPLETED:
+        return "Completed: nothing more is sent."
+    if candidate.stage == Stage.OPTED_OUT:
+        return "Opted out: nothing more is sent."
+    if candidate.stage == Stage.EXPIRED or (candidate.deadline_at and candidate.deadline_at <= now):
+        return "The deadline has passed: nothing more is sent."
+    if candidate.agent.archived_at is not None:
+        return "The interview is archived: nothing more is sent."
+    if candidate.channel == "link":
+        return "Their link is sent by hand: no automatic messages."
+    if getattr(candidate, f"opted_out_{candidate.channel}", False):
+        return f"Opted out of {candidate.channel}: no follow-ups on it."
+    if candidate.deadline_at is None:
+        return "No deadline: follow-ups are planned against the deadline."
+    if counted >= rules.cap:
+        return f"The follow-up cap is reached ({rules.cap})."
+    return ""
