@@ -92,6 +92,9 @@ class EventType:
         "added", "invited", "delivered", "opened", "clicked", "started", "answered",
         "completed", "reminded", "nudged", "bounced", "failed", "opted_out", "opted_in",
         "expired", "deadline_extended", "erased",
+        # A link fetched with no human signal yet (mail scanners fetch every link), and an
+        # open pixel fetched by a machine (privacy proxies, scanners): kept apart for metrics.
+        "visited", "machine_opened",
     )
 
 
@@ -261,6 +264,8 @@ class Candidate(db.Model):
     device_class: Mapped[Optional[str]] = mapped_column(String(10))
     invited_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     clicked_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # First fetch of the link, human or not; "clicked" waits for a human signal.
+    visited_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     started_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     completed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     last_activity_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)

@@ -54,6 +54,9 @@ def test_the_full_interview_clicked_started_answered_completed(client):
     assert r.status_code == 200 and "Interview: Support specialist" in body
     assert "3</strong> questions" in body and "About <strong>" in body and "CET" in body  # deadline in Berlin time
     db.session.refresh(c)
+    assert c.stage == Stage.INVITED and c.visited_at is not None  # a visit, not yet a human click
+    assert client.post(f"/i/{c.token}/seen", headers={"User-Agent": IPHONE}).status_code == 204
+    db.session.refresh(c)
     assert (c.stage, c.device_class) == (Stage.CLICKED, "mobile")
 
     r = client.post(f"/i/{c.token}/start", {"name": "Ada King", "email": "ada@example.com"})
@@ -397,3 +400,76 @@ def test_share_sign_ups_are_limited_per_share_link(client):
     codes = [client.post(f"/s/{agent.share_token}", {"name": f"P {i}", "email": f"p{i}@example.com", "phone": ""},
                          environ_base={"REMOTE_ADDR": f"10.1.{i // 200}.{i % 200}"}).status_code for i in range(31)]
     assert codes.count(429) == 1 and codes[-1] == 429
+
+
+
+# --- people, not link scanners -------------------------------------------------------------
+
+def _reminders_due(c, at_time):
+    from milo_portal.followups.services import plan
+
+    plan(db.session, at_time)
+    return db.session.query(Message).filter_by(candidate_id=c.id, kind="reminder").count()
+
+
+def test_a_mail_scanners_visit_does_not_count_as_a_click(client, team_settings):
+    """Defect: a plain GET right after the invite (Safe Links, Proofpoint, Mimecast) moved the
+    candidate to "clicked" and cancelled both "never clicked" reminders."""
+    from tests.conftest import at
+
+    sent = at("2026-11-30T10:00:00")
+    c = _candidate(stage=Stage.INVITED, invited_at=sent, deadline_at=sent + timedelta(days=7))
+    scanner = client.get(f"/i/{c.token}", headers={"User-Agent": "Mozilla/5.0 (compatible; scanner)"})
+    assert scanner.status_code == 200
+    db.session.refresh(c)
+    assert c.stage == Stage.INVITED
+    assert _events(c, "visited") == 1 and _events(c, "clicked") == 0
+    assert _reminders_due(c, sent + timedelta(hours=25)) == 1  # the reminder still goes
+
+
+def test_the_landing_page_beacon_counts_the_click_once(client):
+    c = _candidate(stage=Stage.INVITED)
+    page = client.get(f"/i/{c.token}").get_data(as_text=True)
+    assert f'<meta name="milo-seen" content="/i/{c.token}/seen">' in page and "js/seen.js" in page
+    for _ in range(2):
+        assert client.post(f"/i/{c.token}/seen").status_code == 204
+    db.session.refresh(c)
+    assert c.stage == Stage.CLICKED and _events(c, "clicked") == 1
+    assert client.post("/i/not-a-real-token-at-all/seen").status_code == 404
+
+
+def test_coming_back_to_the_link_later_counts_as_a_click(client, monkeypatch):
+    from milo_portal.public import views
+
+    c = _candidate(stage=Stage.INVITED)
+    first = now()
+    monkeypatch.setattr(views, "now", lambda: first)
+    client.get(f"/i/{c.token}")
+    monkeypatch.setattr(views, "now", lambda: first + timedelta(seconds=30))
+    client.get(f"/i/{c.token}")  # a scanner's second fetch, seconds later
+    db.session.refresh(c)
+    assert c.stage == Stage.INVITED
+    monkeypatch.setattr(views, "now", lambda: first + timedelta(minutes=5))
+    client.get(f"/i/{c.token}")
+    db.session.refresh(c)
+    assert c.stage == Stage.CLICKED
+
+
+def test_machine_opens_are_recorded_apart_and_move_nothing(client):
+    from milo_portal.models import Message as Msg
+
+    c = _candidate(stage=Stage.INVITED)
+    m = Msg(candidate_id=c.id, kind="invite", step=1, channel="email", status="sent", scheduled_for=now(),
+            sent_at=now() - timedelta(seconds=5))
+    db.session.add(m)
+    db.session.commit()
+    pixel = f"/t/o/{c.token}/{m.id}.gif"
+    client.get(pixel, headers={"User-Agent": "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"})
+    client.get(pixel, headers={"User-Agent": IPHONE})  # five seconds after delivery: a privacy proxy
+    db.session.refresh(c)
+    assert c.stage == Stage.INVITED and _events(c, "machine_opened") == 1 and _events(c, "opened") == 0
+    m.sent_at = now() - timedelta(hours=2)
+    db.session.commit()
+    client.get(pixel, headers={"User-Agent": IPHONE})
+    db.session.refresh(c)
+    assert c.stage == Stage.OPENED and _events(c, "opened") == 1

@@ -58,13 +58,13 @@ def test_a_repeat_visit_to_a_candidate_link_is_one_read_transaction_that_writes_
     url = f"/i/{_candidate(make_agent()).token}"
     with recorded() as first:
         assert client.get(url).status_code == 200
-    assert any(WRITE.match(s) for s in first["statements"])  # the first visit records the click
+    assert any(WRITE.match(s) for s in first["statements"])  # the first visit is recorded
     with recorded() as again:
         assert client.get(url).status_code == 200
     assert not [s for s in again["statements"] if WRITE.match(s)]
     assert again["begins"] == 1
     assert len(again["statements"]) <= 5, again["statements"]
-    assert db.session.scalar(select(Event.id).where(Event.type == "clicked")) is not None
+    assert db.session.scalar(select(Event.id).where(Event.type == "visited")) is not None
 
 
 def test_get_requests_begin_deferred_and_posts_begin_immediate(client):
@@ -84,12 +84,12 @@ def test_get_requests_begin_deferred_and_posts_begin_immediate(client):
     assert post["sqlite_begins"][0] == "BEGIN IMMEDIATE"
 
 
-def test_the_first_visit_writes_in_one_short_unit_that_rechecks_the_stage(client):
+def test_the_click_is_written_in_one_short_unit_that_rechecks_the_stage(client):
     c = _candidate(make_agent())
     # Another request clicked a moment ago: this one's write must not record a second click.
     db.session.execute(db.update(Candidate).where(Candidate.id == c.id).values(stage=Stage.CLICKED))
     db.session.commit()
-    assert client.get(f"/i/{c.token}").status_code == 200
+    assert client.post(f"/i/{c.token}/seen").status_code == 204
     assert db.session.scalar(select(db.func.count()).select_from(Event).where(Event.type == "clicked")) == 0
 
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 from ua_parser import parse as parse_ua
 
 from .. import ratelimit
@@ -98,14 +99,65 @@ def expire_if_due(session: Session, candidate: Candidate, now: datetime) -> bool
     return stages.move(session, candidate, Stage.EXPIRED, now, detail="deadline passed")
 
 
-def needs_click(candidate: Candidate) -> bool:
-    """Whether opening the link now would record the first click (a repeat visit writes nothing)."""
-    return stages.can_move(candidate.stage, Stage.CLICKED)
+# A click is a human signal, not any GET: mail gateways (Safe Links, Proofpoint, Mimecast)
+# fetch every link within seconds of delivery, with no cookies and no JavaScript. So a GET
+# of the link only records a "visited" event; the click is counted on
+#  - the landing page's beacon (static/js/seen.js: a real browser, on the first touch, key,
+#    scroll or pointer press, or after the page has been visible for a few seconds),
+#  - a form post (the candidate starting the interview), or
+#  - a second visit at a human pace (HUMAN_RETURN after the first).
+# Until then the candidate stays "invited" and the "not clicked yet" reminders keep going.
+HUMAN_RETURN = timedelta(minutes=2)
 
 
-def click(session: Session, candidate: Candidate, now: datetime, user_agent: str | None) -> bool:
-    """Record the first opening of the link (later visits change nothing)."""
-    return stages.move(session, candidate, Stage.CLICKED, now, device_class=device_class(user_agent))
+def visit(session: Session, candidate: Candidate, now: datetime, user_agent: str | None) -> str | None:
+    """Record a GET of the link; return what it was: "visited", "clicked" or None (nothing new).
+
+    The caller decides with ``visit_would_record`` first, so a repeat visit writes nothing.
+    """
+    if not stages.can_move(candidate.stage, Stage.CLICKED):
+        return None
+    if candidate.visited_at is not None and now - candidate.visited_at >= HUMAN_RETURN:
+        return "clicked" if click(session, candidate, now, user_agent, via="came back to the link") else None
+    if candidate.visited_at is not None:
+        return None
+    done = session.execute(update(Candidate).where(Candidate.id == candidate.id, Candidate.visited_at.is_(None))
+                           .values(visited_at=now).execution_options(synchronize_session=False)).rowcount == 1
+    if not done:
+        return None
+    set_committed_value(candidate, "visited_at", now)
+    stages.record(session, candidate, "visited", now, device_class=device_class(user_agent),
+                  detail="link opened; counted as a click once a person uses the page (mail scanners open every link)")
+    return "visited"
+
+
+def visit_would_record(candidate: Candidate, now: datetime) -> bool:
+    """Whether a GET of the link now changes anything (decided in Python, before any write)."""
+    if not stages.can_move(candidate.stage, Stage.CLICKED):
+        return False
+    return candidate.visited_at is None or now - candidate.visited_at >= HUMAN_RETURN
+
+
+def click(session: Session, candidate: Candidate, now: datetime, user_agent: str | None,
+          via: str | None = None) -> bool:
+    """Record the human click (the first one only; later ones change nothing)."""
+    return stages.move(session, candidate, Stage.CLICKED, now, device_class=device_class(user_agent), detail=via)
+
+
+# Known image proxies and scanners (their user agents say so). Apple's Mail Privacy
+# Protection says nothing, but fetches on delivery: an open this soon after the send is a
+# machine's too.
+MACHINE_OPENER_AGENTS = ("GoogleImageProxy", "YahooMailProxy", "ggpht.com", "Outlook-iOS-Android/", "Barracuda",
+                         "Mimecast", "Proofpoint", "python-requests", "curl/", "Go-http-client")
+MACHINE_OPEN_WITHIN = timedelta(seconds=60)
+
+
+def is_machine_open(user_agent: str | None, sent_at: datetime | None, now: datetime) -> bool:
+    """Whether an open-pixel fetch was made by a machine (a proxy, a scanner) rather than a reader."""
+    ua = user_agent or ""
+    if not ua or any(marker in ua for marker in MACHINE_OPENER_AGENTS):
+        return True
+    return sent_at is not None and now - sent_at < MACHINE_OPEN_WITHIN
 
 
 def start(session: Session, candidate: Candidate, name: str, email: str, now: datetime,

@@ -9,7 +9,7 @@ from ..candidates import stages
 from ..clock import now
 from ..errors import DomainError
 from ..extensions import csrf, db
-from ..models import Candidate, Message, Stage
+from ..models import Candidate, Event, Message, Stage
 from ..settings.services import get_settings
 from ..transactions import write_unit
 from . import bp, services
@@ -61,12 +61,28 @@ def landing(token: str):
         return gate
     if candidate.stage == "started":
         return _continue(candidate)
-    if services.needs_click(candidate):
+    instant = now()
+    if services.visit_would_record(candidate, instant):
         with write_unit(db.session):
-            services.click(db.session, candidate, now(), request.user_agent.string)
+            services.visit(db.session, candidate, instant, request.user_agent.string)
     local_deadline = candidate.deadline_at
     return _page("landing.html", candidate, errors={}, name=candidate.name or "", email=candidate.email or "",
                  deadline=local_deadline)
+
+
+@csrf.exempt
+@bp.post("/i/<token>/seen")
+def seen(token: str):
+    """The landing page's beacon: a person is using the page, so the link was clicked.
+
+    Exempt from CSRF: it carries the unguessable link token, and all it can do is record
+    the click that opening the page in a browser records anyway.
+    """
+    candidate = get_public_candidate(token)
+    if stages.can_move(candidate.stage, Stage.CLICKED):
+        with write_unit(db.session):
+            services.click(db.session, candidate, now(), request.user_agent.string, via="used the page")
+    return "", 204
 
 
 def _continue(candidate: Candidate):
@@ -251,9 +267,22 @@ def open_pixel(token: str, message_id: int):
     candidate = services.find_by_token(db.session, token)
     if candidate is not None:
         message = db.session.get(Message, message_id)
-        if message is not None and message.candidate_id == candidate.id \
-                and stages.can_move(candidate.stage, Stage.OPENED):
-            with write_unit(db.session):
-                stages.move(db.session, candidate, Stage.OPENED, now(), channel="email", message_id=message.id,
-                            detail="open pixel (approximate)")
+        if message is not None and message.candidate_id == candidate.id:
+            _record_open(candidate, message)
     return PIXEL, 200, {"Content-Type": "image/gif", "Cache-Control": "no-store"}
+
+
+def _record_open(candidate: Candidate, message: Message) -> None:
+    """A reader's open moves the candidate to "opened"; a machine's is recorded apart, once."""
+    instant = now()
+    if services.is_machine_open(request.user_agent.string, message.sent_at, instant):
+        already = db.session.scalar(db.select(Event.id).where(
+            Event.candidate_id == candidate.id, Event.message_id == message.id, Event.type == "machine_opened"))
+        if already is None:
+            with write_unit(db.session):
+                stages.record(db.session, candidate, "machine_opened", instant, channel="email",
+                              message_id=message.id, detail="open pixel fetched by a proxy or scanner")
+    elif stages.can_move(candidate.stage, Stage.OPENED):
+        with write_unit(db.session):
+            stages.move(db.session, candidate, Stage.OPENED, instant, channel="email", message_id=message.id,
+                        detail="open pixel (approximate)")
