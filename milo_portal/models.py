@@ -258,6 +258,9 @@ class Candidate(db.Model):
     token: Mapped[str] = mapped_column(String(64), unique=True, default=new_token)
     stage: Mapped[str] = mapped_column(String(20), default=Stage.ADDED)
     deadline_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # The deadline is the interview's "days after the invite", counted again from the moment
+    # the first invite really goes (not from when the candidate was added).
+    deadline_follows_invite: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     opted_out_email: Mapped[bool] = mapped_column(Boolean, default=False)
     opted_out_sms: Mapped[bool] = mapped_column(Boolean, default=False)
     opted_out_whatsapp: Mapped[bool] = mapped_column(Boolean, default=False)

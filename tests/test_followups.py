@@ -462,3 +462,35 @@ def test_the_schedule_shows_the_nudge_the_planner_will_send(world, smtp):
     _walk(at("2026-12-03T08:00:00-05:00"), at("2026-12-04T23:30:00-05:00"))
     sent = {m.kind: m.sent_at for m in db.session.query(Message).filter_by(candidate_id=c.id, status="sent")}
     assert shown["nudge"] == sent["nudge"] and shown["final_nudge"] == sent["final_nudge"]
+
+
+def test_a_default_deadline_counts_its_days_from_the_invite_not_from_the_add(world, smtp, auth, client):
+    """Defect: "Deadline (days after the invite)" counted from when the candidate was added: a
+    Tokyo candidate added on a Friday and invited on the Monday got 4.6 days, not 7."""
+    from zoneinfo import ZoneInfo
+
+    from milo_portal.models import Candidate
+    from milo_portal.candidates import views
+
+    friday = at("2026-12-04T12:00:00+09:00")
+    original = views.now
+    views.now = lambda: friday
+    try:
+        client.post("/candidates/new", {"agent_id": world.id, "name": "Kenji Sato", "email": "kenji@example.jp",
+                                        "phone": "", "timezone": "Asia/Tokyo", "channel": "email",
+                                        "deadline": "", "invite_now": "y"})
+        client.post("/candidates/new", {"agent_id": world.id, "name": "Fixed Date", "email": "fixed@example.jp",
+                                        "phone": "", "timezone": "Asia/Tokyo", "channel": "email",
+                                        "deadline": "2026-12-20", "invite_now": "y"})
+    finally:
+        views.now = original
+    kenji = db.session.query(Candidate).filter_by(email="kenji@example.jp").one()
+    fixed = db.session.query(Candidate).filter_by(email="fixed@example.jp").one()
+    assert kenji.deadline_follows_invite and not fixed.deadline_follows_invite
+    monday = at("2026-12-07T09:30:00+09:00")  # the first day a first invite may go
+    tick(monday)
+    db.session.refresh(kenji)
+    db.session.refresh(fixed)
+    local = kenji.deadline_at.astimezone(ZoneInfo("Asia/Tokyo"))
+    assert (local.date().isoformat(), local.hour) == ("2026-12-14", 23)
+    assert fixed.deadline_at.astimezone(ZoneInfo("Asia/Tokyo")).date().isoformat() == "2026-12-20"

@@ -1,4 +1,5 @@
-"""link visits and machine opens recorded apart from human clicks and opens
+"""link visits and machine opens recorded apart from human clicks and opens; deadlines
+counted from the invite
 
 Revision ID: 0008
 Revises: 0004
@@ -24,6 +25,8 @@ def _types(values) -> str:
 def upgrade():
     with op.batch_alter_table('candidate', schema=None) as batch_op:
         batch_op.add_column(sa.Column('visited_at', sa.DateTime(), nullable=True))
+        batch_op.add_column(sa.Column('deadline_follows_invite', sa.Boolean(), server_default=sa.false(),
+                                      nullable=False))
     with op.batch_alter_table('event', schema=None) as batch_op:
         batch_op.drop_constraint(op.f('ck_event_type'), type_='check')
         batch_op.create_check_constraint('type', _types(NEW_TYPES))
@@ -35,4 +38,5 @@ def downgrade():
         batch_op.drop_constraint(op.f('ck_event_type'), type_='check')
         batch_op.create_check_constraint('type', _types(OLD_TYPES))
     with op.batch_alter_table('candidate', schema=None) as batch_op:
+        batch_op.drop_column('deadline_follows_invite')
         batch_op.drop_column('visited_at')

@@ -23,7 +23,7 @@ class AddCandidateForm(ContactForm):
     agent_id = SelectField("Interview", coerce=int)
     deadline = DateField("Deadline", validators=[Optional()],
                          description="The last day to finish, in the candidate's time zone.")
-    invite_now = BooleanField("Send the invite now", default=True)
+    invite_now = BooleanField("Invite (at the next allowed time)", default=True)
     timezone_touched = HiddenField(default="")
 
 

@@ -139,6 +139,16 @@ def deadline_from_date(day: date, tz_name: str, now: datetime) -> datetime:
     return datetime.combine(day, time(23, 59, 59), tzinfo=zone).astimezone(ZoneInfo("UTC"))
 
 
+def start_deadline_clock(candidate: Candidate, now: datetime) -> None:
+    """The first invite went at ``now``: a default deadline counts its days from here."""
+    if not candidate.deadline_follows_invite:
+        return
+    day = default_deadline_date(candidate.agent, candidate.timezone, now)
+    candidate.deadline_at = datetime.combine(day, time(23, 59, 59), tzinfo=ZoneInfo(candidate.timezone)) \
+        .astimezone(ZoneInfo("UTC"))
+    candidate.deadline_follows_invite = False
+
+
 def find_existing(session: Session, agent_id: int, email: str | None, phone: str | None) -> Candidate | None:
     """The candidate already added to this agent with the same e-mail (or, lacking one, phone)."""
     base = select(Candidate).where(Candidate.agent_id == agent_id, Candidate.erased_at.is_(None))
@@ -151,12 +161,14 @@ def find_existing(session: Session, agent_id: int, email: str | None, phone: str
 
 def add_candidate(session: Session, agent: Agent, contact: CleanContact, deadline_at: datetime, now: datetime, *,
                   source: str = "manual", source_detail: str | None = None, invite_now: bool = False,
-                  actor_id: int | None = None) -> tuple[Candidate, bool]:
+                  actor_id: int | None = None, deadline_follows_invite: bool = False) -> tuple[Candidate, bool]:
     """Add a person to an agent; return (candidate, created).
 
     Someone already added to this agent (same e-mail) is returned instead of a second
     candidate. With ``invite_now`` the invite is queued in the outbox in the same
     transaction (or, for a link sent by hand, the candidate counts as invited at once).
+    ``deadline_follows_invite``: ``deadline_at`` is the interview's default, to be counted
+    again from the moment the first invite goes.
     """
     if source not in SOURCES:
         raise DomainError(f"Unknown source {source!r}.")
@@ -166,7 +178,8 @@ def add_candidate(session: Session, agent: Agent, contact: CleanContact, deadlin
     candidate = Candidate(
         agent_id=agent.id, name=contact.name or None, email=contact.email, phone=contact.phone,
         timezone=contact.timezone, channel=contact.channel, source=source,
-        source_detail=source_detail, deadline_at=deadline_at, stage=Stage.ADDED,
+        source_detail=source_detail, deadline_at=deadline_at, deadline_follows_invite=deadline_follows_invite,
+        stage=Stage.ADDED,
         created_by_id=actor_id, created_at=now, updated_at=now, last_activity_at=None,
     )
     try:
@@ -253,8 +266,9 @@ def send_invite(session: Session, candidate: Candidate, now: datetime, *, actor_
     if candidate.stage in Stage.TERMINAL:
         raise DomainError(f"This candidate is {candidate.stage.replace('_', ' ')}: no invite is sent.")
     if candidate.channel == "link":
-        stages.move(session, candidate, Stage.INVITED, now, channel="link", actor_id=actor_id,
-                    detail="link sent by hand")
+        if stages.move(session, candidate, Stage.INVITED, now, channel="link", actor_id=actor_id,
+                       detail="link sent by hand"):
+            start_deadline_clock(candidate, now)
         return None
     queued = session.scalar(select(Message).where(
         Message.candidate_id == candidate.id, Message.kind == "invite",

@@ -96,11 +96,15 @@ def new():
         try:
             contact = services.clean_contact(
                 _contact(form), settings.default_country, settings.default_timezone)
-            day = form.deadline.data or services.default_deadline_date(agent, contact.timezone, moment)
+            # The pre-filled date (or none) is the interview's default: it is counted in the
+            # candidate's own zone, and again from the moment their invite really goes.
+            default = form.deadline.data in (None, services.default_deadline_date(
+                agent, settings.default_timezone, moment))
+            day = services.default_deadline_date(agent, contact.timezone, moment) if default else form.deadline.data
             deadline_at = services.deadline_from_date(day, contact.timezone, moment)
             candidate, created = services.add_candidate(
                 db.session, agent, contact, deadline_at, moment, source="manual",
-                invite_now=form.invite_now.data, actor_id=_actor())
+                invite_now=form.invite_now.data, actor_id=_actor(), deadline_follows_invite=default)
         except services.ContactErrors as err:
             db.session.rollback()
             _apply_errors(form, err)

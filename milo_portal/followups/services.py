@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from .. import ratelimit
 from ..candidates import stages
+from ..candidates.services import start_deadline_clock
 from ..messaging import channels
 from ..messaging import services as messaging
 from ..models import Agent, Candidate, JobLease, Message, MessageStatus, Settings, Stage
@@ -428,7 +429,9 @@ def record_sent(session: Session, message: Message, candidate: Candidate, provid
     message.last_error = None
     message.lease_until = None
     if message.kind == "invite":
-        if not stages.move(session, candidate, Stage.INVITED, now, channel=message.channel, message_id=message.id):
+        if stages.move(session, candidate, Stage.INVITED, now, channel=message.channel, message_id=message.id):
+            start_deadline_clock(candidate, now)
+        else:
             stages.record(session, candidate, "invited", now, channel=message.channel, message_id=message.id,
                           detail="invite sent again")
     elif message.kind in SENT_EVENTS:
