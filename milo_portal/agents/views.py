@@ -14,6 +14,7 @@ from ..errors import DomainError
 from ..extensions import db
 from ..forms_common import choices, clock, parse_clock
 from ..models import Agent, Question, User
+from ..settings import checks
 from . import bp, services
 from .forms import AgentForm, NewAgentForm, QuestionForm
 
@@ -110,7 +111,8 @@ def detail(agent_id: int):
     agent = get_agent(agent_id)
     counts = services.stage_counts(db.session, [agent.id])[agent.id]
     return render_template("agents/detail.html", agent=agent, counts=counts,
-                           question_form=QuestionForm(), action_form=EmptyForm())
+                           question_form=QuestionForm(), action_form=EmptyForm(),
+                           failing=checks.failing(db.session, now(), agent.id))
 
 
 @bp.route("/agents/<int:agent_id>/edit", methods=["GET", "POST"])

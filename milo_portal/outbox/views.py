@@ -9,6 +9,7 @@ from ..clock import now
 from ..errors import DomainError
 from ..extensions import db
 from ..models import Message, MessageStatus
+from ..settings import checks
 from . import bp, services
 
 LABELS = {
@@ -34,7 +35,8 @@ def index():
     number = max(1, request.args.get("page", 1, type=int))
     rows, total = services.page(db.session, status, number)
     return render_template("outbox/index.html", rows=rows, total=total, status=status, counts=services.counts(db.session),
-                           labels=LABELS, page=number, page_size=services.PAGE_SIZE, action_form=EmptyForm())
+                           labels=LABELS, page=number, page_size=services.PAGE_SIZE, action_form=EmptyForm(),
+                           failing=checks.failing(db.session, now()))
 
 
 @bp.post("/outbox/<int:message_id>/<action>")

@@ -10,28 +10,40 @@ from ..errors import DomainError
 from ..extensions import db
 from ..messaging import channels
 from ..messaging import services as messaging
-from . import bp
+from ..transactions import end_transaction
+from . import bp, checks
 from ..forms_common import clock, parse_clock
 from .forms import MessagingForm, TimingForm
 from .services import get_settings, settings_for_update
 
 
-def channel_states() -> list[dict]:
-    """Whether each channel is configured (from the environment) and its last error."""
+def _checklist(refresh: bool = False) -> list[checks.Check]:
+    """The set-up checklist; the mail server probe runs with no transaction open."""
+    settings = get_settings(db.session)
+    texts = checks.text_channels_in_use(db.session)
+    end_transaction(db.session)
     cfg = current_app.config
-    sms_backend = cfg["MILO_SMS_BACKEND"]
-    twilio_ok = channels.twilio_configured()
+    return checks.checklist(settings, cfg, checks.smtp_problem(cfg, refresh), texts, channels.twilio_configured())
+
+
+def channel_states(found: list[checks.Check]) -> list[dict]:
+    """Each channel: configured only when a test send would work, and its last error."""
+    cfg = current_app.config
+    by_key = {c.key: c for c in found}
+    email_ok = by_key["sender"].ok and by_key["smtp"].ok
     states = [
-        {"channel": "email", "label": "E-mail",
-         "configured": bool(cfg.get("MAIL_SERVER")),
+        {"channel": "email", "label": "E-mail", "configured": email_ok,
          "how": f"SMTP {cfg.get('MAIL_SERVER')}:{cfg.get('MAIL_PORT')}"
-                + (" (TLS)" if cfg.get("MAIL_USE_TLS") else " (SSL)" if cfg.get("MAIL_USE_SSL") else "")},
+                + (" (TLS)" if cfg.get("MAIL_USE_TLS") else " (SSL)" if cfg.get("MAIL_USE_SSL") else "")
+                + ("" if email_ok else " — " + (by_key["sender"].detail if not by_key["sender"].ok
+                                                 else by_key["smtp"].detail))},
     ]
+    twilio = cfg["MILO_SMS_BACKEND"] == "twilio" and channels.twilio_configured()
     for channel, label in (("sms", "SMS"), ("whatsapp", "WhatsApp")):
-        if sms_backend == "console":
-            how, ok = "console: messages are written to the log, not sent", True
+        if cfg["MILO_SMS_BACKEND"] == "console":
+            how, ok = "console: messages are written to the log, not sent (MILO_SMS_BACKEND=twilio sends them)", False
         else:
-            ok = twilio_ok and (channel == "sms" or bool(cfg.get("TWILIO_WHATSAPP_FROM") or cfg.get("TWILIO_FROM_NUMBER")))
+            ok = twilio and (channel == "sms" or bool(cfg.get("TWILIO_WHATSAPP_FROM") or cfg.get("TWILIO_FROM_NUMBER")))
             how = "Twilio" if ok else "Twilio: set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and a sender"
         states.append({"channel": channel, "label": label, "configured": ok, "how": how})
     for state in states:
@@ -39,6 +51,16 @@ def channel_states() -> list[dict]:
         state["last_error"] = failed.last_error if failed else None
         state["last_error_at"] = (failed.sent_at or failed.scheduled_for) if failed else None
     return states
+
+
+@bp.get("/settings/checklist")
+def checklist():
+    """The set-up checklist as a fragment (the agents page loads it; empty once all is done)."""
+    found = _checklist(refresh=request.args.get("refresh") == "1")
+    compact = request.args.get("compact") == "1"
+    if compact and all(c.ok for c in found):
+        return ""
+    return render_template("settings/_checklist.html", checks=found, compact=compact)
 
 
 def _timing_form(settings, formdata=None) -> TimingForm:
@@ -80,7 +102,9 @@ def index():
         flash("Settings saved.", "success")
         return redirect(url_for("settings.index"))
     status = 422 if (form.errors or timing.errors) else 200
-    return render_template("settings/index.html", form=form, timing=timing, states=channel_states()), status
+    found = _checklist(refresh=request.args.get("refresh") == "1")
+    return render_template("settings/index.html", form=form, timing=timing, checks=found,
+                           states=channel_states(found)), status
 
 
 @bp.post("/settings/test/<channel>")
