@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -123,10 +124,25 @@ class Config:
         self.REMEMBER_COOKIE_SAMESITE = "Lax"
         self.SESSION_COOKIE_NAME = "milo_session"
 
-        # Login throttling: failures counted in the database over a sliding window.
+        # Logins are rows in the database (user_session): a session not remembered ends
+        # after this long unused; "remember me" ends this many days after logging in.
+        self.MILO_SESSION_IDLE_HOURS = env_int("MILO_SESSION_IDLE_HOURS", 12, minimum=1)
+        self.MILO_REMEMBER_DAYS = env_int("MILO_REMEMBER_DAYS", 30, minimum=1)
+        if self.MILO_REMEMBER_DAYS > 30:
+            raise ConfigError(f"MILO_REMEMBER_DAYS must be at most 30 (got {self.MILO_REMEMBER_DAYS})")
+        self.REMEMBER_COOKIE_DURATION = timedelta(days=self.MILO_REMEMBER_DAYS)
+
+        # Login throttling, counted in the database: per (address, account) pair with
+        # growing delays, and a higher ceiling per address across accounts.
+        if env_str("MILO_LOGIN_MAX_PER_ACCOUNT") is not None:
+            raise ConfigError(
+                "MILO_LOGIN_MAX_PER_ACCOUNT is no longer used: accounts are never locked as a "
+                "whole. Remove it; see MILO_LOGIN_FREE_FAILURES and MILO_LOGIN_MAX_DELAY_MINUTES."
+            )
+        self.MILO_LOGIN_FREE_FAILURES = env_int("MILO_LOGIN_FREE_FAILURES", 3, minimum=1)
+        self.MILO_LOGIN_MAX_DELAY_MINUTES = env_int("MILO_LOGIN_MAX_DELAY_MINUTES", 60, minimum=1)
         self.MILO_LOGIN_WINDOW_MINUTES = env_int("MILO_LOGIN_WINDOW_MINUTES", 15, minimum=1)
-        self.MILO_LOGIN_MAX_PER_ACCOUNT = env_int("MILO_LOGIN_MAX_PER_ACCOUNT", 5, minimum=1)
-        self.MILO_LOGIN_MAX_PER_ADDRESS = env_int("MILO_LOGIN_MAX_PER_ADDRESS", 20, minimum=1)
+        self.MILO_LOGIN_MAX_PER_ADDRESS = env_int("MILO_LOGIN_MAX_PER_ADDRESS", 100, minimum=1)
 
         # Flask-Mail (used by the messaging area).
         self.MAIL_SERVER = env_str("MAIL_SERVER", "localhost")
