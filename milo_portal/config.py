@@ -5,6 +5,7 @@ names the variable, instead of silently falling back to a default.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from datetime import timedelta
@@ -101,6 +102,24 @@ def _public_base_url() -> str:
     return url
 
 
+def _trusted_proxy_addresses() -> tuple:
+    """Parse MILO_TRUSTED_PROXY_ADDRESSES: comma-separated addresses or networks (CIDR)."""
+    value = env_str("MILO_TRUSTED_PROXY_ADDRESSES", "127.0.0.1,::1")
+    networks = []
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(
+                "MILO_TRUSTED_PROXY_ADDRESSES must list IP addresses or networks such as "
+                f"10.0.0.5 or 10.0.0.0/24, separated by commas (got {item!r})"
+            ) from None
+    return tuple(networks)
+
+
 class Config:
     """Settings read from the environment when the app is created."""
 
@@ -113,6 +132,9 @@ class Config:
         self.MILO_PUBLIC_BASE_URL = _public_base_url()
         self.MILO_SCHEDULER = env_bool("MILO_SCHEDULER", True)
         self.MILO_TRUSTED_PROXIES = env_int("MILO_TRUSTED_PROXIES", 0, minimum=0)
+        # X-Forwarded-* are believed only from these peers: anyone else reaching the app
+        # directly could otherwise pick their own address and dodge the login throttle.
+        self.MILO_TRUSTED_PROXY_ADDRESSES = _trusted_proxy_addresses()
         self.MAX_CONTENT_LENGTH = env_int("MILO_MAX_UPLOAD_MB", 16, minimum=1) * 1024 * 1024
 
         cookie_secure = env_bool("MILO_COOKIE_SECURE", False)
