@@ -448,3 +448,21 @@ def test_guesses_sent_at_once_from_one_address_are_counted_one_by_one(app, user)
         outcomes = sorted(pool.map(guess, range(8)))
     assert outcomes == ["DomainError"] * 3 + ["LoginThrottled"] * 5
     assert db.session.query(LoginAttempt).count() == 3
+
+
+def test_recording_activity_never_commits_the_request_s_own_work(app, user):
+    from milo_portal.auth import sessions
+
+    policy = sessions.SessionPolicy(idle=timedelta(hours=12), remember=timedelta(days=30))
+    t0 = at("2026-12-01T09:00:00")
+    token = sessions.start_session(db.session, user, t0, policy, remember=False, address="10.0.0.1",
+                                   user_agent="Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0")
+    row = sessions.find_session(db.session, token, t0 + timedelta(minutes=10))
+    assert row.device == "Firefox on Linux"
+    user.name = "Half-edited"  # a request's change, not committed yet
+    assert sessions.touch(db.session, row, t0 + timedelta(minutes=10), policy, "10.0.0.1") is False
+    db.session.rollback()
+    assert db.session.get(User, user.id).name == "Rita Recruiter"
+    assert sessions.touch(db.session, row, t0 + timedelta(minutes=10), policy, "10.0.0.2") is True
+    # The idle time now counts from the touch: still open just after 12 hours from login.
+    assert sessions.find_session(db.session, token, t0 + timedelta(hours=12, minutes=5)).address == "10.0.0.2"

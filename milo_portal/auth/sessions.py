@@ -95,6 +95,9 @@ def touch(session: Session, row: UserSession, now: datetime, policy: SessionPoli
     """
     if now - row.last_seen_at < TOUCH_EVERY:
         return False
+    if session.new or session.dirty or session.deleted:
+        # Loaded late in a request that has work of its own: never commit that from here.
+        return False
     values = {"last_seen_at": now, "address": address[:64]}
     if not row.remember:
         values["expires_at"] = now + policy.idle

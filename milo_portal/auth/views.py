@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from urllib.parse import urlsplit
-
 from itertools import groupby
+from urllib.parse import urlsplit
 
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
@@ -25,10 +24,11 @@ login_manager.login_message_category = "info"
 @login_manager.user_loader
 def load_user(token: str) -> User | None:
     """Find the user of a live server-side session (from either cookie), or None."""
-    row = sessions.find_session(db.session, token, now())
+    instant = now()
+    row = sessions.find_session(db.session, token, instant)
     if row is None:
         return None
-    sessions.touch(db.session, row, now(), _policy(), _address())
+    sessions.touch(db.session, row, instant, _policy(), _address())
     user = row.user
     user.login_token, user.login_session_id = token, row.id
     return user
