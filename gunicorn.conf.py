@@ -12,4 +12,7 @@ workers = int(os.environ.get("MILO_WORKERS", "2"))
 threads = int(os.environ.get("MILO_THREADS", "4"))
 timeout = 60
 accesslog = "-"
-forwarded_allow_ips = os.environ.get("MILO_FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicorn believes no peer's X-Forwarded-Proto: the app alone decides which peers are
+# proxies (MILO_TRUSTED_PROXIES and MILO_TRUSTED_PROXY_ADDRESSES, which also takes networks),
+# so the scheme and the client address always come from the same, single list.
+forwarded_allow_ips = ""

@@ -7,11 +7,11 @@ from flask import Flask, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import ROOT, Config
 from .extensions import csrf, db, htmx, login_manager, mail, migrate
 from . import transactions  # noqa: F401  (the SQLite connect/begin rules: see that module)
+from .proxy import TrustedProxyFix
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,9 @@ def create_app(config_class=Config, **config_kwargs) -> Flask:
     app.config.from_object(config_class(**config_kwargs))
 
     if app.config["MILO_TRUSTED_PROXIES"]:
-        n = app.config["MILO_TRUSTED_PROXIES"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+        app.wsgi_app = TrustedProxyFix(
+            app.wsgi_app, app.config["MILO_TRUSTED_PROXIES"], app.config["MILO_TRUSTED_PROXY_ADDRESSES"]
+        )
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)

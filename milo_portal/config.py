@@ -5,8 +5,10 @@ names the variable, instead of silently falling back to a default.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -100,6 +102,24 @@ def _public_base_url() -> str:
     return url
 
 
+def _trusted_proxy_addresses() -> tuple:
+    """Parse MILO_TRUSTED_PROXY_ADDRESSES: comma-separated addresses or networks (CIDR)."""
+    value = env_str("MILO_TRUSTED_PROXY_ADDRESSES", "127.0.0.1,::1")
+    networks = []
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(
+                "MILO_TRUSTED_PROXY_ADDRESSES must list IP addresses or networks such as "
+                f"10.0.0.5 or 10.0.0.0/24, separated by commas (got {item!r})"
+            ) from None
+    return tuple(networks)
+
+
 class Config:
     """Settings read from the environment when the app is created."""
 
@@ -112,6 +132,9 @@ class Config:
         self.MILO_PUBLIC_BASE_URL = _public_base_url()
         self.MILO_SCHEDULER = env_bool("MILO_SCHEDULER", True)
         self.MILO_TRUSTED_PROXIES = env_int("MILO_TRUSTED_PROXIES", 0, minimum=0)
+        # X-Forwarded-* are believed only from these peers: anyone else reaching the app
+        # directly could otherwise pick their own address and dodge the login throttle.
+        self.MILO_TRUSTED_PROXY_ADDRESSES = _trusted_proxy_addresses()
         self.MAX_CONTENT_LENGTH = env_int("MILO_MAX_UPLOAD_MB", 16, minimum=1) * 1024 * 1024
 
         cookie_secure = env_bool("MILO_COOKIE_SECURE", False)
@@ -123,10 +146,25 @@ class Config:
         self.REMEMBER_COOKIE_SAMESITE = "Lax"
         self.SESSION_COOKIE_NAME = "milo_session"
 
-        # Login throttling: failures counted in the database over a sliding window.
+        # Logins are rows in the database (user_session): a session not remembered ends
+        # after this long unused; "remember me" ends this many days after logging in.
+        self.MILO_SESSION_IDLE_HOURS = env_int("MILO_SESSION_IDLE_HOURS", 12, minimum=1)
+        self.MILO_REMEMBER_DAYS = env_int("MILO_REMEMBER_DAYS", 30, minimum=1)
+        if self.MILO_REMEMBER_DAYS > 30:
+            raise ConfigError(f"MILO_REMEMBER_DAYS must be at most 30 (got {self.MILO_REMEMBER_DAYS})")
+        self.REMEMBER_COOKIE_DURATION = timedelta(days=self.MILO_REMEMBER_DAYS)
+
+        # Login throttling, counted in the database: per (address, account) pair with
+        # growing delays, and a higher ceiling per address across accounts.
+        if env_str("MILO_LOGIN_MAX_PER_ACCOUNT") is not None:
+            raise ConfigError(
+                "MILO_LOGIN_MAX_PER_ACCOUNT is no longer used: accounts are never locked as a "
+                "whole. Remove it; see MILO_LOGIN_FREE_FAILURES and MILO_LOGIN_MAX_DELAY_MINUTES."
+            )
+        self.MILO_LOGIN_FREE_FAILURES = env_int("MILO_LOGIN_FREE_FAILURES", 3, minimum=1)
+        self.MILO_LOGIN_MAX_DELAY_MINUTES = env_int("MILO_LOGIN_MAX_DELAY_MINUTES", 60, minimum=1)
         self.MILO_LOGIN_WINDOW_MINUTES = env_int("MILO_LOGIN_WINDOW_MINUTES", 15, minimum=1)
-        self.MILO_LOGIN_MAX_PER_ACCOUNT = env_int("MILO_LOGIN_MAX_PER_ACCOUNT", 5, minimum=1)
-        self.MILO_LOGIN_MAX_PER_ADDRESS = env_int("MILO_LOGIN_MAX_PER_ADDRESS", 20, minimum=1)
+        self.MILO_LOGIN_MAX_PER_ADDRESS = env_int("MILO_LOGIN_MAX_PER_ADDRESS", 100, minimum=1)
 
         # Flask-Mail (used by the messaging area).
         self.MAIL_SERVER = env_str("MAIL_SERVER", "localhost")

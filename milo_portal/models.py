@@ -128,15 +128,19 @@ class User(UserMixin, db.Model):
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
-    # Rotated on password change or deactivation: the session cookie carries it, so every
-    # other session of this user ends on its next request.
+    # No longer read: logins are rows of ``user_session``. The column stays because dropping a
+    # UNIQUE column on SQLite rebuilds the ``user`` table, and with foreign_keys=ON dropping
+    # the old table would set every owner/created_by reference to NULL.
     session_token: Mapped[str] = mapped_column(String(64), unique=True, default=new_token)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow)
 
+    # Not columns: the login in use, set for one request by the user loader (or at login).
+    login_token = None
+    login_session_id = None
+
     def set_password(self, password: str) -> None:
-        """Hash with Werkzeug's scrypt and start a new session generation."""
+        """Hash with Werkzeug's scrypt (ending other sessions is the auth service's job)."""
         self.password_hash = generate_password_hash(password, method="scrypt")
-        self.session_token = new_token()
 
     def check_password(self, password: str) -> bool:
         """Return whether ``password`` matches the stored hash."""
@@ -147,8 +151,45 @@ class User(UserMixin, db.Model):
         return bool(self.active)
 
     def get_id(self) -> str:
-        """Flask-Login's id is the session token, so rotating it logs other sessions out."""
-        return self.session_token
+        """Flask-Login's id is the raw token of this login's ``user_session`` row.
+
+        Both the session cookie and the remember cookie carry it, so revoking the row ends
+        both, wherever a copy of either is.
+        """
+        if self.login_token is None:
+            raise RuntimeError("log in through auth.sessions.start_session, which sets login_token")
+        return self.login_token
+
+    def __eq__(self, other):
+        """Same account (UserMixin would compare get_id(), now a per-login token)."""
+        if isinstance(other, User):
+            return self is other or (self.id is not None and self.id == other.id)
+        return NotImplemented
+
+    __hash__ = UserMixin.__hash__
+
+
+class UserSession(db.Model):
+    """One login: the cookies carry a random token, the database keeps only its hash.
+
+    A request is logged in only while its row is neither revoked nor expired, so logging
+    out, changing a password or revoking on the Team page ends a session everywhere.
+    """
+
+    __tablename__ = "user_session"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    remember: Mapped[bool] = mapped_column(Boolean, default=False)
+    address: Mapped[str] = mapped_column(String(64))
+    device: Mapped[str] = mapped_column(String(80))
+    revoked_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship()
 
 
 class LoginAttempt(db.Model):
@@ -158,6 +199,8 @@ class LoginAttempt(db.Model):
     __table_args__ = (
         Index("ix_login_attempt_email_at", "email", "at"),
         Index("ix_login_attempt_address_at", "address", "at"),
+        # Throttling counts per (address, account) pair.
+        Index("ix_login_attempt_address_email_at", "address", "email", "at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

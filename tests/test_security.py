@@ -144,3 +144,23 @@ def test_an_htmx_request_without_a_session_is_sent_to_login_as_a_whole_page(clie
 def test_an_htmx_post_with_a_stale_token_reloads_the_page(auth, client):
     response = client.post("/agents/1/questions", {"text": "x"}, csrf=False, headers={"HX-Request": "true"})
     assert response.status_code == 400 and response.headers["HX-Refresh"] == "true"
+
+
+@pytest.mark.parametrize("back", ["https://evil.example", "//evil.example/outbox", "/\\evil.example",
+                                  "/\t/evil.example", "javascript:alert(1)"])
+def test_an_outbox_action_never_redirects_off_the_site(auth, client, back):
+    """Defect: POST /outbox/<id>/<action> redirected to any ``back=`` (an open redirect)."""
+    from tests.conftest import at, make_due_invites
+
+    make_due_invites(1, at("2026-12-01T09:00:00"))
+    response = client.post("/outbox/1/cancel", {"back": back})
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/outbox?status=scheduled"
+
+
+def test_an_outbox_action_returns_to_the_page_it_came_from(auth, client):
+    from tests.conftest import at, make_due_invites
+
+    make_due_invites(1, at("2026-12-01T09:00:00"))
+    response = client.post("/outbox/1/cancel", {"back": "/outbox?status=scheduled&page=2"})
+    assert response.headers["Location"] == "/outbox?status=scheduled&page=2"

@@ -14,7 +14,6 @@ from ..errors import DomainError
 from ..extensions import db
 from ..forms_common import choices, clock, parse_clock
 from ..models import Agent, Question, User
-from ..settings import checks
 from . import bp, services
 from .forms import AgentForm, NewAgentForm, QuestionForm
 
@@ -108,6 +107,8 @@ def new():
 
 @bp.get("/agents/<int:agent_id>")
 def detail(agent_id: int):
+    from ..settings import checks  # here, not at the top: the settings views import candidates, which import us
+
     agent = get_agent(agent_id)
     counts = services.stage_counts(db.session, [agent.id])[agent.id]
     return render_template("agents/detail.html", agent=agent, counts=counts,

@@ -1,14 +1,17 @@
 """Account rules: login with database-backed throttling, team membership, passwords."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash
 
 from ..errors import DomainError
-from ..models import LoginAttempt, User, new_token
+from ..models import LoginAttempt, User
+from . import sessions
 
 MIN_PASSWORD_LENGTH = 10
 # Compared against when the e-mail is unknown, so a miss costs as much as a wrong password.
@@ -17,14 +20,30 @@ _DUMMY_HASH = (
     "a6f1d5c0b7f1ac3e55f0b5d2d1e2d6c5b4c3e2f1a0b9c8d7e6f5a4b3c2d1e0f9"
     "a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7"
 )
+# One answer for a wrong password, an unknown e-mail and a deactivated account (even with
+# its right password): anything else would tell a guesser which part was right.
+WRONG_CREDENTIALS = "Wrong e-mail or password."
+# The first wait once an address has used its free failures on an account; it doubles.
+FIRST_DELAY = timedelta(minutes=1)
+# How long an address's failures on one account are remembered (a success from that address
+# on that account forgets them), so a slow guesser keeps waiting longer and longer.
+PAIR_MEMORY = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
 class ThrottleLimits:
-    """How many failed logins are allowed per account and per address in a window."""
+    """Failed-login limits: per (address, account) pair, and per address across accounts.
 
+    A pair may fail ``free_failures`` times; then each try waits 1, 2, 4… minutes after the
+    last failure, at most ``max_delay``. An address with ``per_address`` failures within
+    ``window`` (whatever the accounts) is held back until the oldest leaves the window.
+    No limit ever applies to an address that has not failed: the owner logging in from
+    elsewhere is never locked out by someone guessing their password.
+    """
+
+    free_failures: int
+    max_delay: timedelta
     window: timedelta
-    per_account: int
     per_address: int
 
 
@@ -34,9 +53,8 @@ class LoginThrottled(DomainError):
     def __init__(self, retry_after: timedelta) -> None:
         minutes = max(1, int((retry_after.total_seconds() + 59) // 60))
         super().__init__(
-            f"Too many failed attempts. For your security, please wait {minutes} "
-            f"minute{'s' if minutes != 1 else ''} and try again, or ask a teammate to reset "
-            "your password."
+            f"Too many failed attempts from this address. For your security, please wait "
+            f"{minutes} minute{'s' if minutes != 1 else ''} and try again."
         )
         self.retry_after = retry_after
 
@@ -46,55 +64,94 @@ def normalise_email(email: str) -> str:
     return (email or "").strip().lower()
 
 
-def _retry_after(session: Session, column, value: str, limit: int, now: datetime,
-                 window: timedelta) -> timedelta | None:
-    """Return how long until the failures for ``value`` drop under ``limit``, or None."""
-    since = now - window
-    last_success = session.scalar(
-        select(func.max(LoginAttempt.at)).where(column == value, LoginAttempt.success.is_(True))
-    )
+def _pair_wait(session: Session, email: str, address: str, now: datetime,
+               limits: ThrottleLimits) -> timedelta | None:
+    """Return how long this address must still wait before trying this account, or None."""
+    pair = (LoginAttempt.address == address, LoginAttempt.email == email)
+    since = now - PAIR_MEMORY
+    last_success = session.scalar(select(func.max(LoginAttempt.at)).where(*pair, LoginAttempt.success.is_(True)))
     if last_success is not None and last_success > since:
         since = last_success
+    # Past ~30 doublings the delay is capped anyway: no need to count further.
+    failures = session.scalars(
+        select(LoginAttempt.at).where(*pair, LoginAttempt.success.is_(False), LoginAttempt.at > since)
+        .order_by(LoginAttempt.at.desc()).limit(limits.free_failures + 30)
+    ).all()
+    if len(failures) < limits.free_failures:
+        return None
+    delay = min(limits.max_delay, FIRST_DELAY * 2 ** (len(failures) - limits.free_failures))
+    wait = failures[0] + delay - now
+    return wait if wait > timedelta(0) else None
+
+
+def _address_wait(session: Session, address: str, now: datetime, limits: ThrottleLimits) -> timedelta | None:
+    """Return how long until this address's failures (any account) drop under the ceiling."""
     failures = session.scalars(
         select(LoginAttempt.at)
-        .where(column == value, LoginAttempt.success.is_(False), LoginAttempt.at > since)
-        .order_by(LoginAttempt.at.desc())
-        .limit(limit)
+        .where(LoginAttempt.address == address, LoginAttempt.success.is_(False),
+               LoginAttempt.at > now - limits.window)
+        .order_by(LoginAttempt.at.desc()).limit(limits.per_address)
     ).all()
-    if len(failures) < limit:
+    if len(failures) < limits.per_address:
         return None
-    # The oldest of the last ``limit`` failures must leave the window before another try.
-    return failures[-1] + window - now
+    # The oldest of the last ``per_address`` failures must leave the window before another try.
+    return failures[-1] + limits.window - now
+
+
+def _check_throttle(session: Session, email: str, address: str, now: datetime, limits: ThrottleLimits) -> None:
+    """Raise LoginThrottled if this address may not try this account now."""
+    waits = [w for w in (_pair_wait(session, email, address, now, limits),
+                         _address_wait(session, address, now, limits)) if w is not None]
+    if waits:
+        raise LoginThrottled(max(waits))
+
+
+def _serialise_address(session: Session, address: str) -> None:
+    """On PostgreSQL, let one login attempt per address decide and record at a time.
+
+    Without it, parallel guesses would all pass the check before any of them is recorded.
+    (SQLite serialises writers already: the write transaction begins IMMEDIATE.)
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(b"milo-login:" + address.encode()).digest()[:8], "big", signed=True)
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def authenticate(session: Session, email: str, password: str, address: str, now: datetime,
                  limits: ThrottleLimits) -> User:
     """Return the active user for these credentials, recording the attempt; raise on failure.
 
-    Refused attempts while throttled are not recorded, so the lock ends ``window`` after the
-    attacker stops and never locks the real owner out for good.
+    Refused attempts while throttled are not recorded, so waiting is all it takes.
     """
     email = normalise_email(email)
-    for column, value, limit in (
-        (LoginAttempt.email, email, limits.per_account),
-        (LoginAttempt.address, address, limits.per_address),
-    ):
-        wait = _retry_after(session, column, value, limit, now, limits.window)
-        if wait is not None:
-            raise LoginThrottled(wait)
-
+    _check_throttle(session, email, address, now, limits)
     user = session.scalar(select(User).where(User.email == email))
-    if user is None:
-        User(password_hash=_DUMMY_HASH).check_password(password)
-        ok = False
-    else:
-        ok = user.check_password(password) and user.active
+    stored = user.password_hash if user is not None else _DUMMY_HASH
+    active = user is not None and user.active
+    # The hash takes tens of milliseconds: run it with no transaction open.
+    session.commit()
+    ok = check_password_hash(stored, password) and active
+    # Record in one short write that re-reads the limits: attempts running in parallel
+    # from the same address may have failed meanwhile.
+    _serialise_address(session, address)
+    try:
+        _check_throttle(session, email, address, now, limits)
+    except LoginThrottled:
+        session.rollback()
+        raise
     session.add(LoginAttempt(at=now, email=email, address=address, success=ok))
     session.commit()
     if not ok:
-        if user is not None and not user.active and user.check_password(password):
-            raise DomainError("This account has been deactivated. Ask a teammate to reactivate it.")
-        raise DomainError("Wrong e-mail or password.")
+        raise DomainError(WRONG_CREDENTIALS)
+    return user
+
+
+def log_in(session: Session, email: str, password: str, address: str, user_agent: str | None,
+           remember: bool, now: datetime, limits: ThrottleLimits, policy: sessions.SessionPolicy) -> User:
+    """Check the credentials and start a server-side session; the user carries its token."""
+    user = authenticate(session, email, password, address, now, limits)
+    sessions.start_session(session, user, now, policy, remember=remember, address=address,
+                           user_agent=user_agent)
     return user
 
 
@@ -117,14 +174,22 @@ def create_user(session: Session, email: str, name: str, password: str) -> User:
     return user
 
 
-def set_password(session: Session, user: User, password: str) -> None:
-    """Set a new password; every other session of that user ends."""
+def set_password(session: Session, user: User, password: str, now: datetime, keep: int | None = None) -> None:
+    """Set a new password; every session of that user ends, except session ``keep``."""
     validate_password(password)
     user.set_password(password)
+    sessions.end_sessions(session, user.id, now, keep=keep)
     session.commit()
 
 
-def set_active(session: Session, user: User, active: bool, acting: User) -> None:
+def log_out_everywhere(session: Session, user: User, now: datetime) -> int:
+    """End every session of ``user``; return how many there were."""
+    count = sessions.end_sessions(session, user.id, now)
+    session.commit()
+    return count
+
+
+def set_active(session: Session, user: User, active: bool, acting: User, now: datetime) -> None:
     """Deactivate or reactivate a teammate (never oneself, never the last active user)."""
     if user.id == acting.id and not active:
         raise DomainError("You cannot deactivate your own account.")
@@ -134,7 +199,7 @@ def set_active(session: Session, user: User, active: bool, acting: User) -> None
         )
         if not others:
             raise DomainError("At least one account must stay active.")
-        user.session_token = new_token()  # ends their sessions on the next request
+        sessions.end_sessions(session, user.id, now)  # logged out at once, everywhere
     user.active = active
     session.commit()
 

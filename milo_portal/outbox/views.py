@@ -5,6 +5,7 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from ..auth.forms import EmptyForm
+from ..auth.views import safe_next
 from ..clock import now
 from ..errors import DomainError
 from ..extensions import db
@@ -53,4 +54,4 @@ def act(message_id: int, action: str):
     else:
         db.session.commit()
         flash(text, "success")
-    return redirect(request.form.get("back") or url_for("outbox.index", status=status))
+    return redirect(safe_next(request.form.get("back"), url_for("outbox.index", status=status)))
