@@ -59,7 +59,7 @@ def landing(token: str):
     gate = _gate(candidate)
     if gate is not None:
         return gate
-    if candidate.stage == "started":
+    if candidate.stage == Stage.STARTED:
         return _continue(candidate)
     instant = now()
     if services.visit_would_record(candidate, instant):
@@ -100,7 +100,7 @@ def start(token: str):
     gate = _gate(candidate)
     if gate is not None:
         return gate
-    if candidate.stage != "started":
+    if candidate.stage != Stage.STARTED:
         try:
             services.start(db.session, candidate, request.form.get("name", ""), request.form.get("email", ""),
                            now(), request.user_agent.string)
@@ -119,7 +119,7 @@ def _started(candidate: Candidate):
     gate = _gate(candidate)
     if gate is not None:
         return gate
-    if candidate.stage != "started" or candidate.agent.external_url:
+    if candidate.stage != Stage.STARTED or candidate.agent.external_url:
         return redirect(url_for("public.landing", token=candidate.token))
     return None
 
@@ -190,7 +190,7 @@ def submit(token: str):
 @bp.get("/i/<token>/done")
 def done(token: str):
     candidate = get_public_candidate(token)
-    if candidate.stage != "completed":
+    if candidate.stage != Stage.COMPLETED:
         return redirect(url_for("public.landing", token=candidate.token))
     return _page("done.html", candidate)
 
