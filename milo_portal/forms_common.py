@@ -64,3 +64,32 @@ def check_offsets(form, field) -> None:
     """Reminder offsets: whole hours, comma separated, e.g. "24, 48"."""
     if field.data and not all(p.strip().isdigit() and 0 < int(p) <= 24 * 30 for p in field.data.split(",")):
         raise ValidationError("Whole hours separated by commas, e.g. 24, 48.")
+
+
+# --- follow-up rules: one form shape for the team's settings and an agent's overrides ------
+
+RULE_FIELDS = ("nudge_lead_hours", "final_nudge_lead_hours", "followup_cap")
+
+
+def rules_from_form(form) -> dict:
+    """The follow-up rule columns from a rules form (Settings' or an agent's); blank is None."""
+    offsets = {int(p) for p in (form.reminder_offsets_hours.data or "").split(",") if p.strip()}
+    values = {
+        "window_start_minute": parse_clock(form.window_start.data) if form.window_start.data else None,
+        "window_end_minute": parse_clock(form.window_end.data) if form.window_end.data else None,
+        "send_days": ",".join(sorted(form.send_days.data)) or None,
+        "initial_send_days": ",".join(sorted(form.initial_send_days.data)) or None,
+        "reminder_offsets_hours": ",".join(str(h) for h in sorted(offsets)) or None,
+    }
+    values.update({name: getattr(form, name).data for name in RULE_FIELDS})
+    return values
+
+
+def rules_into_form(form, source) -> None:
+    """Fill a rules form from the Settings row or an agent (an agent's unset rules stay blank)."""
+    form.window_start.data = clock(source.window_start_minute)
+    # A time picker cannot show 24:00: the end of the day is shown as 23:59.
+    form.window_end.data = clock(min(source.window_end_minute, 1439) if source.window_end_minute else None)
+    form.send_days.data = [d for d in (source.send_days or "").split(",") if d]
+    form.initial_send_days.data = [d for d in (source.initial_send_days or "").split(",") if d]
+    form.reminder_offsets_hours.data = ", ".join(p for p in (source.reminder_offsets_hours or "").split(",") if p)

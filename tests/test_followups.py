@@ -231,7 +231,7 @@ def test_settings_page_saves_the_follow_up_rules(app, auth, client):
 
     body = client.get("/settings").get_data(as_text=True)
     assert 'value="09:00"' in body and "Follow-up rules" in body
-    r = client.post("/settings", {"t-window_start": "08:30", "t-window_end": "20:00", "t-send_days": ["1", "2", "3", "4", "5", "6"],
+    r = client.post("/settings/rules", {"t-window_start": "08:30", "t-window_end": "20:00", "t-send_days": ["1", "2", "3", "4", "5", "6"],
                                   "t-initial_send_days": ["1", "2", "3"], "t-reminder_offsets_hours": "48, 24, 72",
                                   "t-nudge_lead_hours": "12", "t-final_nudge_lead_hours": "0", "t-followup_cap": "2",
                                   "t-min_spacing_auto_hours": "18", "t-min_spacing_manual_hours": "2"})
@@ -242,7 +242,7 @@ def test_settings_page_saves_the_follow_up_rules(app, auth, client):
 
 
 def test_settings_refuses_a_window_that_ends_before_it_starts_and_no_days(app, auth, client):
-    r = client.post("/settings", {"t-window_start": "18:00", "t-window_end": "09:00", "t-reminder_offsets_hours": "soon",
+    r = client.post("/settings/rules", {"t-window_start": "18:00", "t-window_end": "09:00", "t-reminder_offsets_hours": "soon",
                                   "t-nudge_lead_hours": "24", "t-final_nudge_lead_hours": "2", "t-followup_cap": "3",
                                   "t-min_spacing_auto_hours": "20", "t-min_spacing_manual_hours": "1"})
     body = r.get_data(as_text=True)

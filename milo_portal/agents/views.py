@@ -12,7 +12,7 @@ from ..auth.forms import EmptyForm
 from ..clock import now
 from ..errors import DomainError
 from ..extensions import db
-from ..forms_common import choices, clock, parse_clock
+from ..forms_common import choices, rules_from_form, rules_into_form
 from ..models import Agent, Question, User
 from . import bp, services
 from .forms import AgentForm, NewAgentForm, QuestionForm
@@ -39,34 +39,12 @@ def _owner_choices(form: AgentForm) -> None:
     form.owner_id.choices = choices((u.id, u.name) for u in users)
 
 
-def _rules(form: AgentForm) -> dict:
-    offsets = [p.strip() for p in (form.reminder_offsets_hours.data or "").split(",") if p.strip()]
-    return {
-        "window_start_minute": parse_clock(form.window_start.data) if form.window_start.data else None,
-        "window_end_minute": parse_clock(form.window_end.data) if form.window_end.data else None,
-        "send_days": ",".join(sorted(form.send_days.data)) or None,
-        "initial_send_days": ",".join(sorted(form.initial_send_days.data)) or None,
-        "reminder_offsets_hours": ",".join(str(h) for h in sorted({int(p) for p in offsets})) or None,
-        "nudge_lead_hours": form.nudge_lead_hours.data,
-        "final_nudge_lead_hours": form.final_nudge_lead_hours.data,
-        "followup_cap": form.followup_cap.data,
-    }
-
-
-def _rules_into_form(form: AgentForm, agent: Agent) -> None:
-    form.window_start.data = clock(agent.window_start_minute)
-    form.window_end.data = clock(agent.window_end_minute)
-    form.send_days.data = [d for d in (agent.send_days or "").split(",") if d]
-    form.initial_send_days.data = [d for d in (agent.initial_send_days or "").split(",") if d]
-    form.reminder_offsets_hours.data = ", ".join(p for p in (agent.reminder_offsets_hours or "").split(",") if p)
-
-
 def _data(form: AgentForm) -> services.AgentData:
     return services.AgentData(
         title=form.title.data, company=form.company.data, role_level=form.role_level.data,
         description=form.description.data or "", duration_minutes=form.duration_minutes.data,
         deadline_days=form.deadline_days.data, default_channel=form.default_channel.data,
-        external_url=form.external_url.data, owner_id=form.owner_id.data, rules=_rules(form),
+        external_url=form.external_url.data, owner_id=form.owner_id.data, rules=rules_from_form(form),
     )
 
 
@@ -121,7 +99,7 @@ def edit(agent_id: int):
     agent = get_agent(agent_id)
     form = AgentForm(obj=agent)
     if request.method == "GET":
-        _rules_into_form(form, agent)
+        rules_into_form(form, agent)
     _owner_choices(form)
     if agent.owner_id and str(agent.owner_id) not in {c.value for c in form.owner_id.choices}:
         form.owner_id.choices += choices([(agent.owner_id, agent.owner.name + " (inactive)")])

@@ -48,7 +48,8 @@ class TimingForm(FlaskForm):
 
     window_start = StringField("Send window starts", default="09:00", validators=[DataRequired()],
                                description="Candidate-local time.")
-    window_end = StringField("Send window ends", default="18:00", validators=[DataRequired()])
+    window_end = StringField("Send window ends", default="18:00", validators=[DataRequired()],
+                             description="23:59 for the end of the day.")
     send_days = SelectMultipleField("Days messages may go", choices=choices(DAY_CHOICES), coerce=str)
     initial_send_days = SelectMultipleField("Days first invites may go", choices=choices(DAY_CHOICES), coerce=str,
                                             description="Avoid Fridays: invites sent on a Friday are finished least often.")

@@ -12,7 +12,7 @@ from ..messaging import channels
 from ..messaging import services as messaging
 from ..transactions import end_transaction
 from . import bp, checks
-from ..forms_common import clock, parse_clock
+from ..forms_common import rules_from_form, rules_into_form
 from .forms import MessagingForm, TimingForm
 from .services import get_settings, settings_for_update
 
@@ -66,45 +66,46 @@ def checklist():
 def _timing_form(settings, formdata=None) -> TimingForm:
     form = TimingForm(formdata=formdata, prefix="t")
     if formdata is None:
-        form.window_start.data = clock(settings.window_start_minute)
-        form.window_end.data = clock(settings.window_end_minute)
-        form.send_days.data = [d for d in settings.send_days.split(",") if d]
-        form.initial_send_days.data = [d for d in settings.initial_send_days.split(",") if d]
-        form.reminder_offsets_hours.data = ", ".join(p for p in settings.reminder_offsets_hours.split(",") if p)
+        rules_into_form(form, settings)
         for name in ("nudge_lead_hours", "followup_cap", "min_spacing_auto_hours", "min_spacing_manual_hours"):
             getattr(form, name).data = getattr(settings, name)
         form.final_nudge_lead_hours.data = settings.final_nudge_lead_hours or 0
     return form
 
 
+def _page(form: MessagingForm, timing: TimingForm, status: int = 200):
+    found = _checklist(refresh=request.args.get("refresh") == "1")
+    return render_template("settings/index.html", form=form, timing=timing, checks=found,
+                           states=channel_states(found)), status
+
+
 @bp.route("/settings", methods=["GET", "POST"])
 def index():
+    """Messaging identity (this form), with the rules form and the channels shown beside it."""
     settings = settings_for_update(db.session) if request.method == "POST" else get_settings(db.session)
-    form = MessagingForm(obj=settings) if "t-window_start" not in request.form else MessagingForm(formdata=None, obj=settings)
-    timing = _timing_form(settings, request.form if "t-window_start" in request.form else None)
-    if "t-window_start" in request.form:
-        if timing.validate_on_submit():
-            settings.window_start_minute = parse_clock(timing.window_start.data)
-            settings.window_end_minute = parse_clock(timing.window_end.data)
-            settings.send_days = ",".join(sorted(timing.send_days.data))
-            settings.initial_send_days = ",".join(sorted(timing.initial_send_days.data))
-            settings.reminder_offsets_hours = ",".join(
-                str(h) for h in sorted({int(p) for p in (timing.reminder_offsets_hours.data or "").split(",") if p.strip()}))
-            for name in ("nudge_lead_hours", "final_nudge_lead_hours", "followup_cap", "min_spacing_auto_hours",
-                         "min_spacing_manual_hours"):
-                setattr(settings, name, getattr(timing, name).data)
-            db.session.commit()
-            flash("Follow-up rules saved. They apply from the next tick.", "success")
-            return redirect(url_for("settings.index", _anchor="followups"))
-    elif form.validate_on_submit():
+    form = MessagingForm(obj=settings)
+    if form.validate_on_submit():
         form.populate_obj(settings)
         db.session.commit()
         flash("Settings saved.", "success")
         return redirect(url_for("settings.index"))
-    status = 422 if (form.errors or timing.errors) else 200
-    found = _checklist(refresh=request.args.get("refresh") == "1")
-    return render_template("settings/index.html", form=form, timing=timing, checks=found,
-                           states=channel_states(found)), status
+    return _page(form, _timing_form(settings), 422 if form.errors else 200)
+
+
+@bp.post("/settings/rules")
+def rules():
+    """The team's follow-up rules (each interview agent may override them)."""
+    settings = settings_for_update(db.session)
+    timing = _timing_form(settings, request.form)
+    if timing.validate_on_submit():
+        for name, value in rules_from_form(timing).items():
+            setattr(settings, name, value)
+        settings.min_spacing_auto_hours = timing.min_spacing_auto_hours.data
+        settings.min_spacing_manual_hours = timing.min_spacing_manual_hours.data
+        db.session.commit()
+        flash("Follow-up rules saved. They apply from the next tick.", "success")
+        return redirect(url_for("settings.index", _anchor="followups"))
+    return _page(MessagingForm(formdata=None, obj=settings), timing, 422)
 
 
 @bp.post("/settings/test/<channel>")
