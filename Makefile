@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 FLASK   := $(BIN)/flask --app milo_portal
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup run test assets migrate clean
+.PHONY: setup run test browser assets migrate clean
 
 setup: $(STAMP) assets migrate
 
@@ -31,8 +31,19 @@ run: setup
 	@$(BIN)/python -m milo_portal.firstrun
 	$(FLASK) run --host 127.0.0.1 --port 5000
 
-test: setup
+test: setup browser
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The browser tests drive Debian's Chromium. As root with apt it is installed here;
+# otherwise the one command to run is printed and the tests do not start.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Chromium for the browser tests (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; \
+	  else \
+	    echo "The browser tests need Chromium. Run:  sudo apt-get install chromium  then make test again."; exit 1; \
+	  fi; }
 
 clean:
 	rm -rf $(VENV) node_modules static/vendor
