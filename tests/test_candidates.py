@@ -32,6 +32,8 @@ def test_add_candidates_menu_lists_every_way_in(auth, client):
         assert "Add Candidates" in body
         for entry in ("Add manually", "Bulk upload", "Webhook / API", "ATS", "Indeed"):
             assert entry in body, (url, entry)
+        # Ways in that are not built yet are marked in the menu itself, before anyone clicks.
+        assert body.count("— not available yet") == 4
 
 
 @pytest.mark.parametrize("method", ["bulk", "api", "ats", "indeed"])
