@@ -412,3 +412,14 @@ def test_send_now_sends_the_queued_invite_at_once_instead_of_a_second_one(auth, 
     client.post(f"/candidates/{c.id}/send-now")
     invite = db.session.query(Message).filter_by(kind="invite").one()
     assert invite.immediate is True
+
+
+def test_a_completed_candidates_page_shows_the_answers_first(auth, client):
+    c = _one(stage=Stage.COMPLETED)
+    db.session.add(Answer(candidate_id=c.id, position=1, question_text="Why us?", body="Because.", answered_at=now()))
+    db.session.commit()
+    body = client.get(f"/candidates/{c.id}").get_data(as_text=True)
+    assert body.index("<h2>Answers</h2>") < body.index("<h2>Details</h2>") < body.index("<h2>Timeline</h2>")
+    started = _one(stage=Stage.STARTED, email="s@example.com", name="S")
+    body = client.get(f"/candidates/{started.id}").get_data(as_text=True)
+    assert body.index("<h2>Details</h2>") < body.index("<h2>Answers</h2>") < body.index("<h2>Timeline</h2>")
