@@ -1,6 +1,8 @@
 """Milo Portal: the application factory."""
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 
 from flask import Flask, render_template, request, url_for
@@ -63,19 +65,18 @@ def create_app(config_class=Config, **config_kwargs) -> Flask:
     return app
 
 
-def _register_blueprints(app: Flask) -> None:
-    from .agents import bp as agents_bp
-    from .auth import bp as auth_bp
-    from .candidates import bp as candidates_bp
-    from .hooks import bp as hooks_bp
-    from .messaging import bp as messaging_bp
-    from .outbox import bp as outbox_bp
-    from .pages import bp as pages_bp
-    from .public import bp as public_bp
-    from .settings import bp as settings_bp
+# Each area's package only defines its blueprint; its views are imported here, so a service
+# of one area can import another area's services without pulling in (and cycling through)
+# the views of both.
+AREAS = ("auth", "agents", "candidates", "messaging", "outbox", "settings", "pages", "public", "hooks")
 
-    for bp in (auth_bp, agents_bp, candidates_bp, messaging_bp, outbox_bp, settings_bp, pages_bp, public_bp, hooks_bp):
-        app.register_blueprint(bp)
+
+def _register_blueprints(app: Flask) -> None:
+    for area in AREAS:
+        package = importlib.import_module(f".{area}", __name__)
+        if importlib.util.find_spec(f"{__name__}.{area}.views") is not None:
+            importlib.import_module(f".{area}.views", __name__)
+        app.register_blueprint(package.bp)
 
     @app.get("/healthz")
     def healthz():

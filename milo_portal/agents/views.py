@@ -14,24 +14,10 @@ from ..errors import DomainError
 from ..extensions import db
 from ..forms_common import choices, rules_from_form, rules_into_form
 from ..models import Agent, Question, User
+from ..settings import checks
 from . import bp, services
+from .access import get_agent, get_question
 from .forms import AgentForm, NewAgentForm, QuestionForm
-
-
-def get_agent(agent_id: int) -> Agent:
-    """The one place that turns an agent id from a URL into an agent, or 404."""
-    agent = db.session.get(Agent, agent_id)
-    if agent is None:
-        abort(404)
-    return agent
-
-
-def get_question(agent: Agent, question_id: int) -> Question:
-    """A question of this agent, or 404."""
-    question = db.session.get(Question, question_id)
-    if question is None or question.agent_id != agent.id:
-        abort(404)
-    return question
 
 
 def _owner_choices(form: AgentForm) -> None:
@@ -85,8 +71,6 @@ def new():
 
 @bp.get("/agents/<int:agent_id>")
 def detail(agent_id: int):
-    from ..settings import checks  # here, not at the top: the settings views import candidates, which import us
-
     agent = get_agent(agent_id)
     counts = services.stage_counts(db.session, [agent.id])[agent.id]
     return render_template("agents/detail.html", agent=agent, counts=counts,

@@ -17,10 +17,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
 from ..errors import DomainError
+from ..followups.rules import next_allowed, rules_for
 from ..forms_common import country_zones, timezone_names
 from ..models import (
     CHANNELS, SOURCES, Agent, Candidate, Event, Message, MessageStatus, Stage, new_token,
 )
+from ..settings.services import get_settings
 from ..transactions import read_only
 from . import stages
 
@@ -216,9 +218,6 @@ def first_allowed(session: Session, candidate: Candidate, kind: str, step: int, 
 
     The first invite also keeps to the days allowed for initial sends ("avoid Fridays").
     """
-    from ..followups.rules import next_allowed, rules_for
-    from ..settings.services import get_settings
-
     rules = rules_for(get_settings(session), candidate.agent)
     when = next_allowed(now, candidate.timezone, rules, initial=(kind == "invite" and step == 1))
     return when or now

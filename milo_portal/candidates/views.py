@@ -9,7 +9,7 @@ from flask import (Response, abort, current_app, flash, redirect, render_templat
 from flask_login import current_user
 from sqlalchemy import select
 
-from ..agents.views import get_agent
+from ..agents.access import get_agent
 from ..auth.forms import EmptyForm
 from ..clock import now
 from ..errors import DomainError

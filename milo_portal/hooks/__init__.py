@@ -2,5 +2,3 @@
 from flask import Blueprint
 
 bp = Blueprint("hooks", __name__, url_prefix="/hooks")
-
-from . import views  # noqa: E402,F401

@@ -2,5 +2,3 @@
 from flask import Blueprint
 
 bp = Blueprint("messaging", __name__)
-
-from . import views  # noqa: E402,F401
