@@ -1,6 +1,7 @@
 """Sending through real servers on loopback: SMTP (aiosmtpd) and a Twilio-shaped HTTP API."""
 from __future__ import annotations
 
+import importlib
 import time
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
@@ -14,6 +15,7 @@ from milo_portal.messaging.services import send_message
 from milo_portal.models import Candidate, Message, MessageStatus
 from tests.conftest import make_agent, make_user, use_smtp
 from tests.servers import FakeTwilio, SilentServer, free_port
+from tests.timing import finishes_within
 
 
 def _candidate(**fields):
@@ -191,21 +193,6 @@ def test_console_backend_logs_instead_of_sending(app, team_settings, caplog):
 
 # --- deadlines, unknown outcomes, messages that cannot be built ------------------------------
 
-def _finishes_within(seconds: float, func):
-    """func() in a helper thread; fail (instead of hanging the suite) when it has not returned in time."""
-    import contextvars
-    import threading
-
-    box: dict = {}
-    context = contextvars.copy_context()  # the app context, for code that needs current_app
-    worker = threading.Thread(target=lambda: box.update(result=context.run(func)), daemon=True)
-    started = time.monotonic()
-    worker.start()
-    worker.join(seconds)
-    assert not worker.is_alive(), f"still running after {seconds} s"
-    return box["result"], time.monotonic() - started
-
-
 def test_a_server_answering_one_byte_a_second_is_cut_at_the_send_deadline(app, team_settings):
     """Defect: the read timeout covered each read, not the whole send, so a mail server that
     trickles one byte a second held a send (and the dispatcher) for minutes."""
@@ -216,7 +203,7 @@ def test_a_server_answering_one_byte_a_second_is_cut_at_the_send_deadline(app, t
         use_smtp(app, trickle.port, timeout=3)
         app.config["MILO_SEND_DEADLINE"] = 3
         message = _message(_candidate())
-        result, elapsed = _finishes_within(20, lambda: send_message(db.session, message, team_settings))
+        result, _, elapsed = finishes_within(20, lambda: send_message(db.session, message, team_settings))
     finally:
         trickle.stop()
     assert result.status == channels.TEMPORARY and "did not finish within 3 s" in result.error
@@ -245,7 +232,7 @@ def test_a_server_that_is_cut_off_before_the_data_ends_is_a_plain_temporary_fail
     try:
         use_smtp(app, silent.port, timeout=5)
         app.config["MILO_SEND_DEADLINE"] = 1
-        result, elapsed = _finishes_within(15, lambda: send_message(db.session, _message(_candidate()), team_settings))
+        result, _, elapsed = finishes_within(15, lambda: send_message(db.session, _message(_candidate()), team_settings))
     finally:
         silent.stop()
     assert result.status == channels.TEMPORARY and "within 1 s" in result.error
@@ -291,10 +278,12 @@ def test_an_address_with_a_line_break_cannot_be_built_and_fails_for_good(app, sm
 def test_a_twilio_request_past_the_send_deadline_is_an_unknown_outcome(app, twilio, team_settings):
     """Defect: a send to Twilio was bounded by the read timeout only (per read, and a retry after
     a read timeout could send the text twice)."""
+    importlib.import_module("twilio.rest")  # loaded before the clock starts: a first import is slow on a busy machine
+
     twilio.delay = 4
     app.config.update(MILO_TWILIO_TIMEOUT=10, MILO_SEND_DEADLINE=1)
     message = _message(_candidate(channel="sms"))
-    result, elapsed = _finishes_within(15, lambda: send_message(db.session, message, team_settings))
+    result, _, elapsed = finishes_within(15, lambda: send_message(db.session, message, team_settings))
     assert result.status == channels.UNKNOWN and "within 1 s" in result.error
     assert elapsed < 1 + 2 and len(twilio.requests) == 1
 

@@ -2,8 +2,7 @@
 channel holds back no other, one bad message fails alone, an unknown outcome is in doubt."""
 from __future__ import annotations
 
-import contextvars
-import threading
+import importlib
 import time
 from datetime import timedelta
 
@@ -15,20 +14,9 @@ from milo_portal.followups.services import dispatch
 from milo_portal.models import Candidate, Event, Message, MessageStatus
 from tests.conftest import at, make_agent, make_due_invites, use_smtp
 from tests.servers import FakeTwilio, TricklingSmtpServer, UnconfirmingSmtpSink
+from tests.timing import finishes_within
 
 T = at("2026-11-30T10:00:00")  # Monday 10:00 UTC, inside the window
-
-
-def _finishes_within(seconds: float, func):
-    """func() in a helper thread; fail (instead of hanging the suite) when it has not returned in time."""
-    box: dict = {}
-    context = contextvars.copy_context()  # the test's app context
-    worker = threading.Thread(target=lambda: box.update(result=context.run(func)), daemon=True)
-    started = time.monotonic()
-    worker.start()
-    worker.join(seconds)
-    assert not worker.is_alive(), f"still running after {seconds} s"
-    return box["result"], started, time.monotonic() - started
 
 
 @pytest.fixture()
@@ -48,9 +36,11 @@ def _statuses() -> dict[str, str]:
 def test_a_stuck_mail_server_holds_back_neither_the_texts_nor_the_dispatch(app, team_settings, twilio):
     """Defect: a mail server answering one byte a second stalled the dispatch past 90 s with
     MILO_SMTP_TIMEOUT=3, and the SMS queued behind the e-mail waited as long."""
+    importlib.import_module("twilio.rest")  # loaded before the clock starts: a first import is slow on a busy machine
+
     trickle = TricklingSmtpServer(interval=1.0).start()
     use_smtp(app, trickle.port, timeout=3)
-    app.config["MILO_SEND_DEADLINE"] = 5
+    app.config["MILO_SEND_DEADLINE"] = 6
     agent = make_agent("Mixed")
     mail = Candidate(agent_id=agent.id, name="Ada", email="ada@example.com", timezone="UTC", channel="email",
                      deadline_at=T + timedelta(days=5))
@@ -63,13 +53,13 @@ def test_a_stuck_mail_server_holds_back_neither_the_texts_nor_the_dispatch(app, 
                                 status=MessageStatus.SCHEDULED) for c in (mail, text)])
     db.session.commit()
     try:
-        result, started, elapsed = _finishes_within(40, lambda: dispatch(db.session, T))
+        result, started, elapsed = finishes_within(40, lambda: dispatch(db.session, T))
     finally:
         trickle.stop()
-    assert elapsed < 5 + 4  # the send deadline, and slack for a busy machine
-    assert twilio.received_at and twilio.received_at[0] - started < 3  # while the e-mail was stuck
+    assert elapsed < 6 + 4  # the send deadline, and slack for a busy machine
+    assert twilio.received_at and twilio.received_at[0] - started < 4  # while the e-mail was stuck
     assert len(result.sent) == 1 and "by sms" in result.sent[0]
-    assert len(result.retried) == 1 and "did not finish within 5 s" in result.retried[0]
+    assert len(result.retried) == 1 and "did not finish within 6 s" in result.retried[0]
     email = db.session.query(Message).filter_by(channel="email").one()
     assert (email.status, email.attempts) == (MessageStatus.SCHEDULED, 1) and email.scheduled_for > T
     assert _statuses()["+14155550100"] == MessageStatus.SENT

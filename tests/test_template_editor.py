@@ -6,6 +6,7 @@ import pytest
 from milo_portal.extensions import db
 from milo_portal.messaging import services
 from milo_portal.models import Template, TemplateVersion
+from tests.timing import finishes_within
 
 URL = "/templates/invite/email/A"
 
@@ -177,20 +178,6 @@ def test_settings_send_a_test_per_channel(auth, client, smtp, team_settings, use
 
 # --- bounded previews and length warnings ----------------------------------------------------
 
-def _finishes_within(seconds: float, func):
-    """func() in a helper thread (with the test's app context); fail instead of hanging."""
-    import contextvars
-    import threading
-
-    box: dict = {}
-    context = contextvars.copy_context()
-    worker = threading.Thread(target=lambda: box.update(result=context.run(func)), daemon=True)
-    worker.start()
-    worker.join(seconds)
-    assert not worker.is_alive(), f"still running after {seconds} s"
-    return box["result"]
-
-
 @pytest.mark.parametrize("body,message", [
     ("{{ (3 ** (2 ** 28)) % 7 }}", "number too large"),
     ("{{ 'x' * 10**8 }}", "repeats text"),
@@ -201,7 +188,7 @@ def test_a_preview_of_a_runaway_template_is_refused_promptly(auth, client, body,
     """Defect: `{{ (3 ** (2 ** 28)) % 7 }}` in a preview froze a gunicorn worker until its 60 s
     timeout; a huge repeat and nested ranges ran to the end."""
     client.get(URL)
-    r = _finishes_within(30, lambda: client.htmx_post(URL + "/preview", {"subject": "Hi", "body": body}))
+    r, _, _ = finishes_within(30, lambda: client.htmx_post(URL + "/preview", {"subject": "Hi", "body": body}))
     text = r.get_data(as_text=True)
     assert r.status_code == 422 and 'id="preview-error"' in text and message in text
     r = client.post(URL, {"subject": "Hi", "body": body})  # and it cannot be saved

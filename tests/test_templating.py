@@ -5,6 +5,7 @@ import pytest
 
 from milo_portal.messaging.templating import TemplateProblem, make_context, render_text, sms_count
 from tests.conftest import at
+from tests.timing import finishes_within
 
 CTX = make_context(name="Ada Lovelace", role="Analyst", company="Acme", recruiter_name="Rita", link="https://x.test/i/t",
                    deadline_at=at("2026-12-04T17:00:00"), tz_name="Europe/Berlin", duration_minutes=15,
@@ -73,27 +74,6 @@ def test_one_emoji_makes_a_text_ucs2():
 
 # --- bounds on what a template may compute ---------------------------------------------------
 
-def _finishes_within(seconds: float, func):
-    """func() in a helper thread; fail (instead of hanging the suite) when it has not returned in time."""
-    import threading
-
-    box: dict = {}
-
-    def run():
-        try:
-            box["result"] = func()
-        except BaseException as err:  # handed back below
-            box["error"] = err
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(seconds)
-    assert not worker.is_alive(), f"still running after {seconds} s"
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
-
-
 NESTED_RANGES = "{% for i in range(1000) %}{% for j in range(1000) %}{% for k in range(1000) %}{% endfor %}{% endfor %}{% endfor %}"
 
 
@@ -110,7 +90,7 @@ def test_the_templates_that_froze_a_worker_are_refused(source, expected):
             render_text(source, CTX)
         return err.value.message
 
-    assert expected in _finishes_within(20, render)
+    assert expected in finishes_within(20, render)[0]
 
 
 @pytest.mark.parametrize("source,expected", [
@@ -148,7 +128,7 @@ def test_arithmetic_repeats_ranges_and_work_are_bounded(source, expected):
             render_text(source, CTX)
         return err.value.message
 
-    message = _finishes_within(20, render)
+    message = finishes_within(20, render)[0]
     assert any(part in message for part in expected.split("|")), message
 
 
@@ -163,7 +143,7 @@ def test_the_time_limit_stops_a_template_that_stays_under_the_step_budget(monkey
             render_text(source, CTX)
         return err.value.message
 
-    assert "takes too long" in _finishes_within(20, render)
+    assert "takes too long" in finishes_within(20, render)[0]
 
 
 def test_output_is_read_in_pieces_and_abandoned_once_far_too_long():

@@ -87,13 +87,16 @@ class _Clock:
         self.deadline: float | None = None  # time.monotonic() the send under way must end by
 
     def start(self, seconds: float) -> None:
+        """A send begins: it must end within ``seconds``."""
         self.deadline = time.monotonic() + seconds
 
     def stop(self) -> None:
+        """The send has ended: back to the plain read timeout."""
         self.deadline = None
 
     @property
     def expired(self) -> bool:
+        """Whether the send under way has run past its deadline."""
         return self.deadline is not None and time.monotonic() >= self.deadline
 
     def left(self) -> float:
@@ -225,6 +228,7 @@ class TimeoutConnection(Connection):
         return self
 
     def configure_host(self):
+        """Connect (TLS, login) on deadline-bound sockets; called within a send's deadline."""
         context = _tls_context(self.clock)
         host = _SSLClient(context=context) if self.mail.use_ssl else _Client()  # not connected yet
         host.milo_clock = self.clock

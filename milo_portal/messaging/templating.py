@@ -410,11 +410,13 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         self.filters["_concat"] = _concat
 
     def _parse(self, source, name, filename):
+        """Parse, then route loops and ``~`` through the bounded helpers."""
         tree = _Bounded().visit(super()._parse(source, name, filename))
         tree.set_environment(self)
         return tree
 
     def is_safe_attribute(self, obj, attr, value) -> bool:
+        """The immutable sandbox's rule, plus: only STR_METHODS on text, nothing on numbers."""
         if not super().is_safe_attribute(obj, attr, value):
             return False
         if isinstance(obj, str):
@@ -422,9 +424,11 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         return not isinstance(obj, (int, float))  # int.to_bytes(10**9) and friends
 
     def wrap_str_format(self, value):
+        """No str.format: see is_safe_attribute."""
         return None  # str.format is not in STR_METHODS: a width in it could pad without bound
 
     def call_binop(self, context, operator, left, right):
+        """An arithmetic operator, refused when its result would be too big to keep."""
         _tick()
         if operator == "**":
             _check_power(left, right)
@@ -438,14 +442,17 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
     def getattr(self, obj, attribute):
+        """``obj.attribute``, counted as a step."""
         _tick()
         return super().getattr(obj, attribute)
 
     def getitem(self, obj, argument):
+        """``obj[argument]``, counted as a step."""
         _tick()
         return super().getitem(obj, argument)
 
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (Jinja's own signature)
+        """A call (macro, method, global), counted as a step, its arguments and result bounded."""
         _tick()
         if any(_too_big(a) for a in args) or any(_too_big(v) for v in kwargs.values()):
             raise _Refused(TOO_BIG)
