@@ -175,6 +175,8 @@ class Config:
         self.MAIL_PASSWORD = env_str("MAIL_PASSWORD")
         self.MAIL_DEFAULT_SENDER = env_str("MAIL_DEFAULT_SENDER")
         self.MILO_SMTP_TIMEOUT = env_int("MILO_SMTP_TIMEOUT", 15, minimum=1)
+        # One send in all (the whole SMTP conversation, or the Twilio request), whatever each read takes.
+        self.MILO_SEND_DEADLINE = env_int("MILO_SEND_DEADLINE", 60, minimum=1)
         self.MILO_MESSAGE_ID_DOMAIN = env_str("MILO_MESSAGE_ID_DOMAIN")
         self.MILO_UNSUBSCRIBE_MAILTO = env_str("MILO_UNSUBSCRIBE_MAILTO")
         self.MILO_TWILIO_TIMEOUT = env_int("MILO_TWILIO_TIMEOUT", 15, minimum=1)

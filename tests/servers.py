@@ -1,7 +1,9 @@
 """Real servers on loopback for the tests: an SMTP sink (aiosmtpd), SMTP servers that
-misbehave, and an HTTP server that behaves like Twilio's Messages API."""
+misbehave (silent, trickling, never confirming), and an HTTP server that behaves like
+Twilio's Messages API (optionally slow)."""
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import json
@@ -36,12 +38,13 @@ class Received:
 class SmtpSink:
     """An SMTP server that keeps every message it accepts; ``reject`` makes it refuse some."""
 
-    def __init__(self) -> None:
+    def __init__(self, **controller_options) -> None:
+        """``controller_options``: aiosmtpd's, e.g. ``tls_context`` (STARTTLS) or ``ssl_context`` (SMTPS)."""
         self.messages: list[Received] = []
         self.reject: dict[str, str] = {}  # recipient -> SMTP reply
         self.lock = threading.Lock()
         self.port = free_port()
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port, **controller_options)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.reject:
@@ -69,6 +72,78 @@ class SmtpSink:
                     return list(self.messages)
             time.sleep(0.02)
         raise AssertionError(f"expected {count} messages, got {len(self.messages)}")
+
+
+class UnconfirmingSmtpSink(SmtpSink):
+    """Takes a whole message and then never gives the final reply (nor hangs up)."""
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        await asyncio.sleep(3600)
+        return "250 Message accepted"
+
+
+class TricklingSmtpServer:
+    """Speaks SMTP correctly but writes every reply one byte per ``interval`` seconds
+    (a mail server "answering one byte a second"); it accepts whatever it is sent."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.running = True
+        self.conns: list[socket.socket] = []
+
+    def start(self) -> "TricklingSmtpServer":
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def _accept(self) -> None:
+        while self.running:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _say(self, conn: socket.socket, line: str) -> None:
+        for byte in (line + "\r\n").encode():
+            if not self.running:
+                return
+            conn.sendall(bytes([byte]))
+            time.sleep(self.interval)
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            reader = conn.makefile("rb")
+            self._say(conn, "220 trickle.example ESMTP")
+            while self.running:
+                line = reader.readline()
+                if not line:
+                    return
+                verb = line.split(b" ")[0].strip().upper()
+                if verb == b"DATA":
+                    self._say(conn, "354 Go ahead")
+                    while reader.readline() not in (b".\r\n", b""):
+                        pass
+                    self._say(conn, "250 Queued")
+                elif verb == b"QUIT":
+                    self._say(conn, "221 Bye")
+                    return
+                else:
+                    self._say(conn, "250 trickle.example" if verb in (b"EHLO", b"HELO") else "250 OK")
+        except OSError:
+            return
+
+    def stop(self) -> None:
+        self.running = False
+        for c in self.conns:
+            c.close()
+        self.sock.close()
 
 
 class SilentServer:
@@ -108,6 +183,8 @@ class FakeTwilio:
 
     requests: list[dict] = field(default_factory=list)
     fail_with: tuple[int, dict] | None = None
+    delay: float = 0.0  # seconds before it answers (the request is recorded at once)
+    received_at: list[float] = field(default_factory=list)  # time.monotonic() of each request
     server: ThreadingHTTPServer | None = None
 
     def start(self) -> "FakeTwilio":
@@ -122,6 +199,9 @@ class FakeTwilio:
                 form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
                 outer.requests.append({"path": self.path, "form": form,
                                        "auth": self.headers.get("Authorization", "")})
+                outer.received_at.append(time.monotonic())
+                if outer.delay:
+                    time.sleep(outer.delay)
                 if outer.fail_with:
                     status, body = outer.fail_with
                 else:
@@ -130,11 +210,14 @@ class FakeTwilio:
                             "from": form.get("From"), "body": form.get("Body"),
                             "account_sid": self.path.split("/")[3], "num_segments": "1"}
                 data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting (a deadline test)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

@@ -1,6 +1,7 @@
 """Sending through real servers on loopback: SMTP (aiosmtpd) and a Twilio-shaped HTTP API."""
 from __future__ import annotations
 
+import importlib
 import time
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
@@ -14,6 +15,7 @@ from milo_portal.messaging.services import send_message
 from milo_portal.models import Candidate, Message, MessageStatus
 from tests.conftest import make_agent, make_user, use_smtp
 from tests.servers import FakeTwilio, SilentServer, free_port
+from tests.timing import finishes_within
 
 
 def _candidate(**fields):
@@ -187,3 +189,143 @@ def test_console_backend_logs_instead_of_sending(app, team_settings, caplog):
     result = send_message(db.session, _message(_candidate(channel="sms")), team_settings)
     assert result.ok and result.provider_id.startswith("console-")
     assert "to +14155550100" in caplog.text
+
+
+# --- deadlines, unknown outcomes, messages that cannot be built ------------------------------
+
+def test_a_server_answering_one_byte_a_second_is_cut_at_the_send_deadline(app, team_settings):
+    """Defect: the read timeout covered each read, not the whole send, so a mail server that
+    trickles one byte a second held a send (and the dispatcher) for minutes."""
+    from tests.servers import TricklingSmtpServer
+
+    trickle = TricklingSmtpServer(interval=1.0).start()
+    try:
+        use_smtp(app, trickle.port, timeout=3)
+        app.config["MILO_SEND_DEADLINE"] = 3
+        message = _message(_candidate())
+        result, _, elapsed = finishes_within(20, lambda: send_message(db.session, message, team_settings))
+    finally:
+        trickle.stop()
+    assert result.status == channels.TEMPORARY and "did not finish within 3 s" in result.error
+    assert elapsed < 3 + 2
+
+
+def test_no_reply_after_the_whole_message_went_out_is_an_unknown_outcome(app, team_settings):
+    """Defect: a timeout waiting for the final reply to DATA was a temporary failure, so the
+    message was sent again although the server may already have accepted it."""
+    from tests.servers import UnconfirmingSmtpSink
+
+    sink = UnconfirmingSmtpSink().start()
+    try:
+        use_smtp(app, sink.port, timeout=1)
+        result = send_message(db.session, _message(_candidate()), team_settings)
+    finally:
+        sink.stop()
+    assert len(sink.messages) == 1  # the server has the message...
+    assert result.status == channels.UNKNOWN  # ...so it is not "surely failed"
+    assert "did not confirm it" in result.error and "may or may not" in result.error
+
+
+def test_a_server_that_is_cut_off_before_the_data_ends_is_a_plain_temporary_failure(app, team_settings):
+    """A timeout before the end of the message went out: the server cannot have accepted it."""
+    silent = SilentServer().start()
+    try:
+        use_smtp(app, silent.port, timeout=5)
+        app.config["MILO_SEND_DEADLINE"] = 1
+        result, _, elapsed = finishes_within(15, lambda: send_message(db.session, _message(_candidate()), team_settings))
+    finally:
+        silent.stop()
+    assert result.status == channels.TEMPORARY and "within 1 s" in result.error
+    assert elapsed < 1 + 2
+
+
+def test_the_batch_connection_reconnects_after_a_failed_send(app, smtp, team_settings):
+    c, other = _candidate(), _candidate_second()
+    smtp.reject["ada@example.com"] = "550 5.1.1 No such user"
+    with channels.smtp_connection() as conn:
+        assert send_message(db.session, _message(c), team_settings, smtp=conn).status == channels.PERMANENT
+        assert conn.host is None  # closed after the failure
+        del smtp.reject["ada@example.com"]
+        assert send_message(db.session, _message(other), team_settings, smtp=conn).ok
+    assert len(smtp.wait_for(1)) == 1
+
+
+@pytest.mark.parametrize("field,value", [
+    ("name", "Ada\r\nBcc: victim@example.com"),
+    ("name", "Ada\nLovelace"),
+])
+def test_a_line_break_stored_in_a_name_reaches_no_header(app, smtp, team_settings, field, value):
+    """Defect: a line break in a candidate's name (stored before input was cleaned) made the
+    subject a bad header: Flask-Mail raised BadHeaderError instead of sending."""
+    c = _candidate(**{field: value})
+    team_settings.sender_name = "Acme\nRecruiting"
+    db.session.commit()
+    result = send_message(db.session, _message(c), team_settings)
+    assert result.ok, result.error
+    msg = smtp.wait_for(1)[0].message
+    assert "\n" not in msg["Subject"] and msg["Subject"].startswith("Ada, your interview")
+    assert msg["From"] == "Acme Recruiting <jobs@acme.example>" and msg["Bcc"] is None
+
+
+def test_an_address_with_a_line_break_cannot_be_built_and_fails_for_good(app, smtp, team_settings):
+    c = _candidate(email="ada@example.com\r\nBcc: victim@example.com")
+    result = send_message(db.session, _message(c), team_settings)
+    assert result.status == channels.PERMANENT and "is not valid" in result.error
+    time.sleep(0.2)
+    assert smtp.messages == []
+
+
+def test_a_twilio_request_past_the_send_deadline_is_an_unknown_outcome(app, twilio, team_settings):
+    """Defect: a send to Twilio was bounded by the read timeout only (per read, and a retry after
+    a read timeout could send the text twice)."""
+    importlib.import_module("twilio.rest")  # loaded before the clock starts: a first import is slow on a busy machine
+
+    twilio.delay = 4
+    app.config.update(MILO_TWILIO_TIMEOUT=10, MILO_SEND_DEADLINE=1)
+    message = _message(_candidate(channel="sms"))
+    result, _, elapsed = finishes_within(15, lambda: send_message(db.session, message, team_settings))
+    assert result.status == channels.UNKNOWN and "within 1 s" in result.error
+    assert elapsed < 1 + 2 and len(twilio.requests) == 1
+
+
+def test_a_twilio_read_timeout_is_an_unknown_outcome(app, twilio, team_settings):
+    """Twilio got the request and did not answer in time: it may have queued the text."""
+    twilio.delay = 3
+    app.config.update(MILO_TWILIO_TIMEOUT=1, MILO_SEND_DEADLINE=30)
+    result = send_message(db.session, _message(_candidate(channel="sms")), team_settings)
+    assert result.status == channels.UNKNOWN and "did not answer in time" in result.error
+
+
+@pytest.fixture(scope="module")
+def tls_server_context(tmp_path_factory):
+    """A TLS context with a throwaway self-signed certificate for 127.0.0.1."""
+    import ssl
+    import subprocess
+
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+@pytest.mark.parametrize("mode", ["starttls", "smtps"])
+def test_mail_goes_over_tls_on_deadline_bound_sockets(app, team_settings, tls_server_context, mode):
+    from tests.servers import SmtpSink
+
+    options = ({"tls_context": tls_server_context, "require_starttls": True} if mode == "starttls"
+               else {"ssl_context": tls_server_context})
+    sink = SmtpSink(**options).start()
+    try:
+        use_smtp(app, sink.port)
+        state = app.extensions["mail"]
+        state.use_tls, state.use_ssl = mode == "starttls", mode == "smtps"
+        with channels.smtp_connection() as conn:
+            assert send_message(db.session, _message(_candidate()), team_settings, smtp=conn).ok
+            # Once encrypted, every read and write still stops at the send deadline.
+            assert isinstance(conn.host.sock, channels._DeadlineSSLSocket)
+        assert sink.wait_for(1)[0].rcpt_tos == ["ada@example.com"]
+    finally:
+        sink.stop()

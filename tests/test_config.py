@@ -38,3 +38,12 @@ def test_it_uses_psycopg3_for_postgres_urls():
     assert normalise_database_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalise_database_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalise_database_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_the_send_deadline_is_parsed_strictly(monkeypatch):
+    monkeypatch.setenv("MILO_SEND_DEADLINE", "45")
+    assert Config().MILO_SEND_DEADLINE == 45
+    for bad in ("soon", "0"):
+        monkeypatch.setenv("MILO_SEND_DEADLINE", bad)
+        with pytest.raises(ConfigError, match="MILO_SEND_DEADLINE"):
+            Config()

@@ -126,3 +126,44 @@ def test_status_callbacks_record_delivery(signed, status, event, message_status)
 def test_hooks_need_no_csrf_token_but_admin_posts_do(signed, client):
     _people()
     assert signed("/hooks/twilio/inbound", {"MessageSid": "SM9", "From": "+14155550100", "Body": "hello"}).status_code == 200
+
+
+def _sent_sms(candidate):
+    m = Message(candidate_id=candidate.id, kind="invite", step=2, channel="sms", status=MessageStatus.SENT,
+                scheduled_for=now(), provider_id="SMabc", sent_at=now())
+    db.session.add(m)
+    db.session.commit()
+    return m
+
+
+@pytest.mark.parametrize("late", ["failed", "undelivered"])
+def test_a_failure_report_after_delivered_is_ignored(signed, late):
+    """Defect: a "failed" delivery report arriving after "delivered" marked the message failed:
+    status callbacks may arrive in any order, and they only move forward."""
+    a, _ = _people()
+    m = _sent_sms(a)
+    for status in ("sent", "delivered", late):
+        assert signed("/hooks/twilio/status", {"MessageSid": "SMabc", "MessageStatus": status}).status_code == 204
+    db.session.refresh(m)
+    assert m.status == MessageStatus.SENT and m.last_error is None
+    assert [e.type for e in db.session.query(Event).filter_by(message_id=m.id)] == ["delivered"]
+
+
+def test_delivered_after_a_failure_report_is_ignored_too(signed):
+    """Only the first final report counts, whichever arrives first."""
+    a, _ = _people()
+    m = _sent_sms(a)
+    signed("/hooks/twilio/status", {"MessageSid": "SMabc", "MessageStatus": "undelivered", "ErrorCode": "30003"})
+    signed("/hooks/twilio/status", {"MessageSid": "SMabc", "MessageStatus": "delivered"})
+    db.session.refresh(m)
+    assert m.status == MessageStatus.FAILED and m.last_error == "Twilio undelivered (error 30003)"
+    assert [e.type for e in db.session.query(Event).filter_by(message_id=m.id)] == ["failed"]
+
+
+@pytest.mark.parametrize("status", ["queued", "sending", "sent", "read", "accepted"])
+def test_reports_that_are_not_final_change_nothing(signed, status):
+    a, _ = _people()
+    m = _sent_sms(a)
+    assert signed("/hooks/twilio/status", {"MessageSid": "SMabc", "MessageStatus": status}).status_code == 204
+    db.session.refresh(m)
+    assert m.status == MessageStatus.SENT and db.session.query(Event).filter_by(message_id=m.id).count() == 0

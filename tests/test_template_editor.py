@@ -6,6 +6,7 @@ import pytest
 from milo_portal.extensions import db
 from milo_portal.messaging import services
 from milo_portal.models import Template, TemplateVersion
+from tests.timing import finishes_within
 
 URL = "/templates/invite/email/A"
 
@@ -173,3 +174,47 @@ def test_settings_send_a_test_per_channel(auth, client, smtp, team_settings, use
     assert smtp.wait_for(1)[0].message["Subject"].startswith("[Test]")
     r = client.post("/settings/test/sms", {"to": "+1 415 555 0111"})
     assert "Test sent to +14155550111" in client.get(r.headers["Location"]).get_data(as_text=True)
+
+
+# --- bounded previews and length warnings ----------------------------------------------------
+
+@pytest.mark.parametrize("body,message", [
+    ("{{ (3 ** (2 ** 28)) % 7 }}", "number too large"),
+    ("{{ 'x' * 10**8 }}", "repeats text"),
+    ("{% for i in range(1000) %}{% for j in range(1000) %}{% for k in range(1000) %}{% endfor %}{% endfor %}{% endfor %}",
+     "too much work"),
+])
+def test_a_preview_of_a_runaway_template_is_refused_promptly(auth, client, body, message):
+    """Defect: `{{ (3 ** (2 ** 28)) % 7 }}` in a preview froze a gunicorn worker until its 60 s
+    timeout; a huge repeat and nested ranges ran to the end."""
+    client.get(URL)
+    r, _, _ = finishes_within(30, lambda: client.htmx_post(URL + "/preview", {"subject": "Hi", "body": body}))
+    text = r.get_data(as_text=True)
+    assert r.status_code == 422 and 'id="preview-error"' in text and message in text
+    r = client.post(URL, {"subject": "Hi", "body": body})  # and it cannot be saved
+    assert r.status_code == 422 and message in r.get_data(as_text=True)
+
+
+def test_the_editor_warns_next_to_the_field_when_the_longest_values_make_a_subject_too_long(auth, client):
+    client.get(URL)
+    page = client.get(URL).get_data(as_text=True)
+    # The shipped subject names the role and the company: 200 characters each at most.
+    warning = page.split('id="subject-warning"')[1].split("</small>")[0]
+    assert "200-character role title" in warning and "shortened to 200" in warning
+    r = client.htmx_post(URL + "/preview", {"subject": "Your interview", "body": "Hi {{ candidate.first_name }}"})
+    text = r.get_data(as_text=True)
+    assert r.status_code == 200
+    assert '<small class="field-warning" id="subject-warning" role="status" hx-swap-oob="true"></small>' in text
+    r = client.htmx_post(URL + "/preview", {"subject": "{{ role }} at {{ company }}", "body": "Hi"})
+    oob = r.get_data(as_text=True).split('id="subject-warning"')[1].split("</small>")[0]
+    assert 'hx-swap-oob="true"' in oob and "reaches 404 characters" in oob
+
+
+def test_the_editor_warns_when_a_text_can_pass_its_limit(auth, client):
+    client.get("/templates")
+    body = " ".join(["{{ role }} at {{ company }}."] * 4)
+    text = client.htmx_post("/templates/invite/sms/A/preview", {"body": body}).get_data(as_text=True)
+    warning = text.split('id="body-warning"')[1].split("</small>")[0]
+    assert "over the limit of 1,600" in warning and "would fail to send" in warning
+    r = client.post("/templates/invite/sms/A", {"body": body})
+    assert r.status_code == 302  # a warning, not an error: the sample candidate's text is short

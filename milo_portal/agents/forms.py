@@ -7,6 +7,7 @@ from wtforms.validators import ValidationError
 from wtforms.validators import URL, DataRequired, Length, NumberRange, Optional
 
 from ..forms_common import check_offsets, choices, parse_clock
+from ..headers import one_line
 
 ROLE_LEVEL_CHOICES = choices([
     ("entry", "Entry level / shift work"),
@@ -23,9 +24,11 @@ CHANNEL_CHOICES = choices([
 
 
 class AgentForm(FlaskForm):
-    title = StringField("Role title", validators=[DataRequired(), Length(max=200)],
+    # Both appear in e-mail subjects: one line, no control characters (filtered before validation).
+    title = StringField("Role title", validators=[DataRequired(), Length(max=200)], filters=[one_line],
                         description="Shown to candidates, e.g. “Warehouse associate”.")
-    company = StringField("Company name shown to candidates", validators=[DataRequired(), Length(max=200)])
+    company = StringField("Company name shown to candidates", validators=[DataRequired(), Length(max=200)],
+                          filters=[one_line])
     role_level = SelectField("Role level", choices=ROLE_LEVEL_CHOICES, default="professional")
     description = TextAreaField(
         "Why this interview matters", validators=[Optional(), Length(max=5000)],

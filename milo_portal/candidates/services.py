@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, joinedload
 from ..errors import DomainError
 from ..followups.rules import next_allowed, rules_for
 from ..forms_common import country_zones, timezone_names
+from ..headers import one_line
 from ..models import (
     CHANNELS, SOURCES, Agent, Candidate, Event, Message, MessageStatus, Stage, new_token,
 )
@@ -95,7 +96,9 @@ def clean_contact(data: ContactData, default_country: str, default_timezone: str
     """Validate every field at once; raise ContactErrors naming each bad field."""
     errors: dict[str, str] = {}
     email = phone = phone_zone = None
-    name = (data.name or "").strip()
+    # A name goes into e-mail headers and texts: a line break typed or pasted into it (the
+    # share page is public) becomes a space instead of breaking the message later.
+    name = one_line(data.name)
     if require_name and not name:
         errors["name"] = "Enter the candidate's name."
     elif len(name) > 200:

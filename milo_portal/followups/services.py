@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -349,6 +350,7 @@ class DispatchResult:
     retried: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     in_doubt: int = 0
+    doubtful: list[str] = field(default_factory=list)  # sends whose outcome is unknown (now in doubt)
     would_send: list[str] = field(default_factory=list)
     down: set[str] = field(default_factory=set)  # channels that failed temporarily this pass
 
@@ -477,37 +479,105 @@ def dispatch(session: Session, now: datetime, dry_run: bool = False, batch: int 
     return out
 
 
+LANES = ("email", "sms", "whatsapp")
+RATE_SETTINGS = {"email": "MILO_RATE_EMAIL", "sms": "MILO_RATE_SMS", "whatsapp": "MILO_RATE_WHATSAPP"}
+
+
 def _dispatch(work: Session, now: datetime, out: DispatchResult, batch: int) -> None:
-    cfg = current_app.config
+    """Mark lapsed claims in doubt, then send through one lane per channel that has something due.
+
+    A lane claims, decides and sends the messages of one channel. When several channels
+    have work, each lane runs in a thread of its own with a session of its own, so a mail
+    server that holds every send until the send deadline cannot delay the texts queued
+    behind it (nor the other way round). Nothing else changes: every claim is committed
+    before its send, no transaction is open during one, and two lanes never claim the same
+    row (they ask for different channels, and claims are exclusive across processes anyway).
+    """
     out.in_doubt = mark_in_doubt(work, now)
+    lanes = [channel for channel in LANES if work.scalar(
+        select(Message.id).where(Message.status == MessageStatus.SCHEDULED, Message.scheduled_for <= now,
+                                 Message.channel == channel).limit(1)) is not None]
+    work.commit()
+    if len(lanes) <= 1:
+        for channel in lanes:
+            _run_lane(work, channel, now, out, batch)
+        return
+    app = current_app._get_current_object()
+    results = {channel: DispatchResult() for channel in lanes}
+    errors: dict[str, BaseException] = {}
+    threads = [threading.Thread(target=_lane_thread, name=f"milo-dispatch-{channel}", daemon=True,
+                                args=(app, work.get_bind(), channel, now, results[channel], batch, errors))
+               for channel in lanes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for channel in lanes:
+        lane = results[channel]
+        for name in ("sent", "moved", "cancelled", "retried", "failed", "doubtful"):
+            getattr(out, name).extend(getattr(lane, name))
+        out.in_doubt += lane.in_doubt
+        out.down |= lane.down
+    if errors:
+        raise next(iter(errors.values()))  # after every lane has finished and its outcomes are saved
+
+
+def _lane_thread(app, bind, channel: str, now: datetime, out: DispatchResult, batch: int,
+                 errors: dict[str, BaseException]) -> None:
+    """Run one lane in this thread, with an app context and a session of its own."""
+    with app.app_context():
+        session = Session(bind=bind, expire_on_commit=False)
+        try:
+            _run_lane(session, channel, now, out, batch)
+        except BaseException as err:  # handed to the dispatching thread, which raises it
+            log.exception("Dispatch lane %s failed", channel)
+            errors[channel] = err
+        finally:
+            session.close()
+
+
+def _run_lane(session: Session, channel: str, now: datetime, out: DispatchResult, batch: int) -> None:
+    """Claim and send the due messages of one channel, a batch at a time, within its per-minute rate."""
+    cfg = current_app.config
     lease = timedelta(seconds=cfg["MILO_CLAIM_LEASE_SECONDS"])
-    rates = {"email": cfg["MILO_RATE_EMAIL"], "sms": cfg["MILO_RATE_SMS"], "whatsapp": cfg["MILO_RATE_WHATSAPP"]}
-    budget = {ch: rate - _sent_last_minute(work, ch, now) for ch, rate in rates.items()}
-    smtp = channels.smtp_connection()
+    budget = {channel: cfg[RATE_SETTINGS[channel]] - _sent_last_minute(session, channel, now)}
+    smtp = channels.smtp_connection() if channel == "email" else None
+    timed_out: set[int] = set()  # template versions that ran out of time in this pass
     try:
-        while True:
-            open_channels = [ch for ch, left in budget.items() if left > 0]
-            limit = min([batch] + [budget[c] for c in open_channels]) if open_channels else 0
-            ids = claim(work, now, open_channels, limit, lease)
+        while budget[channel] > 0 and channel not in out.down:
+            ids = claim(session, now, [channel], min(batch, budget[channel]), lease)
             if not ids:
                 break
-            settings = get_settings(work)
-            messages = work.scalars(select(Message).where(Message.id.in_(ids)).options(
+            settings = get_settings(session)
+            messages = session.scalars(select(Message).where(Message.id.in_(ids)).options(
                 joinedload(Message.candidate).joinedload(Candidate.agent).joinedload(Agent.owner))
                 .order_by(Message.scheduled_for, Message.id)).unique().all()
-            _handle_batch(work, messages, settings, now, smtp, out, cfg["MILO_MAX_ATTEMPTS"], budget)
-            work.expunge_all()  # keep the identity map small over a long backlog
+            _handle_batch(session, messages, settings, now, smtp, out, cfg["MILO_MAX_ATTEMPTS"], budget, timed_out)
+            session.expunge_all()  # keep the identity map small over a long backlog
+        session.commit()
     finally:
-        smtp.__exit__(None, None, None)
+        if smtp is not None:
+            smtp.close()
+
+
+def record_in_doubt(message: Message, reason: str) -> None:
+    """The send's outcome is unknown: in doubt, shown on the outbox page, never re-sent on its own."""
+    message.status = MessageStatus.IN_DOUBT
+    message.last_error = reason[:1000]
+    message.lease_until = None
 
 
 def _handle_batch(session: Session, messages: list[Message], settings: Settings, now: datetime, smtp,
-                  out: DispatchResult, max_attempts: int, budget: dict) -> None:
-    """Decide and render a claimed batch in one transaction, then send each with no transaction open."""
+                  out: DispatchResult, max_attempts: int, budget: dict, timed_out: set | None = None) -> None:
+    """Decide a claimed batch in one transaction, render it with none open, then send each message.
+
+    A message that cannot be rendered or built fails alone (permanently, with the reason);
+    one whose send ends in an unknown outcome is in doubt alone; the rest of the batch goes on.
+    """
     versions: dict = {}
     rules_cache: dict[int, Rules] = {}
     past = history(session, [m.candidate_id for m in messages])
-    ready = []
+    drafts = []
     for message in messages:
         candidate = message.candidate
         label = _describe(message, candidate)
@@ -533,8 +603,15 @@ def _handle_batch(session: Session, messages: list[Message], settings: Settings,
             done, _last = past.get(candidate.id, (0, None))
             # A second message to the same person in this batch must respect the spacing too.
             past[candidate.id] = (done + (message.kind in FOLLOW_UP_KINDS), now)
-            ready.append((message, label, messaging.prepare_delivery(session, message, settings, versions)))
-    # End the transaction before any network call: no lock is held while we wait on a server.
+            drafts.append((message, label, messaging.draft(session, message, settings, versions)))
+    # End the transaction: rendering is bounded but may take up to its time limit, and no
+    # lock may be held meanwhile (on SQLite every transaction holds the write lock).
+    session.commit()
+    ready = [(message, label, messaging.build(d, timed_out)) for message, label, d in drafts]
+    for message, _label, delivery in ready:
+        if delivery.text is not None:
+            message.subject, message.body = delivery.subject, delivery.text
+    # What goes out is on record before it goes; then no transaction is open during the sends.
     session.commit()
     unsaved, since = 0, time.monotonic()
     for message, label, delivery in ready:
@@ -543,16 +620,34 @@ def _handle_batch(session: Session, messages: list[Message], settings: Settings,
             message.status, message.lease_until = MessageStatus.SCHEDULED, None
             message.attempts = max(message.attempts - 1, 0)
             continue
-        result = messaging.deliver(delivery, smtp=smtp if delivery.channel == "email" else None)
-        if result.ok:
-            record_sent(session, message, message.candidate, result.provider_id, now)
-            out.sent.append(label)
+        try:
+            result = messaging.deliver(delivery, smtp=smtp if delivery.channel == "email" else None)
+        except Exception as err:  # noqa: BLE001 - not an outcome the channels know: this message alone
+            log.exception("Unexpected error while sending message %s", message.id)
+            if smtp is not None:
+                smtp.abort()
+            result = channels.SendResult(channels.UNKNOWN, error=f"Unexpected error while sending: "
+                                                                 f"{type(err).__name__}: {err}")
+            record_in_doubt(message, result.error)
+            out.in_doubt += 1
+            out.doubtful.append(f"{label}: {result.error}")
         else:
-            outcome = record_failure(session, message, message.candidate, result, now, max_attempts)
-            (out.retried if outcome == "retried" else out.failed).append(f"{label}: {result.error}")
-            if result.status == channels.TEMPORARY:
-                budget[delivery.channel] = 0  # the channel is in trouble: try again next tick
+            if result.ok:
+                record_sent(session, message, message.candidate, result.provider_id, now)
+                out.sent.append(label)
+            elif result.status == channels.UNKNOWN:
+                # The server (or Twilio) may have taken it: never sent again on its own.
+                record_in_doubt(message, result.error or "The outcome of the send is unknown")
+                out.in_doubt += 1
+                out.doubtful.append(f"{label}: {result.error}")
+                budget[delivery.channel] = 0  # the channel is slow or hung: the rest waits for the next tick
                 out.down.add(delivery.channel)
+            else:
+                outcome = record_failure(session, message, message.candidate, result, now, max_attempts)
+                (out.retried if outcome == "retried" else out.failed).append(f"{label}: {result.error}")
+                if result.status == channels.TEMPORARY:
+                    budget[delivery.channel] = 0  # the channel is in trouble: try again next tick
+                    out.down.add(delivery.channel)
         unsaved += 1
         # Outcomes are committed every few sends (or half a second). A crash before a commit
         # leaves those messages "sending": they become "in doubt" and are never re-sent on
@@ -561,6 +656,7 @@ def _handle_batch(session: Session, messages: list[Message], settings: Settings,
             session.commit()
             unsaved, since = 0, time.monotonic()
     session.commit()
+
 
 def _dry_run(session: Session, settings: Settings, now: datetime, out: DispatchResult) -> DispatchResult:
     """What dispatch would do at ``now``, changing nothing."""

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from ..candidates import services as candidates
 from ..candidates import stages
-from ..models import Candidate, Message, MessageStatus, WebhookReceipt
+from ..models import Candidate, Event, Message, MessageStatus, WebhookReceipt
 
 STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"}
 START_WORDS = {"START", "UNSTOP", "YES"}
@@ -56,17 +56,29 @@ def apply_command(session: Session, command: str, channel: str, phone: str, now:
     return len(people)
 
 
+# Twilio reports each step of an outbound message: queued, sending, sent, then one final
+# report, delivered, undelivered or failed ("read" may follow "delivered" on WhatsApp).
+# Each report is its own HTTP request, so they can arrive in any order: only the first
+# final report counts, and a late "failed" cannot undo a "delivered" (nor the reverse).
 DELIVERY_EVENTS = {"delivered": "delivered", "failed": "failed", "undelivered": "failed"}
+FINAL_EVENTS = ("delivered", "failed", "bounced")
 
 
 def delivery_report(session: Session, sid: str, status: str, error_code: str | None, now: datetime) -> bool:
-    """Record a delivery report for one of our messages; return whether it was ours."""
-    message = session.scalar(select(Message).where(Message.provider_id == sid))
+    """Record a delivery report for one of our messages (first final report only); return whether it was ours."""
+    # The row lock (PostgreSQL; SQLite's write lock does the same) makes two reports for one
+    # message, arriving at once in two workers, take turns: the second sees the first.
+    message = session.scalar(select(Message).where(Message.provider_id == sid).with_for_update())
     event_type = DELIVERY_EVENTS.get(status)
     if message is None or event_type is None:
         return message is not None
+    already = session.scalar(select(Event.id).where(  # by candidate first: that is indexed
+        Event.candidate_id == message.candidate_id, Event.message_id == message.id,
+        Event.type.in_(FINAL_EVENTS)).limit(1))
+    if already is not None:
+        return True
     detail = f"Twilio {status}" + (f" (error {error_code})" if error_code else "")
-    if event_type == "failed":
+    if event_type == "failed" and message.status == MessageStatus.SENT:
         message.status = MessageStatus.FAILED
         message.last_error = detail
     stages.record(session, message.candidate, event_type, now, channel=message.channel, message_id=message.id,

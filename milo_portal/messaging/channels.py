@@ -2,31 +2,43 @@
 Twilio's Messages API (or the console, for development).
 
 Every send returns a :class:`SendResult` that says whether the message surely went, surely
-failed for good, or failed in a way worth retrying; the dispatcher decides what follows.
+failed for good, failed in a way worth retrying, or may or may not have gone (the server
+took it but never said so); the dispatcher decides what follows.
+
+Each send has a total deadline (``MILO_SEND_DEADLINE``) on top of the wait for each read
+(``MILO_SMTP_TIMEOUT``, ``MILO_TWILIO_TIMEOUT``): a server that answers one byte at a time
+cannot hold a send, or the dispatcher, longer than that.
 """
 from __future__ import annotations
 
 import logging
 import smtplib
 import socket
+import ssl
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from email.utils import make_msgid
 
 from flask import current_app
-from flask_mail import Connection
+from flask_mail import Connection, sanitize_address, sanitize_addresses
 from flask_mail import Message as MailMessage
+
+from ..clock import now
+from ..headers import has_control_characters, one_line
 
 log = logging.getLogger(__name__)
 
 SENT = "sent"
 TEMPORARY = "temporary"
 PERMANENT = "permanent"
+UNKNOWN = "unknown"  # the server may have taken it: in doubt, never re-sent on its own
 
 
 @dataclass(frozen=True)
 class SendResult:
-    """Outcome of one send: ``status`` is sent, temporary or permanent."""
+    """Outcome of one send: ``status`` is sent, temporary, permanent or unknown."""
 
     status: str
     provider_id: str | None = None
@@ -35,6 +47,10 @@ class SendResult:
     @property
     def ok(self) -> bool:
         return self.status == SENT
+
+
+class CannotBuild(Exception):
+    """A message that cannot be made into what its channel sends; the text says why."""
 
 
 @dataclass(frozen=True)
@@ -51,56 +67,264 @@ class Email:
     list_unsubscribe: str | None = None
 
 
+@dataclass(frozen=True)
+class BuiltEmail:
+    """An e-mail as the bytes that go on the wire, with its envelope (no network needed to make it)."""
+
+    envelope_from: str
+    recipients: tuple[str, ...]
+    data: bytes
+    message_id: str
+
+
 # --- e-mail -------------------------------------------------------------------------------
 
-class TimeoutConnection(Connection):
-    """Flask-Mail's SMTP connection with a connect/read timeout (it has none of its own)."""
+class _Clock:
+    """How long the next socket operation may wait: the read timeout, never past the deadline."""
 
-    def __init__(self, mail, timeout: float) -> None:
-        super().__init__(mail)
+    def __init__(self, timeout: float) -> None:
         self.timeout = timeout
+        self.deadline: float | None = None  # time.monotonic() the send under way must end by
+
+    def start(self, seconds: float) -> None:
+        """A send begins: it must end within ``seconds``."""
+        self.deadline = time.monotonic() + seconds
+
+    def stop(self) -> None:
+        """The send has ended: back to the plain read timeout."""
+        self.deadline = None
+
+    @property
+    def expired(self) -> bool:
+        """Whether the send under way has run past its deadline."""
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def left(self) -> float:
+        """Seconds the next operation may wait; TimeoutError once the deadline has passed."""
+        if self.deadline is None:
+            return self.timeout
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out: the send deadline passed")
+        return min(self.timeout, left)
+
+
+class _DeadlineSocket(socket.socket):
+    """A TCP socket whose every read and write waits at most until the send's deadline.
+
+    A socket timeout alone bounds each read; a server trickling one byte per read would
+    never trip it. Shrinking the timeout to the time left before each operation bounds
+    the whole conversation.
+    """
+
+    milo_clock: _Clock
+
+    def recv(self, *args):
+        self.settimeout(self.milo_clock.left())
+        return super().recv(*args)
+
+    def recv_into(self, *args):
+        self.settimeout(self.milo_clock.left())
+        return super().recv_into(*args)
+
+    def send(self, *args):
+        self.settimeout(self.milo_clock.left())
+        return super().send(*args)
+
+    def sendall(self, *args):
+        self.settimeout(self.milo_clock.left())  # sendall's timeout covers all of it
+        return super().sendall(*args)
+
+
+class _DeadlineSSLSocket(ssl.SSLSocket):
+    """The same for TLS (SMTPS and STARTTLS); the clock comes from the context that made it."""
+
+    def _wait(self) -> None:
+        self.settimeout(self.context.milo_clock.left())
+
+    def do_handshake(self, *args):
+        self._wait()
+        return super().do_handshake(*args)
+
+    def read(self, *args):
+        self._wait()
+        return super().read(*args)
+
+    def recv(self, *args):
+        self._wait()
+        return super().recv(*args)
+
+    def recv_into(self, *args):
+        self._wait()
+        return super().recv_into(*args)
+
+    def write(self, *args):
+        self._wait()
+        return super().write(*args)
+
+    def send(self, *args):
+        self._wait()
+        return super().send(*args)
+
+    def sendall(self, *args):
+        self._wait()
+        return super().sendall(*args)
+
+
+def _tls_context(clock: _Clock) -> ssl.SSLContext:
+    """The TLS context smtplib uses by default (no certificate check), with deadline-bound sockets."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.sslsocket_class = _DeadlineSSLSocket
+    context.milo_clock = clock
+    return context
+
+
+class _Client(smtplib.SMTP):
+    """smtplib's client on deadline-bound sockets, which knows when a message's data has all gone out."""
+
+    milo_clock: _Clock
+    data_sent = False  # the end-of-data marker of the current message went out
+    _in_data = False
+
+    def _get_socket(self, host, port, timeout):
+        raw = socket.create_connection((host, port), self.milo_clock.left(), self.source_address)
+        sock = _DeadlineSocket(raw.family, raw.type, raw.proto, fileno=raw.detach())
+        sock.milo_clock = self.milo_clock
+        return sock
+
+    def data(self, msg):
+        self._in_data = True
+        try:
+            return super().data(msg)
+        finally:
+            self._in_data = False
+
+    def send(self, s):
+        super().send(s)
+        # smtplib sends the message body, ending in CRLF.CRLF, in one call after the 354.
+        if self._in_data and isinstance(s, bytes) and s.endswith(b"\r\n.\r\n"):
+            self.data_sent = True
+
+
+class _SSLClient(smtplib.SMTP_SSL, _Client):
+    """SMTPS: smtplib wraps our deadline-bound socket with the context's deadline-bound TLS socket."""
+
+
+class TimeoutConnection(Connection):
+    """Flask-Mail's SMTP connection with a read timeout and a total deadline per message.
+
+    It connects on the first send (not on ``with``), so connecting counts towards that
+    message's deadline; a batch reuses it, and a failed send closes it.
+    """
+
+    def __init__(self, mail, timeout: float, deadline: float) -> None:
+        super().__init__(mail)
+        self.clock = _Clock(timeout)
+        self.deadline = deadline
+
+    def __enter__(self) -> "TimeoutConnection":
+        return self
 
     def configure_host(self):
-        if self.mail.use_ssl:
-            host = smtplib.SMTP_SSL(self.mail.server, self.mail.port, timeout=self.timeout)
-        else:
-            host = smtplib.SMTP(self.mail.server, self.mail.port, timeout=self.timeout)
+        """Connect (TLS, login) on deadline-bound sockets; called within a send's deadline."""
+        context = _tls_context(self.clock)
+        host = _SSLClient(context=context) if self.mail.use_ssl else _Client()  # not connected yet
+        host.milo_clock = self.clock
         host.set_debuglevel(int(self.mail.debug))
-        if self.mail.use_tls:
-            host.starttls()
-        if self.mail.username and self.mail.password:
-            host.login(self.mail.username, self.mail.password)
+        host._host = self.mail.server  # smtplib sets it only when given a host at creation; TLS checks it
+        try:
+            host.connect(self.mail.server, self.mail.port)
+            if self.mail.use_tls:
+                host.starttls(context=context)
+            if self.mail.username and self.mail.password:
+                host.login(self.mail.username, self.mail.password)
+        except BaseException:
+            host.close()
+            raise
         return host
 
-    def __exit__(self, exc_type, exc_value, tb) -> None:
-        # Closing a connection the server already dropped must not hide the real outcome.
+    def abort(self) -> None:
+        """Hang up without a goodbye (after a failure: the server may be slow or gone)."""
         if self.host is not None:
+            self.host.close()
+            self.host = None
+
+    def close(self) -> None:
+        """Say goodbye (within the read timeout), or just hang up."""
+        if self.host is not None:
+            self.clock.start(self.clock.timeout)
             try:
                 self.host.quit()
             except (smtplib.SMTPException, OSError):
                 self.host.close()
+            finally:
+                self.clock.stop()
             self.host = None
+
+    def __exit__(self, exc_type, exc_value, tb) -> None:
+        # Closing a connection the server already dropped must not hide the real outcome.
+        self.close()
 
 
 def smtp_connection() -> TimeoutConnection:
     """A new SMTP connection (use as a context manager; reuse it for a batch)."""
-    return TimeoutConnection(current_app.extensions["mail"], current_app.config["MILO_SMTP_TIMEOUT"])
+    cfg = current_app.config
+    return TimeoutConnection(current_app.extensions["mail"], cfg["MILO_SMTP_TIMEOUT"], cfg["MILO_SEND_DEADLINE"])
 
 
 def build_email(email: Email) -> MailMessage:
-    """The MIME message: text + HTML, our own Message-ID, one-click List-Unsubscribe."""
+    """The MIME message: text + HTML, our own Message-ID, one-click List-Unsubscribe.
+
+    The subject and the sender's name are put on one line whatever they hold.
+    """
     headers = {}
     if email.list_unsubscribe:
         headers["List-Unsubscribe"] = email.list_unsubscribe
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg = MailMessage(subject=email.subject, recipients=[email.to], body=email.text, html=email.html,
-                      sender=email.sender, reply_to=email.reply_to, extra_headers=headers)
+    sender = (one_line(email.sender[0]), email.sender[1]) if isinstance(email.sender, tuple) else email.sender
+    msg = MailMessage(subject=one_line(email.subject), recipients=[email.to], body=email.text, html=email.html,
+                      sender=sender, reply_to=email.reply_to, extra_headers=headers)
     msg.msgId = make_msgid(domain=email.message_id_domain)
     return msg
 
 
-def classify_smtp_error(err: BaseException) -> SendResult:
-    """Temporary (retry later) or permanent (give up), with a reason a recruiter can read."""
+def prepare_email(email: Email) -> BuiltEmail:
+    """Build an e-mail's bytes and envelope; raise CannotBuild with a reason a recruiter can read."""
+    addresses = [email.to, email.sender[1] if isinstance(email.sender, tuple) else email.sender, email.reply_to]
+    for address in addresses:
+        if address is not None and (has_control_characters(address) or not address.strip()):
+            raise CannotBuild(f"The address {address!r} is not valid: it holds a line break or another "
+                              "control character.")
+    try:
+        message = build_email(email)
+        if message.has_bad_headers():
+            raise CannotBuild("A header of this e-mail would hold a line break.")
+        message.date = now().timestamp()
+        data = message.as_bytes()
+        envelope_from = sanitize_address(message.sender)
+        recipients = tuple(sanitize_addresses(message.send_to))
+    except CannotBuild:
+        raise
+    except Exception as err:  # a bad address, an encoding that fails...: this message only
+        raise CannotBuild(f"This e-mail cannot be built: {type(err).__name__}: {err}") from None
+    return BuiltEmail(envelope_from, recipients, data, message.msgId.strip("<>"))
+
+
+def classify_smtp_error(err: BaseException, data_sent: bool = False, deadline: float | None = None) -> SendResult:
+    """Temporary (retry later), permanent (give up) or unknown, with a reason a recruiter can read.
+
+    ``data_sent``: the whole message had gone out when it happened. ``deadline``: the send's
+    deadline (in seconds) had passed.
+    """
+    if data_sent and not isinstance(err, smtplib.SMTPResponseException):
+        # The end of the message went out and no reply came back (cut at the deadline, a
+        # read timeout, the connection dropped). The server may well have accepted it:
+        # sending it again could deliver it twice, so it is in doubt, for a person to decide.
+        waited = f" within {deadline:g} s" if deadline else ""
+        return SendResult(UNKNOWN, error=f"The mail server received the message but did not confirm it{waited}: "
+                                         "it may or may not have been accepted")
     if isinstance(err, smtplib.SMTPRecipientsRefused):
         codes = [code for code, _ in err.recipients.values()]
         detail = "; ".join(f"{code} {msg.decode(errors='replace') if isinstance(msg, bytes) else msg}"
@@ -116,6 +340,9 @@ def classify_smtp_error(err: BaseException) -> SendResult:
         if 500 <= err.smtp_code < 600:
             return SendResult(PERMANENT, error=f"SMTP {err.smtp_code}: {text}")
         return SendResult(TEMPORARY, error=f"SMTP {err.smtp_code}: {text}")
+    if deadline:
+        # Cut before the end of the message went out: the server cannot have accepted it.
+        return SendResult(TEMPORARY, error=f"The mail server did not finish within {deadline:g} s")
     if isinstance(err, (socket.timeout, TimeoutError)) or (
             isinstance(err, smtplib.SMTPServerDisconnected) and "timed out" in str(err)):
         return SendResult(TEMPORARY, error="The mail server did not answer in time")
@@ -123,26 +350,43 @@ def classify_smtp_error(err: BaseException) -> SendResult:
         return SendResult(TEMPORARY, error="The mail server refused the connection")
     if isinstance(err, (smtplib.SMTPException, OSError)):
         return SendResult(TEMPORARY, error=f"Mail server problem: {err}")
-    raise err
+    # Anything else happened before the end of the message went out, so it was not sent.
+    # It may be this message or the set-up (TLS...): retried with backoff, up to the last attempt.
+    return SendResult(TEMPORARY, error=f"This e-mail could not be sent: {type(err).__name__}: {err}")
+
+
+def send_built(built: BuiltEmail, connection: TimeoutConnection | None = None) -> SendResult:
+    """Send one built e-mail over ``connection`` if given (batches reuse one), else a new one.
+
+    The whole conversation for this message (connecting if needed, MAIL, RCPT, DATA and
+    the final reply) ends by the send deadline.
+    """
+    conn = connection if connection is not None else smtp_connection()
+    conn.clock.start(conn.deadline)
+    try:
+        if conn.host is None:
+            conn.host = conn.configure_host()
+        conn.host.data_sent = False
+        conn.host.sendmail(built.envelope_from, list(built.recipients), built.data)
+    except Exception as err:  # every kind is classified; the connection is closed either way
+        data_sent = bool(conn.host is not None and conn.host.data_sent)
+        deadline = conn.deadline if conn.clock.expired else None
+        conn.clock.stop()
+        conn.abort()  # it may be unusable now: the next send opens a new one
+        return classify_smtp_error(err, data_sent=data_sent, deadline=deadline)
+    conn.clock.stop()
+    if connection is None:
+        conn.close()
+    return SendResult(SENT, provider_id=built.message_id)
 
 
 def send_email(email: Email, connection: TimeoutConnection | None = None) -> SendResult:
-    """Send one e-mail, over ``connection`` if given (batches reuse one), else a new one."""
-    message = build_email(email)
+    """Build and send one e-mail; one that cannot be built is a permanent failure with the reason."""
     try:
-        if connection is not None:
-            if connection.host is None:
-                connection.host = connection.configure_host()
-            connection.send(message)
-        else:
-            with smtp_connection() as conn:
-                conn.send(message)
-    except Exception as err:  # classified: anything unexpected is re-raised there
-        if connection is not None:
-            # The connection may be unusable now: the next send opens a new one.
-            connection.__exit__(None, None, None)
-        return classify_smtp_error(err)
-    return SendResult(SENT, provider_id=message.msgId.strip("<>"))
+        built = prepare_email(email)
+    except CannotBuild as err:
+        return SendResult(PERMANENT, error=str(err))
+    return send_built(built, connection)
 
 
 # --- SMS and WhatsApp ---------------------------------------------------------------------
@@ -181,8 +425,37 @@ def twilio_configured() -> bool:
 PERMANENT_TWILIO_CODES = {21211, 21214, 21408, 21610, 21612, 21614, 63003, 63016}
 
 
+class _StillRunning(Exception):
+    """A call did not finish by its deadline (it goes on in its helper thread)."""
+
+
+def _within(seconds: float, func, /, *args, **kwargs):
+    """``func(*args, **kwargs)`` run in a helper thread; _StillRunning if it has not returned in time.
+
+    Twilio's client (requests) bounds each read, not a whole request. The helper thread is
+    a daemon left to end by itself (its read timeout ends it, unless the server trickles);
+    the caller goes on at the deadline either way.
+    """
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = func(*args, **kwargs)
+        except BaseException as err:  # handed to the caller below
+            outcome["error"] = err
+
+    worker = threading.Thread(target=run, name="milo-twilio-request", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise _StillRunning()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
 def send_text(channel: str, to: str, body: str, status_callback: str | None) -> SendResult:
-    """Send an SMS or WhatsApp message through the configured backend."""
+    """Send an SMS or WhatsApp message through the configured backend, within the send deadline."""
     cfg = current_app.config
     if cfg["MILO_SMS_BACKEND"] == "console":
         provider_id = f"console-{uuid.uuid4().hex[:16]}"
@@ -190,6 +463,7 @@ def send_text(channel: str, to: str, body: str, status_callback: str | None) -> 
         return SendResult(SENT, provider_id=provider_id)
     if not twilio_configured():
         return SendResult(TEMPORARY, error="Twilio is not configured (TWILIO_* variables)")
+    from requests.exceptions import ReadTimeout
     from twilio.base.exceptions import TwilioException, TwilioRestException
 
     params = {"to": to, "body": body}
@@ -202,8 +476,15 @@ def send_text(channel: str, to: str, body: str, status_callback: str | None) -> 
         params["from_"] = cfg["TWILIO_FROM_NUMBER"]
     if status_callback:
         params["status_callback"] = status_callback
+    client = _twilio_client()
+    deadline = cfg["MILO_SEND_DEADLINE"]
     try:
-        created = _twilio_client().messages.create(**params)
+        created = _within(deadline, client.messages.create, **params)
+    except (_StillRunning, ReadTimeout) as err:
+        # The request went out and no answer came: Twilio may have queued the message.
+        # Sending it again could deliver it twice, so it is in doubt, for a person to decide.
+        waited = f"within {deadline} s" if isinstance(err, _StillRunning) else "in time"
+        return SendResult(UNKNOWN, error=f"Twilio did not answer {waited}: the message may or may not have been sent")
     except TwilioRestException as err:
         reason = f"Twilio {err.status} (code {err.code}): {err.msg}"
         if err.code in PERMANENT_TWILIO_CODES or (400 <= err.status < 500 and err.status not in (401, 403, 408, 429)):
@@ -211,7 +492,7 @@ def send_text(channel: str, to: str, body: str, status_callback: str | None) -> 
         return SendResult(TEMPORARY, error=reason)
     except (TwilioException, OSError) as err:
         return SendResult(TEMPORARY, error=f"Twilio could not be reached: {err}")
-    except Exception as err:  # requests' own errors (timeouts, connection resets)
+    except Exception as err:  # requests' own errors (connection refused or reset before an answer)
         if type(err).__module__.startswith("requests"):
             return SendResult(TEMPORARY, error=f"Twilio could not be reached: {type(err).__name__}")
         raise

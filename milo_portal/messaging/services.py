@@ -1,6 +1,7 @@
 """Templates (versions, A/B variants), the one render function, and sending one message."""
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,11 +15,14 @@ from sqlalchemy.orm import Session
 
 from ..errors import DomainError
 from ..extensions import db
+from ..headers import one_line
 from ..transactions import assert_no_transaction, end_transaction
 from ..models import Candidate, Message, Settings, Template, TemplateVersion, User
 from . import channels, defaults
-from .templating import (MAX_EMAIL_BODY, MAX_SMS_BODY, MAX_SUBJECT, Context, TemplateProblem, make_context,
-                         render_text)
+from .templating import (MAX_EMAIL_BODY, MAX_SMS_BODY, Context, RenderTimeout, TemplateProblem, length_warnings,
+                         longest_context, make_context, render_subject, render_text)
+
+log = logging.getLogger(__name__)
 
 MAX_VARIANTS = 4
 
@@ -78,8 +82,8 @@ def validate_content(channel: str, subject: str | None, body: str, context: Cont
     if channel == "email":
         if not (subject or "").strip():
             raise TemplateProblem("An e-mail needs a subject.", "subject")
-        render_text(subject, context, "subject", MAX_SUBJECT)
-        if "\n" in render_text(subject, context, "subject", MAX_SUBJECT):
+        # Its length is no error (a long subject is shortened when sent; the editor warns).
+        if "\n" in render_text(subject, context, "subject", MAX_EMAIL_BODY):
             raise TemplateProblem("A subject is one line.", "subject")
     if not (body or "").strip():
         raise TemplateProblem("Write the message first.", "body")
@@ -163,16 +167,21 @@ def support_contact(settings: Settings, fallback: User | None) -> str:
     return "the person who invited you"
 
 
-def context_for(candidate: Candidate, settings: Settings) -> Context:
-    """The template context for a real candidate."""
+def context_fields(candidate: Candidate, settings: Settings) -> dict:
+    """What make_context needs for a real candidate, as plain values."""
     agent = candidate.agent
     owner = agent.owner
-    return make_context(
+    return dict(
         name=candidate.name, role=agent.title, company=agent.company or settings.company_name,
         recruiter_name=(owner.name if owner else settings.sender_name) or agent.company,
         link=public_url(f"/i/{candidate.token}"), deadline_at=candidate.deadline_at, tz_name=candidate.timezone,
         duration_minutes=agent.duration_minutes, support_contact=support_contact(settings, owner),
     )
+
+
+def context_for(candidate: Candidate, settings: Settings) -> Context:
+    """The template context for a real candidate."""
+    return make_context(**context_fields(candidate, settings))
 
 
 def sample_context(settings: Settings, user: User | None, now: datetime) -> Context:
@@ -200,15 +209,32 @@ def email_html(text: str, link: str, subject: str, unsubscribe_url: str | None, 
 def render(version: TemplateVersion, channel: str, context: Context, *, unsubscribe_url: str | None = None,
            pixel_url: str | None = None) -> Rendered:
     """The one render function, used by previews, test sends and real sends alike."""
+    return render_content(version.subject, version.body, channel, context, unsubscribe_url=unsubscribe_url,
+                          pixel_url=pixel_url)
+
+
+def render_content(subject: str | None, body: str, channel: str, context: Context, *,
+                   unsubscribe_url: str | None = None, pixel_url: str | None = None) -> Rendered:
+    """Render a subject and body for a channel (no database): see :func:`render`."""
     if channel == "email":
-        subject = render_text(version.subject or "", context, "subject", MAX_SUBJECT)
-        text = render_text(version.body, context, "body", MAX_EMAIL_BODY)
+        subject = render_subject(subject or "", context)
+        text = render_text(body, context, "body", MAX_EMAIL_BODY)
         text_with_footer = text
         if unsubscribe_url:
             text_with_footer += f"\n\n--\nNo more e-mails about this interview: {unsubscribe_url}"
         html = email_html(text, context.link, subject, unsubscribe_url, pixel_url)
         return Rendered(subject, text_with_footer, html)
-    return Rendered(None, render_text(version.body, context, "body", MAX_SMS_BODY), None)
+    return Rendered(None, render_text(body, context, "body", MAX_SMS_BODY), None)
+
+
+def longest_link() -> str:
+    """A candidate link as long as a real one."""
+    return public_url(f"/i/{'W' * 32}")  # tokens are 32 characters (192 bits, URL-safe base64)
+
+
+def warnings_for(channel: str, subject: str | None, body: str) -> dict[str, str]:
+    """The editor's length warnings for a draft: see templating.length_warnings."""
+    return length_warnings(channel, subject, body, longest_context(longest_link()))
 
 
 # --- sending ------------------------------------------------------------------------------
@@ -223,7 +249,8 @@ def sender_identity(settings: Settings) -> tuple[str, str] | str | None:
     address = settings.sender_email or current_app.config.get("MAIL_DEFAULT_SENDER")
     if not address:
         return None
-    return (settings.sender_name, address) if settings.sender_name else address
+    name = one_line(settings.sender_name)  # stored before names were cleaned, it may hold a line break
+    return (name, address) if name else address
 
 
 def list_unsubscribe(candidate: Candidate) -> tuple[str, str]:
@@ -236,27 +263,35 @@ def list_unsubscribe(candidate: Candidate) -> tuple[str, str]:
     return url, header
 
 
-def prepare(session: Session, message: Message, settings: Settings, cache: dict | None = None) -> Rendered:
-    """Choose the variant (first time only), render, and store the content on the message."""
-    candidate = message.candidate
-    version = session.get(TemplateVersion, message.template_version_id) if message.template_version_id else None
-    if version is None:
-        version = choose_version(session, message.kind, message.channel, cache=cache)
-        message.template_version_id = version.id
-        message.variant = version.template.variant
-    unsubscribe_url = list_unsubscribe(candidate)[0] if message.channel == "email" else None
-    pixel = public_url(f"/t/o/{candidate.token}/{message.id}.gif") if (
-        message.channel == "email" and settings.open_tracking) else None
-    rendered = render(version, message.channel, context_for(candidate, settings),
-                      unsubscribe_url=unsubscribe_url, pixel_url=pixel)
-    message.subject = rendered.subject
-    message.body = rendered.text
-    return rendered
+@dataclass(frozen=True)
+class Draft:
+    """What rendering and building one message needs, read from the database as plain values.
+
+    The dispatcher reads drafts in a short transaction and renders them after it ends:
+    rendering is bounded but may take up to its time limit, and no lock may be held meanwhile.
+    """
+
+    channel: str
+    version_id: int | None
+    subject_source: str | None
+    body_source: str
+    context_fields: dict
+    to: str | None = None
+    sender: tuple[str, str] | str | None = None
+    reply_to: str | None = None
+    unsubscribe_url: str | None = None
+    list_unsubscribe: str | None = None
+    pixel_url: str | None = None
+    problem: channels.SendResult | None = None
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """Everything the network part of a send needs, as plain values (no database objects)."""
+    """Everything the network part of a send needs, as plain values (no database objects).
+
+    ``subject`` and ``text`` are what is kept on the message; ``built`` is the e-mail as it
+    goes on the wire.
+    """
 
     channel: str
     email: channels.Email | None = None
@@ -264,31 +299,81 @@ class Delivery:
     text: str | None = None
     status_callback: str | None = None
     problem: channels.SendResult | None = None
+    subject: str | None = None
+    built: channels.BuiltEmail | None = None
+
+
+def draft(session: Session, message: Message, settings: Settings, cache: dict | None = None) -> Draft:
+    """Choose the variant (first time only) and read what sending this message needs."""
+    candidate = message.candidate
+    version = session.get(TemplateVersion, message.template_version_id) if message.template_version_id else None
+    if version is None:
+        version = choose_version(session, message.kind, message.channel, cache=cache)
+        message.template_version_id = version.id
+        message.variant = version.template.variant
+    common = dict(channel=message.channel, version_id=version.id, subject_source=version.subject,
+                  body_source=version.body, context_fields=context_fields(candidate, settings))
+    if message.channel != "email":
+        problem = None if candidate.phone else channels.SendResult(channels.PERMANENT, error="No phone number")
+        return Draft(**common, to=candidate.phone, problem=problem)
+    unsubscribe_url, header = list_unsubscribe(candidate)
+    pixel = public_url(f"/t/o/{candidate.token}/{message.id}.gif") if settings.open_tracking else None
+    sender = sender_identity(settings)
+    problem = None
+    if not candidate.email:
+        problem = channels.SendResult(channels.PERMANENT, error="No e-mail address")
+    elif sender is None:
+        problem = channels.SendResult(channels.TEMPORARY, error="No sender address: set it in Settings → Messaging")
+    return Draft(**common, to=candidate.email, sender=sender, reply_to=settings.reply_to,
+                 unsubscribe_url=unsubscribe_url, list_unsubscribe=header, pixel_url=pixel, problem=problem)
+
+
+def build(draft: Draft, timed_out: set | None = None) -> Delivery:
+    """Render and build a drafted message, touching no database. It never raises.
+
+    Whatever goes wrong here concerns this message only (a template problem, a value no
+    header can carry, any other error while rendering or building): it comes back as a
+    permanent problem with a reason a recruiter can read, and the rest of a batch goes on.
+    ``timed_out`` (one dispatch pass) holds the template versions that ran out of time, so
+    the same template is not given its full time again for every message of a backlog.
+    """
+    if timed_out is not None and draft.version_id in timed_out:
+        return Delivery(draft.channel, problem=channels.SendResult(
+            channels.PERMANENT, error="Template problem: this template takes too long to fill in"))
+    try:
+        rendered = render_content(draft.subject_source, draft.body_source, draft.channel,
+                                  make_context(**draft.context_fields), unsubscribe_url=draft.unsubscribe_url,
+                                  pixel_url=draft.pixel_url)
+    except TemplateProblem as err:
+        if isinstance(err, RenderTimeout) and timed_out is not None:
+            timed_out.add(draft.version_id)
+        return Delivery(draft.channel, problem=channels.SendResult(channels.PERMANENT,
+                                                                   error=f"Template problem: {err.message}"))
+    except Exception as err:  # noqa: BLE001 - one message's failure, recorded with its reason
+        log.exception("Message could not be rendered")
+        return Delivery(draft.channel, problem=channels.SendResult(
+            channels.PERMANENT, error=f"This message cannot be rendered: {type(err).__name__}: {err}"))
+    record = dict(subject=rendered.subject, text=rendered.text)
+    if draft.problem is not None:
+        return Delivery(draft.channel, problem=draft.problem, **record)
+    if draft.channel != "email":
+        return Delivery(draft.channel, to=draft.to, status_callback=public_url("/hooks/twilio/status"), **record)
+    email = channels.Email(to=draft.to, subject=rendered.subject, text=rendered.text, html=rendered.html,
+                           sender=draft.sender, reply_to=draft.reply_to, message_id_domain=_message_id_domain(),
+                           list_unsubscribe=draft.list_unsubscribe)
+    try:
+        built = channels.prepare_email(email)
+    except channels.CannotBuild as err:
+        return Delivery("email", problem=channels.SendResult(channels.PERMANENT, error=str(err)), **record)
+    return Delivery("email", email=email, to=draft.to, built=built, **record)
 
 
 def prepare_delivery(session: Session, message: Message, settings: Settings, cache: dict | None = None) -> Delivery:
-    """Render the message and gather what sending it needs; a problem is a SendResult."""
-    try:
-        rendered = prepare(session, message, settings, cache)
-    except TemplateProblem as err:
-        return Delivery(message.channel, problem=channels.SendResult(channels.PERMANENT,
-                                                                     error=f"Template problem: {err.message}"))
-    candidate = message.candidate
-    if message.channel == "email":
-        if not candidate.email:
-            return Delivery("email", problem=channels.SendResult(channels.PERMANENT, error="No e-mail address"))
-        sender = sender_identity(settings)
-        if sender is None:
-            return Delivery("email", problem=channels.SendResult(
-                channels.TEMPORARY, error="No sender address: set it in Settings → Messaging"))
-        return Delivery("email", email=channels.Email(
-            to=candidate.email, subject=rendered.subject, text=rendered.text, html=rendered.html, sender=sender,
-            reply_to=settings.reply_to, message_id_domain=_message_id_domain(),
-            list_unsubscribe=list_unsubscribe(candidate)[1]))
-    if not candidate.phone:
-        return Delivery(message.channel, problem=channels.SendResult(channels.PERMANENT, error="No phone number"))
-    return Delivery(message.channel, to=candidate.phone, text=rendered.text,
-                    status_callback=public_url("/hooks/twilio/status"))
+    """Draft, render and build one message and keep its content on it (one message at a time)."""
+    delivery = build(draft(session, message, settings, cache))
+    if delivery.text is not None:
+        message.subject, message.body = delivery.subject, delivery.text
+    return delivery
 
 
 def deliver(delivery: Delivery, smtp: channels.TimeoutConnection | None = None) -> channels.SendResult:
@@ -297,13 +382,15 @@ def deliver(delivery: Delivery, smtp: channels.TimeoutConnection | None = None) 
     if delivery.problem is not None:
         return delivery.problem
     if delivery.channel == "email":
+        if delivery.built is not None:
+            return channels.send_built(delivery.built, smtp)
         return channels.send_email(delivery.email, smtp)
     return channels.send_text(delivery.channel, delivery.to, delivery.text, delivery.status_callback)
 
 
 def send_message(session: Session, message: Message, settings: Settings,
                  smtp: channels.TimeoutConnection | None = None) -> channels.SendResult:
-    """Send one claimed outbox message through its channel; return sent/temporary/permanent.
+    """Send one claimed outbox message through its channel; return sent/temporary/permanent/unknown.
 
     It does not decide timing and does not change the message's status: the dispatcher does.
     """
@@ -316,13 +403,16 @@ def send_test(session: Session, channel: str, version: TemplateVersion, settings
               now: datetime) -> channels.SendResult:
     """Send a template rendered for the sample candidate to the recruiter themselves.
 
-    A diagnostic the recruiter waits for, so it runs now (bounded by the channel timeouts)
+    A diagnostic the recruiter waits for, so it runs now (bounded by the send deadline)
     rather than through the outbox; it goes to the recruiter, never to a candidate. It
     renders first, then ends the request's transaction: nothing is locked while the server
     answers (or does not).
     """
-    rendered = render(version, channel, sample_context(settings, user, now),
-                      unsubscribe_url=public_url("/u/sample") if channel == "email" else None)
+    try:
+        rendered = render(version, channel, sample_context(settings, user, now),
+                          unsubscribe_url=public_url("/u/sample") if channel == "email" else None)
+    except TemplateProblem as err:
+        return channels.SendResult(channels.PERMANENT, error=f"Template problem: {err.message}")
     if channel == "email":
         sender = sender_identity(settings)
         if sender is None:

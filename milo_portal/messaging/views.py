@@ -13,7 +13,7 @@ from ..errors import DomainError
 from ..extensions import db
 from ..models import Template, TemplateVersion
 from ..settings.services import get_settings
-from ..transactions import reads_only
+from ..transactions import end_transaction, reads_only
 from . import bp, defaults, services
 from .forms import TemplateForm, TestSendForm, VariantOptionsForm
 from .templating import VARIABLES, TemplateProblem, sms_count
@@ -40,11 +40,14 @@ def _serializer() -> URLSafeSerializer:
 
 
 def _preview(channel: str, subject: str | None, body: str) -> dict:
-    """Render a draft for the sample candidate: what the preview panel shows."""
+    """Render a draft for the sample candidate: what the preview panel shows, and the length warnings."""
     settings = get_settings(db.session)
     draft = TemplateVersion(subject=subject, body=body or "")
     context = services.sample_context(settings, current_user, now())
-    out = {"channel": channel, "error": None, "error_field": None}
+    # Rendering is bounded but may take up to its time limit: hold no transaction meanwhile.
+    end_transaction(db.session)
+    out = {"channel": channel, "error": None, "error_field": None,
+           "warnings": services.warnings_for(channel, subject, body or "")}
     try:
         rendered = services.render(draft, channel, context,
                                    unsubscribe_url=services.public_url("/u/sample") if channel == "email" else None)
@@ -118,7 +121,9 @@ def edit_default(kind: str, channel: str):
 def preview(kind: str, channel: str, variant: str):
     template = get_variant(kind, channel, variant)
     data = _preview(template.channel, request.form.get("subject"), request.form.get("body", ""))
-    return render_template("messaging/_preview.html", preview=data)
+    # The warnings next to the fields are swapped in out of band; a refused template is a 422
+    # (htmx is configured to swap 422 responses, so the message shows in the panel).
+    return render_template("messaging/_preview.html", preview=data, oob=True), 422 if data["error"] else 200
 
 
 @bp.get("/templates/preview-frame")
@@ -129,9 +134,10 @@ def preview_frame():
     except BadSignature:
         abort(404)
     settings = get_settings(db.session)
+    context = services.sample_context(settings, current_user, now())
+    db.session.commit()  # no database lock held while rendering (see _preview)
     try:
-        rendered = services.render(TemplateVersion(subject=draft["s"], body=draft["b"]), "email",
-                                   services.sample_context(settings, current_user, now()),
+        rendered = services.render(TemplateVersion(subject=draft["s"], body=draft["b"]), "email", context,
                                    unsubscribe_url=services.public_url("/u/sample"))
     except TemplateProblem as err:
         return err.message, 422, {"Content-Type": "text/plain; charset=utf-8"}

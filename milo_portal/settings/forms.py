@@ -7,6 +7,7 @@ from wtforms import BooleanField, EmailField, IntegerField, SelectField, SelectM
 from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional, ValidationError
 
 from ..forms_common import check_offsets, choices, clock, parse_clock, timezone_choices, valid_timezone  # noqa: F401
+from ..headers import one_line
 
 
 def _countries():
@@ -15,9 +16,10 @@ def _countries():
 
 
 class MessagingForm(FlaskForm):
-    company_name = StringField("Company name", validators=[DataRequired(), Length(max=200)],
+    # Both end up in e-mail headers (subject, From): one line, no control characters.
+    company_name = StringField("Company name", validators=[DataRequired(), Length(max=200)], filters=[one_line],
                                description="Used in messages when an interview does not name its own.")
-    sender_name = StringField("Sender name", validators=[Optional(), Length(max=200)],
+    sender_name = StringField("Sender name", validators=[Optional(), Length(max=200)], filters=[one_line],
                               description="Shown as the From name of e-mails, e.g. “Acme Recruiting”.")
     sender_email = EmailField("Sender address", validators=[Optional(), Email(check_deliverability=False), Length(max=254)],
                               description="The From address; your mail server must be allowed to send as it.")
