@@ -8,13 +8,13 @@ from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from werkzeug.exceptions import BadHost, HTTPException
+from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import ROOT, Config
 from .extensions import csrf, db, htmx, login_manager, mail, migrate
-from .request_input import (IdConverter, UnstorableInput, forget_malformed_remember_cookie,
-                            refuse_unstorable_input)
+from .request_input import (IdConverter, UnstorableInput, forget_malformed_remember_cookie, host_is_invalid,
+                            refuse_invalid_host, refuse_unstorable_input)
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +121,10 @@ def _register_blueprints(app: Flask) -> None:
 
 
 def _register_security(app: Flask) -> None:
-    # Before require_login, which is the first to load the user (and read the cookie).
-    app.before_request(forget_malformed_remember_cookie)
-    app.before_request(refuse_unstorable_input)
+    # The input guards run before every other before_request function (CSRF's included):
+    # an error page rendered for any of them loads the user, i.e. reads the remember cookie.
+    app.before_request_funcs.setdefault(None, [])[:0] = [
+        forget_malformed_remember_cookie, refuse_invalid_host, refuse_unstorable_input]
 
     @app.before_request
     def require_login():
@@ -155,7 +156,7 @@ def _register_security(app: Flask) -> None:
 
 def _register_error_handlers(app: Flask) -> None:
     def render_error(code: int, title: str, message: str):
-        if isinstance(request.routing_exception, BadHost):
+        if host_is_invalid():
             # Werkzeug could not IDNA-encode the Host (a label over 63 characters, an empty
             # label...), so Flask has no URL adapter and url_for, which the styled page
             # needs, would crash. Whatever went wrong, the answer is a plain 400.

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flask import current_app, request, session
-from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import BadHost, BadRequest
 from werkzeug.routing import IntegerConverter
 
 # The largest id our tables can hold: ids are INTEGER columns, signed 32-bit on PostgreSQL
@@ -69,6 +69,29 @@ def _as_int(text: str | None, minimum: int, maximum: int, default: int | None) -
         return default
     number = int(text)
     return number if minimum <= number <= maximum else default
+
+
+def host_is_invalid() -> bool:
+    """True when werkzeug cannot use the request's Host as a name, in either direction.
+
+    Binding the URL map IDNA-encodes it (a label over 63 characters fails: Flask then has
+    no URL adapter and records BadHost as the routing error); request.url IDNA-decodes it
+    ("xn--", "xn--a" fail with a UnicodeError werkzeug does not catch, and Flask-Login's
+    redirect to the login page reads request.url).
+    """
+    if isinstance(request.routing_exception, BadHost):
+        return True
+    try:
+        request.url
+    except UnicodeError:
+        return True
+    return False
+
+
+def refuse_invalid_host() -> None:
+    """before_request: a 400 for a Host werkzeug cannot encode or decode (see host_is_invalid)."""
+    if host_is_invalid():
+        raise BadHost()
 
 
 def _strings(value: Any) -> Iterator[str]:
