@@ -5,7 +5,7 @@ import importlib
 import importlib.util
 import logging
 
-from flask import Flask, render_template, request, url_for
+from flask import Flask, Response, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
@@ -14,6 +14,8 @@ from .config import ROOT, Config
 from .extensions import csrf, db, htmx, login_manager, mail, migrate
 from . import transactions  # noqa: F401  (the SQLite connect/begin rules: see that module)
 from .proxy import TrustedProxyFix
+from .request_input import (IdConverter, UnstorableInput, forget_malformed_remember_cookie, host_is_invalid,
+                            refuse_invalid_host, refuse_unstorable_input)
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,8 @@ log = logging.getLogger(__name__)
 # new admin route cannot be left open by forgetting a decorator.
 PUBLIC_BLUEPRINTS = {"public", "hooks"}
 PUBLIC_ENDPOINTS = {"auth.login", "static", "healthz"}
+# URL prefixes of the public surface: their responses (errors included) are never cached.
+PUBLIC_PREFIXES = ("/i/", "/s/", "/t/", "/u/", "/hooks/")
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -50,6 +54,9 @@ def create_app(config_class=Config, **config_kwargs) -> Flask:
     csrf.init_app(app)
     htmx.init_app(app)
 
+    # Every <int:...> in a route is an id or a position: bound it to what the database can
+    # hold (must be set before the blueprints add their rules).
+    app.url_map.converters["int"] = IdConverter
     _register_blueprints(app)
     _register_security(app)
     _register_error_handlers(app)
@@ -85,6 +92,11 @@ def _register_blueprints(app: Flask) -> None:
 
 
 def _register_security(app: Flask) -> None:
+    # The input guards run before every other before_request function (CSRF's included):
+    # an error page rendered for any of them loads the user, i.e. reads the remember cookie.
+    app.before_request_funcs.setdefault(None, [])[:0] = [
+        forget_malformed_remember_cookie, refuse_invalid_host, refuse_unstorable_input]
+
     @app.before_request
     def require_login():
         endpoint = request.endpoint or ""
@@ -106,16 +118,22 @@ def _register_security(app: Flask) -> None:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "DENY")
-        if request.endpoint and request.endpoint.startswith("public."):
-            # Candidate pages carry a personal token in the URL: never cache them.
+        if (request.endpoint or "").startswith("public.") or request.path.startswith(PUBLIC_PREFIXES):
+            # Candidate pages carry a personal token in the URL: never cache them, nor their
+            # error pages (a 404 or 405 has no endpoint but the same kind of address).
             response.headers.setdefault("Cache-Control", "no-store")
         return response
 
 
 def _register_error_handlers(app: Flask) -> None:
     def render_error(code: int, title: str, message: str):
+        if host_is_invalid():
+            # Werkzeug could not IDNA-encode the Host (a label over 63 characters, an empty
+            # label...), so Flask has no URL adapter and url_for, which the styled page
+            # needs, would crash. Whatever went wrong, the answer is a plain 400.
+            return Response("Bad request: invalid Host header.\n", 400, mimetype="text/plain")
         public = bool(request.endpoint and request.endpoint.startswith("public."))
-        if request.path.startswith(("/i/", "/s/", "/t/", "/u/", "/hooks/")):
+        if request.path.startswith(PUBLIC_PREFIXES):
             public = True
         return render_template(
             "errors/error.html", code=code, title=title, message=message, public=public
@@ -130,6 +148,10 @@ def _register_error_handlers(app: Flask) -> None:
             400, "Form expired",
             "This form was open too long or came from another page. Go back, reload and try again.",
         )
+
+    @app.errorhandler(UnstorableInput)
+    def unstorable_input(error: UnstorableInput):
+        return render_error(400, "Bad request", error.description)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

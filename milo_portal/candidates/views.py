@@ -16,6 +16,7 @@ from ..errors import DomainError
 from ..extensions import db
 from ..forms_common import choices
 from ..models import CHANNELS, SOURCES, Agent, Candidate, Stage
+from ..request_input import PAGE_MAX, int_arg, int_list_arg
 from ..settings.services import get_settings
 from ..followups import services as followups
 from ..transactions import reads_only
@@ -72,7 +73,7 @@ def add_method(method: str):
         abort(404)
     title, what = ADD_METHODS[method]
     return render_template("candidates/add_method.html", title=title, what=what,
-                           agent_id=request.args.get("agent_id", type=int))
+                           agent_id=int_arg(request.args, "agent_id"))
 
 
 @bp.route("/candidates/new", methods=["GET", "POST"])
@@ -84,7 +85,7 @@ def new():
         flash("Create an interview agent first: candidates are invited to one.", "info")
         return redirect(url_for("agents.new"))
     if request.method == "GET":
-        agent = db.session.get(Agent, request.args.get("agent_id", type=int) or 0)
+        agent = db.session.get(Agent, int_arg(request.args, "agent_id", 0))
         agent = agent or db.session.get(Agent, int(form.agent_id.choices[0].value))
         form.agent_id.data = agent.id
         form.channel.data = agent.default_channel
@@ -162,11 +163,11 @@ def _filters() -> services.ListFilters:
     args = request.values  # a bulk action posts the ids and keeps the filters in its URL
     sort = args.get("sort", "added")
     return services.ListFilters(
-        agent_id=args.get("agent_id", type=int), stage=args.get("stage") or None,
+        agent_id=int_arg(args, "agent_id"), stage=args.get("stage") or None,
         source=args.get("source") or None, channel=args.get("channel") or None,
         q=(args.get("q") or "")[:100], sort=sort if sort in services.SORTS else "added",
-        desc=args.get("dir", "desc") != "asc", page=max(1, args.get("page", 1, type=int)),
-        ids=[int(i) for i in args.getlist("ids") if str(i).isdigit()],
+        desc=args.get("dir", "desc") != "asc", page=int_arg(args, "page", 1, minimum=1, maximum=PAGE_MAX),
+        ids=int_list_arg(args, "ids"),
     )
 
 

@@ -10,6 +10,7 @@ from ..clock import now
 from ..errors import DomainError
 from ..extensions import db
 from ..models import Message, MessageStatus
+from ..request_input import PAGE_MAX, int_arg
 from ..settings import checks
 from . import bp, services
 
@@ -33,7 +34,7 @@ def index():
     status = request.args.get("status", MessageStatus.SCHEDULED)
     if status not in MessageStatus.ALL:
         status = MessageStatus.SCHEDULED
-    number = max(1, request.args.get("page", 1, type=int))
+    number = int_arg(request.args, "page", 1, minimum=1, maximum=PAGE_MAX)
     rows, total = services.page(db.session, status, number)
     return render_template("outbox/index.html", rows=rows, total=total, status=status, counts=services.counts(db.session),
                            labels=LABELS, page=number, page_size=services.PAGE_SIZE, action_form=EmptyForm(),
