@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from .compression import init_compression
 from .config import ROOT, Config
 from .extensions import csrf, db, htmx, login_manager, mail, migrate
 
@@ -52,6 +53,7 @@ def create_app(config_class=Config, **config_kwargs) -> Flask:
     _register_security(app)
     _register_error_handlers(app)
     _register_template_helpers(app)
+    init_compression(app)
 
     from .cli import milo_cli
 
