@@ -33,7 +33,7 @@ def gzip_response(response: Response) -> Response:
     # Caches must keep the plain and the gzipped body apart.
     response.vary.add("Accept-Encoding")
     if (request.accept_encodings["gzip"] <= 0
-            or response.status_code not in (200, 201, 202, 203)
+            or response.status_code < 200 or response.status_code in (204, 206, 304)
             or "Content-Encoding" in response.headers
             or "Range" in request.headers):
         return response

@@ -379,6 +379,10 @@ def test_pages_are_gzipped_only_for_clients_that_accept_it(client):
     assert "Content-Encoding" not in refused.headers
     assert zipped.headers["Content-Encoding"] == "gzip" and len(zipped.data) < len(plain.data)
     assert "Interview:" in gzip.decompress(zipped.data).decode()
+    # A form sent back with its errors is a whole page too.
+    refused_form = client.post(f"/i/{c.token}/start", {"name": ""}, headers={"Accept-Encoding": "gzip"})
+    assert refused_form.status_code == 422 and refused_form.headers["Content-Encoding"] == "gzip"
+    assert "Please enter your name." in gzip.decompress(refused_form.data).decode()
     with client.get("/static/css/public.css", headers={"Accept-Encoding": "gzip"}) as css:
         etag = css.headers["ETag"]
     # The gzipped file has its own validator, and a cache revalidating with it gets a 304.
