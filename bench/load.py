@@ -30,6 +30,7 @@ import json
 import os
 import random
 import re
+import runpy
 import shutil
 import signal
 import socket
@@ -386,7 +387,8 @@ def main() -> int:
         use_wrk = shutil.which("wrk") is not None
         drive = run_wrk if use_wrk else run_python
         driver = "wrk" if use_wrk else "a Python thread client (wrk not found: figures are capped by the client)"
-        print(f"server: gunicorn ({env.get('MILO_WORKERS', '2')} workers x {env.get('MILO_THREADS', '4')} threads, "
+        conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))  # what gunicorn read, from the same environment
+        print(f"server: gunicorn ({conf['workers']} workers x {conf['threads']} threads, "
               f"scheduler on) on {HOST}:{port}; database {url.split('@')[-1]}")
         print(f"machine: {os.cpu_count()} cores, {load_average()} before the runs (other work skews absolute figures)")
         print(f"load: {driver}, {args.concurrency} connections, {args.duration:g} s per run, {args.rounds} rounds, "
