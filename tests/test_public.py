@@ -350,7 +350,7 @@ def test_candidate_pages_load_no_javascript_and_no_admin_assets(client):
 
 
 def test_a_candidate_links_first_load_is_at_most_20_kb_with_gzip(client):
-    """Defect: the first load of /i/<token> was 56 KB; HTML and CSS now arrive gzipped, under 20 KB."""
+    """Defect: the first load of a candidate page was about 56 KB; HTML and CSS now arrive gzipped, under 20 KB."""
     browser = {"Accept-Encoding": "gzip, deflate"}
     for name, page in _candidate_pages(client, browser).items():
         assert page.status_code == 200, name
