@@ -33,7 +33,6 @@ import re
 import runpy
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
