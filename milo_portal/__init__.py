@@ -10,6 +10,7 @@ from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from .compression import init_compression
 from .config import ROOT, Config
 from .extensions import csrf, db, htmx, login_manager, mail, migrate
 from . import transactions  # noqa: F401  (the SQLite connect/begin rules: see that module)
@@ -61,6 +62,7 @@ def create_app(config_class=Config, **config_kwargs) -> Flask:
     _register_security(app)
     _register_error_handlers(app)
     _register_template_helpers(app)
+    init_compression(app)
 
     from .cli import milo_cli
 
