@@ -494,3 +494,16 @@ def test_a_default_deadline_counts_its_days_from_the_invite_not_from_the_add(wor
     local = kenji.deadline_at.astimezone(ZoneInfo("Asia/Tokyo"))
     assert (local.date().isoformat(), local.hour) == ("2026-12-14", 23)
     assert fixed.deadline_at.astimezone(ZoneInfo("Asia/Tokyo")).date().isoformat() == "2026-12-20"
+
+
+def test_a_backlog_plans_reminder_2_only_after_reminder_1_has_gone(world, smtp):
+    """Defect: after a pause (or with the demo data) one pass planned reminders 1 and 2 together,
+    and two workers sent them to the same person a second apart."""
+    c = add(world, MON_10)
+    tick(MON_10)
+    plan(db.session, MON_10 + timedelta(hours=49))
+    assert kinds(c) == [("invite", 1), ("reminder", 1)]
+    tick(MON_10 + timedelta(hours=49))
+    assert kinds(c, MessageStatus.SENT) == [("invite", 1), ("reminder", 1)]
+    plan(db.session, MON_10 + timedelta(hours=50))
+    assert ("reminder", 2) in kinds(c)

@@ -125,8 +125,9 @@ def _followups_sent(candidate_id_col):
             .scalar_subquery())
 
 
-def _has_message(kind: str, step: int):
-    return exists().where(Message.candidate_id == Candidate.id, Message.kind == kind, Message.step == step)
+def _has_message(kind: str, step: int, sent: bool = False):
+    query = exists().where(Message.candidate_id == Candidate.id, Message.kind == kind, Message.step == step)
+    return query.where(Message.status == MessageStatus.SENT) if sent else query
 
 
 def _opted_out_of_channel():
@@ -200,8 +201,11 @@ def _plan_reminders(units: _Units, agent: Agent, rules: Rules, now: datetime, re
         query = _base_query(agent, rules, now).where(
             Candidate.stage.in_(REMINDABLE), Candidate.invited_at <= now - timedelta(hours=hours),
             ~_has_message("reminder", step))
-        if step > 1:  # in order: reminder 2 only after reminder 1 exists
-            query = query.where(_has_message("reminder", step - 1))
+        if step > 1:
+            # In order, and apart: reminder 2 only once reminder 1 has gone. Planning both in
+            # one pass (a backlog) put two due rows in the outbox, and two workers or lanes
+            # could each claim one and send them a second apart.
+            query = query.where(_has_message("reminder", step - 1, sent=True))
         rows = []
         for cid, tz, channel, invited_at, deadline in units.read(query.limit(PASS_LIMIT)):
             moment = reminder_moment(invited_at, hours, deadline, tz, rules, now)
