@@ -9,6 +9,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from ..auth.forms import EmptyForm
+from ..candidates import tally
 from ..clock import now
 from ..errors import DomainError
 from ..extensions import db
@@ -78,6 +79,8 @@ def home():
 @bp.get("/agents")
 def index():
     archived = request.args.get("archived") == "1"
+    if tally.fold_if_due(db.session):
+        db.session.commit()
     agents = services.list_agents(db.session, archived)
     counts = services.stage_counts(db.session, [a.id for a in agents])
     return render_template("agents/index.html", agents=agents, counts=counts, archived=archived)
@@ -108,6 +111,8 @@ def new():
 @bp.get("/agents/<int:agent_id>")
 def detail(agent_id: int):
     agent = get_agent(agent_id)
+    if tally.fold_if_due(db.session):
+        db.session.commit()
     counts = services.stage_counts(db.session, [agent.id])[agent.id]
     return render_template("agents/detail.html", agent=agent, counts=counts,
                            question_form=QuestionForm(), action_form=EmptyForm())
