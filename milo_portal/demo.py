@@ -88,8 +88,8 @@ class _BulkWriter:
     """
 
     def __init__(self, session: Session) -> None:
-        self.connection = session.connection()
-        self.postgresql = self.connection.dialect.name == "postgresql"
+        self.session = session
+        self.postgresql = session.get_bind().dialect.name == "postgresql"
 
     def stamp(self, value):
         """A UTC datetime in the form this database's driver takes for a naive UTC column."""
@@ -103,14 +103,15 @@ class _BulkWriter:
         if not rows:
             return
         names = ", ".join(columns)
+        connection = self.session.connection()  # the session's transaction, begun if need be
         if self.postgresql:
-            cursor = self.connection.connection.driver_connection.cursor()
+            cursor = connection.connection.driver_connection.cursor()
             with cursor, cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
         else:
             marks = ", ".join("?" * len(columns))
-            self.connection.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+            connection.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
 
 
 CANDIDATE_COLUMNS = (

@@ -9,7 +9,6 @@ from urllib.parse import urlencode
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from ..candidates import tally
 from ..errors import DomainError
 from ..models import ROLE_LEVELS, Agent, Question, User, new_token
 
@@ -181,7 +180,16 @@ def set_share_enabled(session: Session, agent: Agent, enabled: bool) -> None:
 
 def stage_counts(session: Session, agent_ids: list[int]) -> dict[int, dict[str, int]]:
     """Candidates per stage for each agent, from the maintained counts (never a recount)."""
+    from ..candidates import tally  # (the candidates package imports this one's views)
+
     return tally.by_agent_and_stage(session, agent_ids)
+
+
+def fold_counts_if_due(session: Session) -> bool:
+    """Tidy the maintained counts first when many changes wait (see candidates.tally)."""
+    from ..candidates import tally
+
+    return tally.fold_if_due(session)
 
 
 def list_agents(session: Session, archived: bool) -> list[Agent]:

@@ -9,7 +9,6 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from ..auth.forms import EmptyForm
-from ..candidates import tally
 from ..clock import now
 from ..errors import DomainError
 from ..extensions import db
@@ -79,7 +78,7 @@ def home():
 @bp.get("/agents")
 def index():
     archived = request.args.get("archived") == "1"
-    if tally.fold_if_due(db.session):
+    if services.fold_counts_if_due(db.session):
         db.session.commit()
     agents = services.list_agents(db.session, archived)
     counts = services.stage_counts(db.session, [a.id for a in agents])
@@ -111,7 +110,7 @@ def new():
 @bp.get("/agents/<int:agent_id>")
 def detail(agent_id: int):
     agent = get_agent(agent_id)
-    if tally.fold_if_due(db.session):
+    if services.fold_counts_if_due(db.session):
         db.session.commit()
     counts = services.stage_counts(db.session, [agent.id])[agent.id]
     return render_template("agents/detail.html", agent=agent, counts=counts,

@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from phonenumbers import timezone as phone_timezone
-from sqlalchemy import Integer, Select, bindparam, column, func, or_, select, table, tuple_, update
+from sqlalchemy import Integer, Select, and_, any_, bindparam, column, func, or_, select, table, tuple_, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, joinedload
@@ -398,9 +399,9 @@ SORTS = {
     "name": Candidate.name,
     "stage": Candidate.stage,
 }
-# A filter on agent or stage that matches at most this many candidates is read through
-# ix_candidate_agent_stage / ix_candidate_stage_deadline and sorted (about 10 ms at the cap);
-# a larger one walks the sort's index, where at least one row in a hundred matches.
+# A filter on agent or stage is read through ix_candidate_agent_stage / ix_candidate_stage_deadline
+# and sorted when that reads fewer rows than walking the sort's index would (see
+# ``_read_through_filter``), and never more than this many.
 SORT_AFTER_FILTER = 10_000
 # A search with at most this many matches is read through the search index, counted and
 # sorted; one with more walks the sort's index (its matches are dense there) uncounted.
@@ -504,13 +505,18 @@ class Search:
         digits = "".join(ch for ch in text if ch in "0123456789")
         return cls(text, digits if len(digits) >= 3 else "")
 
-    def like(self):
-        """The condition on a row's own columns (used where no index can help)."""
-        conds = [func.lower(Candidate.name).like(_like(self.text), escape="\\"),
+    def _parts(self, lower) -> list:
+        parts = [lower(Candidate.name).like(_like(self.text), escape="\\"),
                  Candidate.email.like(_like(self.text), escape="\\")]
         if self.digits:
-            conds.append(Candidate.phone.like(_like(self.digits), escape="\\"))
-        return or_(*conds)
+            parts.append(Candidate.phone.like(_like(self.digits), escape="\\"))
+        return parts
+
+    def like(self, dialect: str):
+        """The condition on a row's own columns: what a walk checks row by row, and what
+        PostgreSQL's trigram GIN indexes serve. (SQLite's lower() folds only ASCII; the
+        app's milo_lower() folds like the trigram index does, so both plans agree.)"""
+        return or_(*self._parts(func.milo_lower if dialect == "sqlite" else func.lower))
 
     def fts(self) -> str | None:
         """The query for SQLite's trigram table, or None for text under three characters
@@ -522,22 +528,29 @@ class Search:
             query += f' OR phone : "{self.digits}"'
         return query
 
-    def matching_ids(self, dialect: str) -> Select | None:
-        """SQLite: the ids its trigram index finds; None where there is no such query."""
-        query = self.fts() if dialect == "sqlite" else None
-        if query is None:
-            return None
-        return select(_FTS.c.rowid).where(_FTS.c.candidate_search.op("MATCH")(query))
+    def fts_ids(self) -> Select:
+        """SQLite: the ids of the candidates its trigram table finds (text of 3 or more)."""
+        return select(_FTS.c.rowid).where(_FTS.c.candidate_search.op("MATCH")(self.fts()))
 
-    def condition(self, dialect: str, plan: str = SEARCH):
-        """The search as a condition on candidate, in the form the plan reads it."""
-        ids = self.matching_ids(dialect)
-        if ids is None:
-            # PostgreSQL's GIN indexes serve these LIKEs directly.
-            return self.like()
-        # Read through the index (SEARCH), or checked against the index's matches while
-        # walking the sort's index (WALK: SQLite builds the set of matches once).
-        return (Candidate.id if plan == SEARCH else unindexed(Candidate.id)).in_(ids)
+    def pg_lookup(self):
+        """PostgreSQL: the condition the trigram GIN indexes look up, exact like ``like``.
+
+        For an e-mail address only its part up to the "@" is looked up in the e-mail index
+        (the whole address is checked on the rows found): a domain's trigrams are shared by
+        a large part of the table, and GIN would read every one of their entries.
+        """
+        parts = self._parts(func.lower)
+        local, at, _domain = self.text.partition("@")
+        if at and len(local) >= 2:
+            parts[1] = and_(Candidate.email.like(_like(local + "@"), escape="\\"),
+                            func.concat(Candidate.email, "").like(_like(self.text), escape="\\"))
+        return or_(*parts)
+
+    def condition(self, dialect: str):
+        """The search as one condition on candidate, through the index where there is one."""
+        if dialect == "sqlite" and self.fts() is not None:
+            return Candidate.id.in_(self.fts_ids())
+        return self.like(dialect)
 
 
 def _dialect(session: Session) -> str:
@@ -582,23 +595,53 @@ def _plan(session: Session, filters: ListFilters) -> tuple[str, list, int | None
             return FILTER, _conditions(filters, indexed=()), session.scalar(
                 select(func.count()).where(*_conditions(filters)))
         total = tally.count(session, agent_id, stage, source, channel)
-        if (agent_id or stage) and total <= SORT_AFTER_FILTER:
-            return FILTER, _conditions(filters, indexed=("agent_id", "stage")), total
+        if agent_id or stage:
+            # Rows the filter's index reads, and rows the walk reads on average to fill a
+            # page (the index it walks holds everyone, or this agent's candidates).
+            through_index = tally.count(session, agent_id, stage)
+            walked = tally.count(session, agent_id if filters.sort in AGENT_SORTS else None)
+            if _read_through_filter(through_index, (PAGE_SIZE + 1) * walked / max(total, 1)):
+                return FILTER, _conditions(filters, indexed=("agent_id", "stage")), total
         return WALK, walk, total
+    many = WALK, walk + [search.like(dialect)], None
+    if len(search.text) < 3:
+        return many  # no trigram to look up: and text this short matches many rows anyway
     if dialect == "sqlite":
-        ids = search.matching_ids(dialect)
-        if ids is None:
-            return WALK, walk + [search.like()], None
-        found = session.scalar(select(func.count()).select_from(ids.limit(SEARCH_COUNT_CAP + 1).subquery()))
-    elif len(search.text) >= 3:
-        found = session.scalar(select(func.count()).select_from(
-            select(Candidate.id).where(search.like()).limit(SEARCH_COUNT_CAP + 1).subquery()))
+        lookup = search.fts_ids()
+    elif _estimated_rows(session, select(Candidate.id).where(search.like(dialect))) > SEARCH_COUNT_CAP:
+        # PostgreSQL's statistics say the text is common. A GIN index scan cannot stop
+        # early, and one over trigrams that every row has reads millions of entries.
+        return many
     else:
-        return WALK, walk + [search.like()], None
-    if found > SEARCH_COUNT_CAP:
-        return WALK, walk + [search.condition(dialect, WALK)], None
-    conds = _conditions(filters, indexed=()) + [search.condition(dialect, SEARCH)]
+        lookup = select(Candidate.id).where(search.pg_lookup())
+    # The index's matches, once: counted here, then read by id.
+    ids = session.scalars(lookup.limit(SEARCH_COUNT_CAP + 1)).all()
+    if len(ids) > SEARCH_COUNT_CAP:
+        # Common text: one row in a few hundred or more matches, so walking the sort's
+        # index and checking each row finds a page soon.
+        return many
+    conds = _conditions(filters, indexed=()) + [_id_in(ids, dialect)]
+    if not any(filters.valid()) and not filters.ids:
+        return SEARCH, conds, len(ids)  # (erased candidates have no name, e-mail or phone left)
     return SEARCH, conds, session.scalar(select(func.count()).where(*conds))
+
+
+def _id_in(ids: list[int], dialect: str):
+    if dialect == "postgresql":
+        return Candidate.id == any_(bindparam(None, ids, type_=postgresql.ARRAY(Integer)))
+    return Candidate.id.in_(ids)
+
+
+def _estimated_rows(session: Session, query: Select) -> float:
+    """PostgreSQL's estimate of how many rows a query returns (EXPLAIN: plans, runs nothing)."""
+    compiled = query.compile(session.get_bind())
+    plan = session.connection().exec_driver_sql("EXPLAIN (FORMAT JSON) " + str(compiled), compiled.params).scalar()
+    return float(plan[0]["Plan"]["Plan Rows"])
+
+
+def _read_through_filter(through_index: int, walked: float) -> bool:
+    """Whether reading the filter's matches and sorting them beats walking the sort's index."""
+    return through_index <= SORT_AFTER_FILTER and through_index < walked
 
 
 def _sort_value(candidate: Candidate, sort: str):
