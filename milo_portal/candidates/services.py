@@ -7,7 +7,7 @@ import binascii
 import csv
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Iterable, Iterator
 from zoneinfo import ZoneInfo
@@ -740,6 +740,7 @@ def list_candidates(session: Session, filters: ListFilters) -> CandidatePage:
     back from it lands on the same pages as paging forward from the first.
     """
     sort = filters.sort if filters.sort in SORTS else "added"
+    filters = replace(filters, sort=sort)
     plan, conds, total = _plan(session, filters)
 
     def read(cursor, forward: bool, size: int = PAGE_SIZE) -> tuple[list[Candidate], bool]:
