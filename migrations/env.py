@@ -101,6 +101,9 @@ def run_migrations_online():
 
     conf_args.setdefault("compare_type", True)
     conf_args.setdefault("render_item", render_item)
+    from milo_portal.models import described_by_models
+
+    conf_args.setdefault("include_object", described_by_models)
 
     connectable = get_engine()
 

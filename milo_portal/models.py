@@ -283,11 +283,24 @@ class Candidate(db.Model):
         CheckConstraint(_in("source", SOURCES), name="source"),
         Index("ix_candidate_agent_stage", "agent_id", "stage"),
         Index("ix_candidate_stage_deadline", "stage", "deadline_at"),
-        Index("ix_candidate_created_at", "created_at"),
-        Index("ix_candidate_last_activity_at", "last_activity_at"),
         Index("ix_candidate_email", "email"),
         Index("ix_candidate_phone", "phone"),
+        # One index per sort of the candidates list, ending in id: a page is read in index
+        # order from its keyset cursor (sort value, id), never counted past or sorted whole.
+        # One agent's list has its own for the two usual sorts: an agent's candidates arrive
+        # in one hiring season, and walking everyone's index to find an old agent's would
+        # pass every newer candidate first. (Each index costs every insert a little.)
+        Index("ix_candidate_sort_added", "created_at", "id"),
+        Index("ix_candidate_sort_activity", "last_activity_at", "id"),
+        Index("ix_candidate_sort_deadline", "deadline_at", "id"),
+        Index("ix_candidate_sort_invited", "invited_at", "id"),
+        Index("ix_candidate_sort_name", "name", "id"),
+        Index("ix_candidate_sort_stage", "stage", "id"),
+        Index("ix_candidate_agent_sort_added", "agent_id", "created_at", "id"),
+        Index("ix_candidate_agent_sort_activity", "agent_id", "last_activity_at", "id"),
     )
+    # Search indexes that the models do not describe (SQLite: an FTS5 trigram table kept by
+    # triggers; PostgreSQL: pg_trgm GIN indexes) are made by migration 0006_fast_candidate_lists.
 
     id: Mapped[int] = mapped_column(primary_key=True)
     agent_id: Mapped[int] = mapped_column(ForeignKey("agent.id", ondelete="CASCADE"))
@@ -324,6 +337,38 @@ class Candidate(db.Model):
     answers: Mapped[list["Answer"]] = relationship(
         back_populates="candidate", order_by="Answer.position", cascade="all, delete-orphan"
     )
+
+
+class CandidateCount(db.Model):
+    """How many candidates (not erased) an agent has per stage, source and channel.
+
+    Written only by database triggers on ``candidate`` (migration 0006_fast_candidate_lists),
+    in the same transaction as the change, so no code path can forget it. Each change
+    appends a +1/-1 row instead of updating a shared counter: on PostgreSQL two transactions
+    moving candidates of the same agent never wait on each other or deadlock. Readers sum the
+    rows; ``candidates.tally.fold`` replaces the appended rows by their sums now and then.
+    """
+
+    __tablename__ = "candidate_count"
+    __table_args__ = (
+        Index("ix_candidate_count_agent_stage", "agent_id", "stage"),
+        Index("ix_candidate_count_folded", "folded"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # No foreign key: a trigger writes here while an agent's candidates are being deleted.
+    agent_id: Mapped[int] = mapped_column(Integer)
+    stage: Mapped[str] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(20))
+    channel: Mapped[str] = mapped_column(String(20))
+    n: Mapped[int] = mapped_column(Integer)
+    # False for a +1/-1 appended by a trigger, true for a sum written by a fold.
+    folded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+# The triggers on candidate write into candidate_count: it is created before and emptied
+# after candidate (tests empty tables in reverse dependency order).
+Candidate.__table__.add_is_dependent_on(CandidateCount.__table__)
 
 
 class Answer(db.Model):
@@ -563,3 +608,15 @@ class RateHit(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(300))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# --- objects only the migrations describe -------------------------------------------------
+
+def described_by_models(obj, name, type_, reflected, compare_to) -> bool:
+    """Alembic's include_object: leave out the search objects the models cannot describe.
+
+    Migration 0006_fast_candidate_lists makes them per database (SQLite: the FTS5 table
+    ``candidate_search`` and its shadow tables; PostgreSQL: trigram GIN indexes named
+    ``ix_candidate_search_*``), so autogenerate must neither drop nor recreate them.
+    """
+    return not (name or "").startswith(("candidate_search", "ix_candidate_search_"))

@@ -154,6 +154,16 @@ def _people(agent, n, **fields):
     return out
 
 
+def _link(body: str, rel: str) -> str:
+    """The URL of the pager's link with this rel (next, prev), unescaped."""
+    import html
+    import re
+
+    match = re.search(r'<a href="([^"]+)"[^>]*rel="%s"' % rel, body)
+    assert match, f"no {rel} link"
+    return "/candidates" + html.unescape(match.group(1))
+
+
 def test_list_filters_searches_sorts_and_pages(auth, client):
     one, two = make_agent("Welder"), make_agent("Painter")
     _people(one, 60)
@@ -162,8 +172,9 @@ def test_list_filters_searches_sorts_and_pages(auth, client):
     db.session.commit()
     body = client.get("/candidates").get_data(as_text=True)
     assert "61 candidates" in body and "Page 1 of 2" in body
-    page2 = client.get("/candidates?page=2").get_data(as_text=True)
-    assert page2.count('name="ids"') == 11
+    # Pages are keyset pages: page 2 is the "Next" link (a cursor), no longer ?page=2.
+    page2 = client.get(_link(body, "next")).get_data(as_text=True)
+    assert page2.count('name="ids"') == 11 and "Page 2 of 2" in page2
     assert "Grace Hopper" in client.get("/candidates?q=grace").get_data(as_text=True)
     assert ">1 candidate</span>" in client.get("/candidates?q=555 0100").get_data(as_text=True)
     assert ">1 candidate</span>" in client.get("/candidates?stage=started").get_data(as_text=True)

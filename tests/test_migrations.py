@@ -5,11 +5,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from milo_portal.extensions import db
+from milo_portal.models import described_by_models
 
 
 def test_it_has_no_difference_between_migrations_and_models(app):
     with db.engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(conn, opts={"compare_type": True,
+                                                           "include_object": described_by_models})
         diff = compare_metadata(context, db.metadata)
     assert diff == []
 

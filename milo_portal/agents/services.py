@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlencode
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from ..errors import DomainError
-from ..models import ROLE_LEVELS, Agent, Candidate, Question, Stage, User, new_token
+from ..models import ROLE_LEVELS, Agent, Question, User, new_token
 
 MAX_QUESTIONS = 30
 MAX_QUESTION_LENGTH = 1000
@@ -179,18 +179,17 @@ def set_share_enabled(session: Session, agent: Agent, enabled: bool) -> None:
 # --- listing ------------------------------------------------------------------------------
 
 def stage_counts(session: Session, agent_ids: list[int]) -> dict[int, dict[str, int]]:
-    """Candidates per stage for each agent, in one grouped query."""
-    counts: dict[int, dict[str, int]] = {a: {s: 0 for s in Stage.ALL} for a in agent_ids}
-    if not agent_ids:
-        return counts
-    rows = session.execute(
-        select(Candidate.agent_id, Candidate.stage, func.count())
-        .where(Candidate.agent_id.in_(agent_ids), Candidate.erased_at.is_(None))
-        .group_by(Candidate.agent_id, Candidate.stage)
-    )
-    for agent_id, stage, n in rows:
-        counts[agent_id][stage] = n
-    return counts
+    """Candidates per stage for each agent, from the maintained counts (never a recount)."""
+    from ..candidates import tally  # (the candidates package imports this one's views)
+
+    return tally.by_agent_and_stage(session, agent_ids)
+
+
+def fold_counts_if_due(session: Session) -> bool:
+    """Tidy the maintained counts first when many changes wait (see candidates.tally)."""
+    from ..candidates import tally
+
+    return tally.fold_if_due(session)
 
 
 def list_agents(session: Session, archived: bool) -> list[Agent]:

@@ -42,6 +42,8 @@ def home():
 @bp.get("/agents")
 def index():
     archived = request.args.get("archived") == "1"
+    if services.fold_counts_if_due(db.session):
+        db.session.commit()
     agents = services.list_agents(db.session, archived)
     counts = services.stage_counts(db.session, [a.id for a in agents])
     return render_template("agents/index.html", agents=agents, counts=counts, archived=archived)
@@ -72,6 +74,8 @@ def new():
 @bp.get("/agents/<int:agent_id>")
 def detail(agent_id: int):
     agent = get_agent(agent_id)
+    if services.fold_counts_if_due(db.session):
+        db.session.commit()
     counts = services.stage_counts(db.session, [agent.id])[agent.id]
     return render_template("agents/detail.html", agent=agent, counts=counts,
                            question_form=QuestionForm(), action_form=EmptyForm(),

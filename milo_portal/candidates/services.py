@@ -2,9 +2,12 @@
 recruiter actions that queue outbox messages, and erasure."""
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import io
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Iterable, Iterator
 from zoneinfo import ZoneInfo
@@ -12,20 +15,24 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from phonenumbers import timezone as phone_timezone
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import Integer, Select, and_, any_, bindparam, column, func, or_, select, table, tuple_, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from ..errors import DomainError
 from ..followups.rules import next_allowed, rules_for
 from ..forms_common import country_zones, timezone_names
 from ..headers import one_line
 from ..models import (
-    CHANNELS, SOURCES, Agent, Candidate, Event, Message, MessageStatus, Stage, new_token,
+    CHANNELS, SOURCES, Agent, Candidate, Event, Message, MessageStatus, Stage, UTCDateTime, new_token,
 )
 from ..settings.services import get_settings
 from ..transactions import read_only
-from . import stages
+from . import stages, tally
 
 PAGE_SIZE = 50
 MESSAGE_CHANNELS = ("email", "sms", "whatsapp")
@@ -400,6 +407,15 @@ def erase_candidate(session: Session, candidate: Candidate, now: datetime, actor
 
 
 # --- listing ------------------------------------------------------------------------------
+#
+# The list stays fast at a million candidates because nothing in it grows with the table:
+# - totals come from maintained counts (``tally``), or from counting a search's matches
+#   through its index up to a cap;
+# - pages are keyset pages: the rows after (or before) a cursor holding the last row's sort
+#   value and id, read in the order of an index, so a deep page costs what the first does;
+# - the search goes through a trigram index (SQLite: FTS5 table ``candidate_search``;
+#   PostgreSQL: pg_trgm GIN indexes), both made by migration 0006_fast_candidate_lists.
+# Each page is read one of three ways, chosen from those counts (see ``_plan``).
 
 SORTS = {
     "added": Candidate.created_at,
@@ -409,11 +425,28 @@ SORTS = {
     "name": Candidate.name,
     "stage": Candidate.stage,
 }
+# A filter on agent or stage is read through ix_candidate_agent_stage / ix_candidate_stage_deadline
+# and sorted when that reads fewer rows than walking the sort's index would (see
+# ``_read_through_filter``), and never more than this many.
+SORT_AFTER_FILTER = 10_000
+# A search with at most this many matches is read through the search index, counted and
+# sorted; one with more walks the sort's index (its matches are dense there) uncounted.
+SEARCH_COUNT_CAP = 5_000
+
+WALK, FILTER, SEARCH = "walk", "filter", "search"
+# Sorts with an index for one agent's candidates (ix_candidate_agent_sort_*, and
+# ix_candidate_agent_stage for stage: on SQLite every index ends in the row id).
+AGENT_SORTS = ("added", "activity", "stage")
 
 
 @dataclass
 class ListFilters:
-    """What the candidates list is filtered, searched and sorted by."""
+    """What the candidates list is filtered, searched and sorted by, and which page it shows.
+
+    ``after`` / ``before`` are cursors (see ``encode_cursor``): the page after or before
+    that row. ``last`` asks for the last page. None of them: the first page. ``page`` is
+    only the number shown (carried along in the links, never used to find rows).
+    """
 
     agent_id: int | None = None
     stage: str | None = None
@@ -422,8 +455,28 @@ class ListFilters:
     q: str = ""
     sort: str = "added"
     desc: bool = True
-    page: int = 1
+    after: str | None = None
+    before: str | None = None
+    last: bool = False
+    page: int | None = None
     ids: list[int] = field(default_factory=list)
+
+    def valid(self) -> tuple[int | None, str | None, str | None, str | None]:
+        """(agent, stage, source, channel), each None when absent or not a known value."""
+        return (self.agent_id or None, self.stage if self.stage in Stage.ALL else None,
+                self.source if self.source in SOURCES else None,
+                self.channel if self.channel in CHANNELS else None)
+
+
+@dataclass
+class CandidatePage:
+    """One page of the list: its rows, the total (None: too many search matches to count),
+    and cursors for the pages before and after it (None at either end)."""
+
+    rows: list[Candidate]
+    total: int | None
+    before: str | None = None
+    after: str | None = None
 
 
 def _like(text: str) -> str:
@@ -431,46 +484,321 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-def filtered(filters: ListFilters) -> Select:
-    """The SELECT of candidates matching the filters (not erased), without order or paging."""
-    query = select(Candidate).where(Candidate.erased_at.is_(None))
-    if filters.agent_id:
-        query = query.where(Candidate.agent_id == filters.agent_id)
-    if filters.stage in Stage.ALL:
-        query = query.where(Candidate.stage == filters.stage)
-    if filters.source in SOURCES:
-        query = query.where(Candidate.source == filters.source)
-    if filters.channel in CHANNELS:
-        query = query.where(Candidate.channel == filters.channel)
+class unindexed(ColumnElement):
+    """A column that SQLite's planner may not use an index for: ``+column`` (a no-op).
+
+    The list tells SQLite which index each plan reads by leaving only that index usable;
+    SQLite has no statistics unless someone runs ANALYZE and would otherwise often read a
+    filter's index and sort 300,000 rows for a page of 50. PostgreSQL plans from its own
+    statistics: there it is the plain column.
+    """
+
+    inherit_cache = True
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, column) -> None:
+        self.column = column
+        self.type = column.type
+
+
+@compiles(unindexed)
+def _compile_unindexed(element, compiler, **kw):
+    return compiler.process(element.column, **kw)
+
+
+@compiles(unindexed, "sqlite")
+def _compile_unindexed_sqlite(element, compiler, **kw):
+    return "+" + compiler.process(element.column, **kw)
+
+
+_FTS = table("candidate_search", column("rowid", Integer), column("candidate_search"))
+
+
+@dataclass(frozen=True)
+class Search:
+    """The search box: a substring of the name or e-mail (any case), or of the phone's
+    digits when the text has three digits or more ("555 0100" finds +14155550100)."""
+
+    text: str
+    digits: str
+
+    @classmethod
+    def parse(cls, q: str) -> "Search | None":
+        """The search for the box's text, or None when it is blank."""
+        text = (q or "").strip().lower()
+        if not text:
+            return None
+        digits = "".join(ch for ch in text if ch in "0123456789")
+        return cls(text, digits if len(digits) >= 3 else "")
+
+    def _parts(self, lower) -> list:
+        parts = [lower(Candidate.name).like(_like(self.text), escape="\\"),
+                 Candidate.email.like(_like(self.text), escape="\\")]
+        if self.digits:
+            parts.append(Candidate.phone.like(_like(self.digits), escape="\\"))
+        return parts
+
+    def like(self, dialect: str):
+        """The condition on a row's own columns: what a walk checks row by row, and what
+        PostgreSQL's trigram GIN indexes serve. (SQLite's lower() folds only ASCII; the
+        app's milo_lower() folds like the trigram index does, so both plans agree.)"""
+        return or_(*self._parts(func.milo_lower if dialect == "sqlite" else func.lower))
+
+    def fts(self) -> str | None:
+        """The query for SQLite's trigram table, or None for text under three characters
+        (a trigram index cannot find those; they match so many rows that walking is fast)."""
+        if len(self.text) < 3:
+            return None
+        query = '{name email} : "' + self.text.replace('"', '""') + '"'
+        if self.digits:
+            query += f' OR phone : "{self.digits}"'
+        return query
+
+    def fts_ids(self) -> Select:
+        """SQLite: the ids of the candidates its trigram table finds (text of 3 or more)."""
+        return select(_FTS.c.rowid).where(_FTS.c.candidate_search.op("MATCH")(self.fts()))
+
+    def pg_lookup(self):
+        """PostgreSQL: the condition the trigram GIN indexes look up, exact like ``like``.
+
+        For an e-mail address only its part up to the "@" is looked up in the e-mail index
+        (the whole address is checked on the rows found): a domain's trigrams are shared by
+        a large part of the table, and GIN would read every one of their entries.
+        """
+        parts = self._parts(func.lower)
+        local, at, _domain = self.text.partition("@")
+        if at and len(local) >= 2:
+            parts[1] = and_(Candidate.email.like(_like(local + "@"), escape="\\"),
+                            func.concat(Candidate.email, "").like(_like(self.text), escape="\\"))
+        return or_(*parts)
+
+    def condition(self, dialect: str):
+        """The search as one condition on candidate, through the index where there is one."""
+        if dialect == "sqlite" and self.fts() is not None:
+            return Candidate.id.in_(self.fts_ids())
+        return self.like(dialect)
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def _conditions(filters: ListFilters, indexed: tuple[str, ...] = ("agent_id", "stage", "source", "channel")) -> list:
+    """Erased rows out, and the filters; those not in ``indexed`` hidden from SQLite's planner."""
+    conds = [Candidate.erased_at.is_(None)]
+    for name, value in zip(("agent_id", "stage", "source", "channel"), filters.valid()):
+        if value is not None:
+            column = getattr(Candidate, name)
+            conds.append((column if name in indexed else unindexed(column)) == value)
     if filters.ids:
-        query = query.where(Candidate.id.in_(filters.ids))
-    q = filters.q.strip().lower()
-    if q:
-        conds = [func.lower(Candidate.name).like(_like(q), escape="\\"),
-                 Candidate.email.like(_like(q), escape="\\")]
-        digits = "".join(ch for ch in q if ch.isdigit())
-        if len(digits) >= 3:
-            conds.append(Candidate.phone.like(_like(digits), escape="\\"))
-        query = query.where(or_(*conds))
+        conds.append(Candidate.id.in_(filters.ids))
+    return conds
+
+
+def filtered(filters: ListFilters, dialect: str = "") -> Select:
+    """The SELECT of candidates matching the filters (not erased), without order or paging."""
+    query = select(Candidate).where(*_conditions(filters))
+    search = Search.parse(filters.q)
+    if search is not None:
+        query = query.where(search.condition(dialect))
     return query
 
 
-def list_candidates(session: Session, filters: ListFilters) -> tuple[list[Candidate], int]:
-    """One page of candidates with their agents (one query for rows, one for the count)."""
-    base = filtered(filters)
-    total = session.scalar(select(func.count()).select_from(base.subquery()))
-    column = SORTS.get(filters.sort, Candidate.created_at)
-    order = column.desc() if filters.desc else column.asc()
-    if filters.desc:
-        order = order.nulls_last()
+def _plan(session: Session, filters: ListFilters) -> tuple[str, list, int | None]:
+    """How to read the pages: (plan, conditions, total or None when not counted).
+
+    WALK reads the sort's index in order and skips rows that do not match: fast when
+    matches are common. FILTER reads a few matches through the filter's index and sorts
+    them. SEARCH reads a few matches through the search index and sorts them.
+    """
+    dialect = _dialect(session)
+    agent_id, stage, source, channel = filters.valid()
+    # One agent's list walks an index that starts with the agent where there is one.
+    walk = _conditions(filters, indexed=("agent_id",) if filters.sort in AGENT_SORTS else ())
+    search = Search.parse(filters.q)
+    if search is None:
+        if filters.ids:
+            return FILTER, _conditions(filters, indexed=()), session.scalar(
+                select(func.count()).where(*_conditions(filters)))
+        total = tally.count(session, agent_id, stage, source, channel)
+        if agent_id or stage:
+            # Rows the filter's index reads, and rows the walk reads on average to fill a
+            # page (the index it walks holds everyone, or this agent's candidates).
+            through_index = tally.count(session, agent_id, stage)
+            walked = tally.count(session, agent_id if filters.sort in AGENT_SORTS else None)
+            if _read_through_filter(through_index, (PAGE_SIZE + 1) * walked / max(total, 1)):
+                return FILTER, _conditions(filters, indexed=("agent_id", "stage")), total
+        return WALK, walk, total
+    many = WALK, walk + [search.like(dialect)], None
+    if len(search.text) < 3:
+        return many  # no trigram to look up: and text this short matches many rows anyway
+    if dialect == "sqlite":
+        lookup = search.fts_ids()
+    elif _estimated_rows(session, select(Candidate.id).where(search.like(dialect))) > SEARCH_COUNT_CAP:
+        # PostgreSQL's statistics say the text is common. A GIN index scan cannot stop
+        # early, and one over trigrams that every row has reads millions of entries.
+        return many
     else:
-        order = order.nulls_last()
-    rows = session.scalars(
-        base.options(joinedload(Candidate.agent))
-        .order_by(order, Candidate.id.desc() if filters.desc else Candidate.id.asc())
-        .limit(PAGE_SIZE).offset((max(filters.page, 1) - 1) * PAGE_SIZE)
-    ).all()
-    return list(rows), total or 0
+        lookup = select(Candidate.id).where(search.pg_lookup())
+    # The index's matches, once: counted here, then read by id.
+    ids = session.scalars(lookup.limit(SEARCH_COUNT_CAP + 1)).all()
+    if len(ids) > SEARCH_COUNT_CAP:
+        # Common text: one row in a few hundred or more matches, so walking the sort's
+        # index and checking each row finds a page soon.
+        return many
+    conds = _conditions(filters, indexed=()) + [_id_in(ids, dialect)]
+    if not any(filters.valid()) and not filters.ids:
+        return SEARCH, conds, len(ids)  # (erased candidates have no name, e-mail or phone left)
+    return SEARCH, conds, session.scalar(select(func.count()).where(*conds))
+
+
+def _id_in(ids: list[int], dialect: str):
+    if dialect == "postgresql":
+        return Candidate.id == any_(bindparam(None, ids, type_=postgresql.ARRAY(Integer)))
+    return Candidate.id.in_(ids)
+
+
+def _estimated_rows(session: Session, query: Select) -> float:
+    """PostgreSQL's estimate of how many rows a query returns (EXPLAIN: plans, runs nothing)."""
+    compiled = query.compile(session.get_bind())
+    plan = session.connection().exec_driver_sql("EXPLAIN (FORMAT JSON) " + str(compiled), compiled.params).scalar()
+    return float(plan[0]["Plan"]["Plan Rows"])
+
+
+def _read_through_filter(through_index: int, walked: float) -> bool:
+    """Whether reading the filter's matches and sorting them beats walking the sort's index."""
+    return through_index <= SORT_AFTER_FILTER and through_index < walked
+
+
+def _sort_value(candidate: Candidate, sort: str):
+    return getattr(candidate, SORTS[sort].key)
+
+
+def encode_cursor(candidate: Candidate, sort: str) -> str:
+    """An opaque URL-safe cursor for this row's place in a list sorted by ``sort``."""
+    value = _sort_value(candidate, sort)
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    raw = json.dumps([value, candidate.id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(token: str | None, sort: str) -> tuple[object, int] | None:
+    """(sort value, id) from a cursor; None for a missing or malformed one (the first page)."""
+    if not token:
+        return None
+    try:
+        value, row_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if not isinstance(row_id, int) or not (value is None or isinstance(value, str)):
+            return None
+        if value is not None and isinstance(SORTS[sort].type, UTCDateTime):
+            value = datetime.fromisoformat(value)
+            if value.tzinfo is None:
+                return None
+    except (ValueError, TypeError, binascii.Error):
+        return None
+    return value, row_id
+
+
+def _read(session: Session, plan: str, conds: list, sort: str, desc: bool, cursor, forward: bool,
+          limit: int) -> list[Candidate]:
+    """Up to ``limit`` rows from the cursor on, in list order (``forward``) or backwards.
+
+    The list's order is: rows with a sort value by (value, id), then, for a column that may
+    be empty, rows without one by id, both in the chosen direction ("nulls last" either
+    way, alike on SQLite and PostgreSQL). Each part is read on its own with a plain
+    row-value comparison, so either part's index serves it.
+    """
+    attribute = SORTS[sort]
+    nullable = Candidate.__table__.c[attribute.key].nullable
+    wrap = (lambda c: c) if plan == WALK else unindexed
+    value_col, id_col = wrap(attribute), wrap(Candidate.id)
+    parts = [False, True] if nullable else [False]  # True: the part without a value
+    if not forward:
+        parts.reverse()
+    going_down = desc if forward else not desc
+    if cursor is not None:
+        parts = parts[parts.index(cursor[0] is None):]
+    rows: list[Candidate] = []
+    for empty in parts:
+        where = list(conds)
+        if empty:
+            where.append(value_col.is_(None))
+            if cursor is not None:
+                where.append(id_col < cursor[1] if going_down else id_col > cursor[1])
+            order = [id_col.desc() if going_down else id_col.asc()]
+        else:
+            if nullable:
+                where.append(value_col.is_not(None))
+            if cursor is not None:
+                key = tuple_(value_col, id_col)
+                at = tuple_(bindparam(None, cursor[0], type_=attribute.type), bindparam(None, cursor[1], type_=Integer))
+                where.append(key < at if going_down else key > at)
+            order = [value_col.desc(), id_col.desc()] if going_down else [value_col.asc(), id_col.asc()]
+        rows += session.scalars(select(Candidate).where(*where).order_by(*order)
+                                .options(joinedload(Candidate.agent)).limit(limit - len(rows))).all()
+        if len(rows) >= limit:
+            break
+        cursor = None  # the next part is read whole
+    return rows
+
+
+DATE_SORTS = ("added", "activity", "deadline", "invited")
+
+
+def date_cursor(day: date, tz_name: str, sort: str, desc: bool) -> str | None:
+    """A cursor that starts a date-sorted list at ``day`` (in the recruiter's zone).
+
+    Newest first: the rows before the next midnight; oldest first: the rows from that
+    midnight on. Ids are positive, so id 0 sits before every row of the same instant.
+    """
+    if sort not in DATE_SORTS:
+        return None
+    midnight = datetime.combine(day + timedelta(days=1) if desc else day, time(0), tzinfo=ZoneInfo(tz_name))
+    raw = json.dumps([midnight.astimezone(ZoneInfo("UTC")).isoformat(), 0], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def list_candidates(session: Session, filters: ListFilters) -> CandidatePage:
+    """One page of candidates with their agents, the total, and cursors to move on.
+
+    With a known total the last page holds the remainder (61 rows: 50, then 11), so paging
+    back from it lands on the same pages as paging forward from the first.
+    """
+    sort = filters.sort if filters.sort in SORTS else "added"
+    filters = replace(filters, sort=sort)
+    plan, conds, total = _plan(session, filters)
+
+    def read(cursor, forward: bool, size: int = PAGE_SIZE) -> tuple[list[Candidate], bool]:
+        rows = _read(session, plan, conds, sort, filters.desc, cursor, forward, size + 1)
+        more = len(rows) > size
+        rows = rows[:size]
+        return (rows if forward else rows[::-1]), more
+
+    before = decode_cursor(filters.before, sort)
+    after = decode_cursor(filters.after, sort)
+    if before is not None:
+        rows, has_before = read(before, forward=False)
+        has_after = True
+        if not has_before:
+            # Back at the start: show a full first page rather than a short one.
+            rows, has_after = read(None, forward=True)
+    elif filters.last:
+        rows, has_before = read(None, forward=False, size=(total % PAGE_SIZE or PAGE_SIZE) if total else PAGE_SIZE)
+        has_after = False
+    else:
+        rows, has_after = read(after, forward=True)
+        has_before = after is not None
+        if not rows and after is not None:
+            # Past the end (the rows after the cursor went away): show the last page.
+            rows, has_before = read(None, forward=False)
+    if total is None and not has_before and not has_after:
+        total = len(rows)  # everything that matches is on this one page
+    return CandidatePage(
+        rows=rows, total=total,
+        before=encode_cursor(rows[0], sort) if has_before and rows else None,
+        after=encode_cursor(rows[-1], sort) if has_after and rows else None,
+    )
 
 
 CSV_HEADER = ["id", "name", "email", "phone", "interview", "stage", "source", "source detail", "channel",
@@ -496,7 +824,7 @@ def export_csv(session: Session, filters: ListFilters) -> Iterator[str]:
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(CSV_HEADER)
-    query = filtered(filters).options(joinedload(Candidate.agent)).order_by(Candidate.id)
+    query = filtered(filters, _dialect(session)).options(joinedload(Candidate.agent)).order_by(Candidate.id)
     for c in session.scalars(query.execution_options(yield_per=1000)):
         writer.writerow([csv_safe(v) for v in (
             c.id, c.name, c.email, c.phone, c.agent.title, c.stage, c.source, c.source_detail, c.channel,

@@ -1,8 +1,9 @@
 """Add Candidates, the candidates list, and the candidate page."""
 from __future__ import annotations
 
+from datetime import date
 from zoneinfo import ZoneInfo
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from flask import (Response, abort, current_app, flash, redirect, render_template, request,
                    stream_with_context, url_for)
@@ -162,29 +163,61 @@ def validate_field():
 def _filters() -> services.ListFilters:
     args = request.values  # a bulk action posts the ids and keeps the filters in its URL
     sort = args.get("sort", "added")
+    sort = sort if sort in services.SORTS else "added"
+    desc = args.get("dir", "desc") != "asc"
+    after = (args.get("after") or "")[:300] or None
+    page = int_arg(args, "page", None, minimum=1, maximum=PAGE_MAX)
+    day = args.get("from", "")
+    if day and not after:
+        # "Go to date": a cursor at that day's midnight; the page number is not known there.
+        try:
+            after = services.date_cursor(date.fromisoformat(day), current_user.timezone, sort, desc)
+        except ValueError:
+            after = None
+        page = None
     return services.ListFilters(
         agent_id=int_arg(args, "agent_id"), stage=args.get("stage") or None,
         source=args.get("source") or None, channel=args.get("channel") or None,
-        q=(args.get("q") or "")[:100], sort=sort if sort in services.SORTS else "added",
-        desc=args.get("dir", "desc") != "asc", page=int_arg(args, "page", 1, minimum=1, maximum=PAGE_MAX),
+        q=(args.get("q") or "")[:100], sort=sort, desc=desc,
+        after=after, before=(args.get("before") or "")[:300] or None, last=args.get("last") == "1",
+        page=page if page and page > 0 else None,
         ids=int_list_arg(args, "ids"),
     )
 
 
-def _query_string(filters: services.ListFilters, **over) -> str:
+def _query_string(filters: services.ListFilters, position: bool = True, **over) -> str:
+    """The list's URL query: its filters and sort, and (``position``) the page it is on."""
     values = {"agent_id": filters.agent_id or "", "stage": filters.stage or "", "source": filters.source or "",
               "channel": filters.channel or "", "q": filters.q, "sort": filters.sort,
-              "dir": "desc" if filters.desc else "asc", "page": filters.page}
+              "dir": "desc" if filters.desc else "asc"}
+    if position:
+        values.update(after=filters.after, before=filters.before, last="1" if filters.last else "",
+                      page=filters.page)
     values.update(over)
     return urlencode({k: v for k, v in values.items() if v not in ("", None)})
+
+
+def _page_number(filters: services.ListFilters, result: services.CandidatePage, pages: int | None) -> int | None:
+    """Which page this is, when known: keyset pages carry their number in the URL."""
+    if result.before is None:
+        return 1
+    if filters.last and pages:
+        return pages
+    return filters.page
 
 
 @bp.get("/candidates")
 def index():
     filters = _filters()
-    rows, total = services.list_candidates(db.session, filters)
+    if services.tally.fold_if_due(db.session):
+        db.session.commit()
+    result = services.list_candidates(db.session, filters)
+    pages = -(-result.total // services.PAGE_SIZE) if result.total is not None else None
     agent = db.session.get(Agent, filters.agent_id) if filters.agent_id else None
-    ctx = dict(rows=rows, total=total, filters=filters, agent=agent, page_size=services.PAGE_SIZE,
+    ctx = dict(rows=result.rows, total=result.total, result=result, filters=filters, agent=agent,
+               pages=pages, page_number=_page_number(filters, result, pages),
+               date_sort=filters.sort in services.DATE_SORTS,
+               filter_fields=parse_qsl(_query_string(filters, position=False)),
                qs=lambda **over: _query_string(filters, **over), stages=Stage.ALL, sources=SOURCES,
                channels=CHANNELS, channel_labels=services.CHANNEL_LABELS, bulk_form=BulkForm(),
                agents=db.session.scalars(select(Agent).order_by(Agent.title)).all())
@@ -228,7 +261,7 @@ def export():
 def bulk():
     form = BulkForm()
     filters = _filters()
-    back = url_for("candidates.index") + "?" + _query_string(filters, page=filters.page)
+    back = url_for("candidates.index") + "?" + _query_string(filters)
     if not form.validate_on_submit():
         flash("Choose an action and at least one candidate.", "error")
         return redirect(back)
