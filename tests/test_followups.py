@@ -507,3 +507,13 @@ def test_a_backlog_plans_reminder_2_only_after_reminder_1_has_gone(world, smtp):
     assert kinds(c, MessageStatus.SENT) == [("invite", 1), ("reminder", 1)]
     plan(db.session, MON_10 + timedelta(hours=50))
     assert ("reminder", 2) in kinds(c)
+
+
+def test_the_schedule_says_a_queued_invite_to_a_starter_will_be_cancelled(world):
+    """A queued invite to someone who already started is shown as what will happen to it."""
+    c = add(world, MON_10)  # invite queued
+    cs.stages.move(db.session, c, Stage.STARTED, MON_10 + timedelta(minutes=5))
+    db.session.commit()
+    schedule = upcoming(db.session, c, MON_10 + timedelta(minutes=10))
+    invite = next(i for i in schedule.items if i.kind == "invite")
+    assert invite.status == "will_be_cancelled" and "opened their link" in invite.rule

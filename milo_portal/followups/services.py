@@ -723,8 +723,19 @@ def upcoming(session: Session, candidate: Candidate, now: datetime) -> Schedule:
     settings = get_settings(session)
     rules = rules_for(settings, candidate.agent)
     messages = session.scalars(select(Message).where(Message.candidate_id == candidate.id)).all()
-    items = [Upcoming(m.scheduled_for, m.kind, m.channel, m.status, m.rule or "") for m in messages
-             if m.status in (MessageStatus.SCHEDULED, MessageStatus.SENDING, MessageStatus.IN_DOUBT)]
+    items = []
+    for m in messages:
+        if m.status not in (MessageStatus.SCHEDULED, MessageStatus.SENDING, MessageStatus.IN_DOUBT):
+            continue
+        rule = m.rule or ""
+        if m.status == MessageStatus.SCHEDULED:
+            # What the dispatcher will do with it, as it would decide now (a queued invite to
+            # someone who already started is cancelled, not sent).
+            decision = decide(session, m, candidate, rules, max(now, m.scheduled_for))
+            if decision.action == "cancel":
+                items.append(Upcoming(m.scheduled_for, m.kind, m.channel, "will_be_cancelled", decision.reason))
+                continue
+        items.append(Upcoming(m.scheduled_for, m.kind, m.channel, m.status, rule))
     have = {(m.kind, m.step) for m in messages}
     counted = sum(1 for m in messages if m.kind in FOLLOW_UP_KINDS and m.status in (
         MessageStatus.SENT, MessageStatus.SCHEDULED, MessageStatus.SENDING, MessageStatus.IN_DOUBT))
