@@ -62,7 +62,9 @@ def clock(minutes: int | None) -> str:
 
 def check_offsets(form, field) -> None:
     """Reminder offsets: whole hours, comma separated, e.g. "24, 48"."""
-    if field.data and not all(p.strip().isdigit() and 0 < int(p) <= 24 * 30 for p in field.data.split(",")):
+    # isascii(): str.isdigit() accepts "²", which int() then refuses.
+    if field.data and not all(p.strip().isascii() and p.strip().isdigit() and 0 < int(p) <= 24 * 30
+                              for p in field.data.split(",")):
         raise ValidationError("Whole hours separated by commas, e.g. 24, 48.")
 
 

@@ -517,3 +517,16 @@ def test_the_schedule_says_a_queued_invite_to_a_starter_will_be_cancelled(world)
     schedule = upcoming(db.session, c, MON_10 + timedelta(minutes=10))
     invite = next(i for i in schedule.items if i.kind == "invite")
     assert invite.status == "will_be_cancelled" and "opened their link" in invite.rule
+
+
+def test_unicode_digits_in_the_rules_are_a_form_error_not_a_crash(auth, client, team_settings):
+    """Defect: "24,²" passed str.isdigit() and then crashed int(): a 500 on Settings."""
+    from milo_portal.followups.rules import parse_days, parse_hours
+
+    assert parse_hours("24,²") == (24,) and parse_days("1,²") == frozenset({1})
+    r = client.post("/settings/rules", {"t-window_start": "09:00", "t-window_end": "18:00", "t-send_days": ["1"],
+                                        "t-initial_send_days": ["1"], "t-reminder_offsets_hours": "24,²",
+                                        "t-nudge_lead_hours": "24", "t-final_nudge_lead_hours": "2",
+                                        "t-followup_cap": "3", "t-min_spacing_auto_hours": "20",
+                                        "t-min_spacing_manual_hours": "1"})
+    assert r.status_code == 422

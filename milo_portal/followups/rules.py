@@ -15,14 +15,20 @@ FOLLOW_UP_KINDS = ("reminder", "nudge", "final_nudge", "manual_nudge")
 AUTOMATIC_KINDS = ("reminder", "nudge", "final_nudge")
 
 
+def _digits(part: str) -> bool:
+    """ASCII digits only: str.isdigit() accepts "²", which int() then refuses."""
+    part = part.strip()
+    return part.isascii() and part.isdigit()
+
+
 def parse_days(text: str | None) -> frozenset[int]:
     """ISO weekdays from "1,2,3" (1 = Monday)."""
-    return frozenset(int(p) for p in (text or "").split(",") if p.strip().isdigit() and 1 <= int(p) <= 7)
+    return frozenset(int(p) for p in (text or "").split(",") if _digits(p) and 1 <= int(p) <= 7)
 
 
 def parse_hours(text: str | None) -> tuple[int, ...]:
     """Reminder offsets in hours from "24,48", sorted."""
-    return tuple(sorted({int(p) for p in (text or "").split(",") if p.strip().isdigit() and int(p) > 0}))
+    return tuple(sorted({int(p) for p in (text or "").split(",") if _digits(p) and int(p) > 0}))
 
 
 @dataclass(frozen=True)
