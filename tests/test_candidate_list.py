@@ -343,6 +343,8 @@ def test_the_migration_counts_and_indexes_candidates_that_existed_before_it(fres
 
     from milo_portal import create_app
     from milo_portal.config import TestConfig
+    from sqlalchemy import MetaData, Table
+
     from milo_portal.models import Agent
 
     app = create_app(TestConfig, database_url=fresh_database_url)
@@ -350,13 +352,17 @@ def test_the_migration_counts_and_indexes_candidates_that_existed_before_it(fres
         upgrade(revision="0003")
         conn = db.session.connection()
         conn.execute(insert(Agent.__table__), [dict(id=1, title="Old", company="Acme"), dict(id=2, title="Older", company="Acme")])
-        conn.execute(insert(Candidate.__table__), [
+        # The candidate table as revision 0003 had it: later revisions add columns.
+        later = {"visited_at", "deadline_follows_invite"}
+        old_candidate = Table("candidate", MetaData(), *[c._copy() for c in Candidate.__table__.columns
+                                                          if c.name not in later])
+        conn.execute(insert(old_candidate), [
             dict(agent_id=1 + i % 2, name=f"Person {i}", email=f"before{i}@example.com",
                  phone=f"+1415555{i:04d}" if i % 3 == 0 else None, stage=Stage.ALL[i % 8],
                  channel=("email", "sms")[i % 2], source="bulk", token=f"token-{i}",
                  erased_at=now() if i == 7 else None)
             for i in range(40)])
-        conn.execute(insert(Candidate.__table__), [dict(agent_id=1, name="Grace Hopper", email="grace@navy.test",
+        conn.execute(insert(old_candidate), [dict(agent_id=1, name="Grace Hopper", email="grace@navy.test",
                                                         phone="+14155550100", token="grace")])
         db.session.commit()
         upgrade()
