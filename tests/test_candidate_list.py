@@ -317,7 +317,8 @@ def test_agent_pages_show_exact_counts_per_stage(auth, client):
 
 @pytest.fixture()
 def fresh_database_url(database_url, tmp_path):
-    """An empty database of the test server's kind (PostgreSQL: a schema of its own)."""
+    """An empty database of the test server's kind (PostgreSQL: a database of its own on the
+    same server; a schema of its own shared tables with the test database's public schema)."""
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
 
@@ -326,15 +327,15 @@ def fresh_database_url(database_url, tmp_path):
     if not database_url.startswith("postgresql"):
         yield f"sqlite:///{tmp_path / 'before-0006.sqlite3'}"
         return
-    engine = create_engine(normalise_database_url(database_url))
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA IF EXISTS before_0006 CASCADE"))
-        conn.execute(text("CREATE SCHEMA before_0006"))
-    # pg_trgm lives in public (the test database's migration made it there).
-    yield make_url(normalise_database_url(database_url)).update_query_dict(
-        {"options": "-csearch_path=before_0006,public"}).render_as_string(hide_password=False)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA before_0006 CASCADE"))
+    url = make_url(normalise_database_url(database_url))
+    name = f"{url.database}_before_0006"
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield url.set(database=name).render_as_string(hide_password=False)
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     engine.dispose()
 
 
