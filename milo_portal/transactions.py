@@ -18,6 +18,12 @@
    ends its transaction. :func:`assert_no_transaction` trips in tests when that is broken.
 4. Long work (planning, expiry, exports) goes in chunks that hold the write lock for at most
    about 50 ms each, and one planner runs per tick across processes (a lease row).
+5. On SQLite, the write units of one process take turns on a queue (:data:`WRITER`) before
+   they ask SQLite for its lock. SQLite lets a waiting writer sleep and retry (1, 2, 5 ... up
+   to 100 ms between tries), so sixteen threads wanting to save an answer at once would
+   spend most of their time asleep while the lock sits free; queued in the process, each
+   takes the lock the moment the one before commits, and SQLite arbitrates only between
+   processes.
 
 PostgreSQL needs no BEGIN mode: it locks rows, not the database. The same units keep its
 transactions short and the conditional statements keep concurrent writers correct.
@@ -25,12 +31,14 @@ transactions short and the conditional statements keep concurrent writers correc
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
 from flask import current_app, has_app_context, has_request_context, request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import Pool
 from sqlalchemy.orm import Session, scoped_session
 
 log = logging.getLogger(__name__)
@@ -38,6 +46,12 @@ log = logging.getLogger(__name__)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 WRITE = "milo_write"
 READ_ONLY = "milo_read_only"
+# The queue of this process's SQLite write units (rule 5 above). Waiting for it is bounded
+# by the same time SQLite's busy_timeout allows, after which SQLite decides as before.
+WRITER = threading.Lock()
+WRITER_WAIT_SECONDS = 10.0
+_TURN = "milo_writer_turn"
+_owner: int | None = None  # the thread whose write unit has the turn
 
 
 def begins_immediate(options: dict) -> bool:
@@ -97,8 +111,58 @@ def _lower(value):
 @event.listens_for(Engine, "begin")
 def _sqlite_on_begin(conn):
     """Begin SQLite transactions deferred for reads and IMMEDIATE for write units."""
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if begins_immediate(conn.get_execution_options()) else "BEGIN")
+    if conn.dialect.name != "sqlite":
+        return
+    if not begins_immediate(conn.get_execution_options()):
+        conn.exec_driver_sql("BEGIN")
+        return
+    _take_turn(conn.info)
+    try:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    except BaseException:
+        _end_turn(conn.info)
+        raise
+
+
+def _take_turn(info: dict) -> None:
+    """Wait for this process's write units before this one (see rule 5)."""
+    global _owner
+    if _owner == threading.get_ident():
+        # This thread already writes on another connection: waiting for itself would never
+        # end, so SQLite's own lock decides, as it always did.
+        return
+    if WRITER.acquire(timeout=WRITER_WAIT_SECONDS):
+        info[_TURN] = True
+        _owner = threading.get_ident()
+    else:
+        log.warning("waited %.0f s for this process's earlier write units; asking SQLite directly",
+                    WRITER_WAIT_SECONDS)
+
+
+def _end_turn(info: dict) -> None:
+    global _owner
+    if info.pop(_TURN, False):
+        _owner = None
+        WRITER.release()
+
+
+@event.listens_for(Engine, "commit")
+def _sqlite_on_commit(conn):
+    """Let the next write unit of this process go (it waits at most for our COMMIT itself)."""
+    _end_turn(conn.info)
+
+
+@event.listens_for(Engine, "rollback")
+def _sqlite_on_rollback(conn):
+    """Let the next write unit go after a rollback too."""
+    _end_turn(conn.info)
+
+
+@event.listens_for(Pool, "checkin")
+def _sqlite_on_checkin(dbapi_connection, connection_record):
+    """A connection returned without commit or rollback (an error) gives up its turn."""
+    if connection_record is not None:
+        _end_turn(connection_record.info)
 
 
 def _real(session) -> Session:

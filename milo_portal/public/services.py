@@ -44,9 +44,11 @@ def find_by_token(session: Session, token: str) -> Candidate | None:
     """The live candidate with this link token, or None (wrong, rotated and erased alike)."""
     if not TOKEN_SHAPE.match(token or ""):
         return None
-    # One query for the candidate and their interview, one for its questions: every page needs both.
+    # One query for the candidate, their interview and its owner (named in the help line),
+    # one for its questions: every page needs them.
+    agent = joinedload(Candidate.agent)
     candidate = session.scalar(select(Candidate).where(Candidate.token == token).options(
-        joinedload(Candidate.agent).selectinload(Agent.questions)))
+        agent.selectinload(Agent.questions), agent.joinedload(Agent.owner)))
     if candidate is None or candidate.erased_at is not None:
         return None
     # The index finds the row; the final comparison does not leak timing.

@@ -11,7 +11,7 @@ from ..errors import DomainError
 from ..extensions import csrf, db
 from ..models import Candidate, Event, Message, Stage
 from ..settings.services import get_settings
-from ..transactions import write_unit
+from ..transactions import end_transaction, write_unit
 from . import bp, services
 from .services import State
 
@@ -85,6 +85,9 @@ def seen(token: str):
     return "", 204
 
 
+# The POSTs below commit with end_transaction: the objects stay loaded, so choosing the next
+# page after the write reads nothing again (a plain commit would expire them, and reloading
+# them in a POST would begin a second write unit just to read).
 def _continue(candidate: Candidate):
     if candidate.agent.external_url:
         return _page("external.html", candidate, external_url=services.external_url(candidate))
@@ -109,7 +112,7 @@ def start(token: str):
             return _page("landing.html", candidate, status=422, errors=err.errors,
                          name=request.form.get("name", ""), email=request.form.get("email", ""),
                          deadline=candidate.deadline_at)
-        db.session.commit()
+        end_transaction(db.session)
     if candidate.agent.external_url:
         return redirect(url_for("public.landing", token=candidate.token))
     return _continue(candidate)
@@ -154,7 +157,7 @@ def save_answer(token: str, number: int):
             abort(404)
         return _page("question.html", candidate, status=422, number=number, total=len(questions),
                      question=questions[number - 1], answer=body, error=err.message)
-    db.session.commit()
+    end_transaction(db.session)
     if request.form.get("then") == "review":
         return redirect(url_for("public.review", token=candidate.token))
     return _continue(candidate)
@@ -183,7 +186,7 @@ def submit(token: str):
     except DomainError as err:
         db.session.rollback()
         return _page("review.html", candidate, status=422, error=err.message)
-    db.session.commit()
+    end_transaction(db.session)
     return redirect(url_for("public.done", token=candidate.token))
 
 
@@ -230,7 +233,7 @@ def share(share_token: str):
         db.session.rollback()
         return _page("closed.html", status=404)
     ratelimit.hit(db.session, limits, instant)
-    db.session.commit()
+    end_transaction(db.session)
     if not outcome.created:
         # The same words whether or not the address had signed up: nothing is revealed.
         return _page("share_sent.html", agent=agent, address=form["email"] or form["phone"])
@@ -253,7 +256,7 @@ def unsubscribe_post(token: str):
     candidate = get_public_candidate(token)
     candidates.set_opt_out(db.session, candidate, "email", True, now(), actor_id=None,
                            via="one-click" if request.form.get("List-Unsubscribe") == "One-Click" else "unsubscribe page")
-    db.session.commit()
+    end_transaction(db.session)
     return _page("unsubscribe.html", candidate, done=True)
 
 
