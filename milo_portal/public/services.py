@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 from ua_parser import parse as parse_ua
@@ -40,15 +40,19 @@ def device_class(user_agent: str | None) -> str:
     return "desktop"
 
 
+# One query for the candidate, their interview and its owner (named in the help line), one
+# for its questions: every candidate page needs them. Built once: every page view runs it,
+# and building the statement and its cache key costs more than SQLite takes to answer it.
+_agent = joinedload(Candidate.agent)
+_BY_TOKEN = select(Candidate).where(Candidate.token == bindparam("token")).options(
+    _agent.selectinload(Agent.questions), _agent.joinedload(Agent.owner))
+
+
 def find_by_token(session: Session, token: str) -> Candidate | None:
     """The live candidate with this link token, or None (wrong, rotated and erased alike)."""
     if not TOKEN_SHAPE.match(token or ""):
         return None
-    # One query for the candidate, their interview and its owner (named in the help line),
-    # one for its questions: every page needs them.
-    agent = joinedload(Candidate.agent)
-    candidate = session.scalar(select(Candidate).where(Candidate.token == token).options(
-        agent.selectinload(Agent.questions), agent.joinedload(Agent.owner)))
+    candidate = session.scalar(_BY_TOKEN, {"token": token})
     if candidate is None or candidate.erased_at is not None:
         return None
     # The index finds the row; the final comparison does not leak timing.
