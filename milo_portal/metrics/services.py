@@ -483,7 +483,6 @@ def people_condition(session: Session, f: Filters, who: str, dim: str | None, ra
                     d.answers_count() == position - 1)
     if who not in defs.who:
         return None
-    from sqlalchemy import and_
 
     conds = d.cohort(f) + [defs.who[who]]
     if dim:
