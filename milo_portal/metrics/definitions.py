@@ -52,29 +52,39 @@ CLICKED = or_(C.clicked_at.is_not(None), STARTED)
 INVITED = C.invited_at.is_not(None)
 
 
-def stage_conditions() -> dict:
-    """The funnel's stages and what is counted beside them, as conditions on a candidate."""
-    opened = or_(CLICKED, _has_event("opened"))
-    failed = and_(INVITED, not_(CLICKED), _invite_failed())
-    delivered = and_(INVITED, not_(failed))
+def stage_conditions(fact) -> dict:
+    """The funnel's stages and what is counted beside them, built from ``fact(name)``.
+
+    ``fact`` gives one candidate's raw facts as SQL conditions (see ``Defs.facts``): on the
+    candidate table for a drill-down, on the page's materialized per-candidate rows for
+    the counts. Both go through this one function, so they cannot disagree.
+    """
+    invited, clicked = fact("invited"), fact("clicked")
+    opened = or_(clicked, fact("opened_event"))
+    failed = and_(invited, not_(clicked), fact("invite_failed"))
+    delivered = and_(invited, not_(failed))
+    started, completed = fact("started"), fact("completed")
     return {
-        "invited": INVITED,
+        "invited": invited,
         "delivered": delivered,
         "opened": and_(delivered, opened),
-        "clicked": CLICKED,
-        "started": STARTED,
-        "completed": COMPLETED,
+        "clicked": clicked,
+        "started": started,
+        "completed": completed,
         "failed": failed,
-        "expired": C.stage == "expired",
-        "opted_out": C.stage == "opted_out",
+        "expired": fact("expired"),
+        "opted_out": fact("opted_out"),
         # Opens by privacy proxies and scanners, and link fetches with no human signal after.
-        "machine_opened": and_(delivered, _has_event("machine_opened")),
-        "machine_opened_only": and_(delivered, not_(opened), _has_event("machine_opened")),
-        "visited_only": and_(C.visited_at.is_not(None), not_(CLICKED)),
-        "opened_not_clicked": and_(delivered, opened, not_(CLICKED)),
-        "never_started": and_(delivered, not_(STARTED)),
-        "clicked_not_started": and_(CLICKED, not_(STARTED)),
-        "not_finished": and_(STARTED, not_(COMPLETED)),
+        "machine_opened": and_(delivered, fact("machine_event")),
+        "machine_opened_only": and_(delivered, not_(opened), fact("machine_event")),
+        "visited_only": and_(fact("visited"), not_(clicked)),
+        "opened_not_clicked": and_(delivered, opened, not_(clicked)),
+        "never_started": and_(delivered, not_(started)),
+        "clicked_not_started": and_(clicked, not_(started)),
+        "not_finished": and_(started, not_(completed)),
+        "late_invite": and_(invited, fact("late")),
+        "friday_invite": and_(invited, fact("friday")),
+        "outside_window": and_(invited, fact("outside")),
     }
 
 
@@ -299,22 +309,26 @@ class Defs:
     def __init__(self, dialect: str, offsets, window: tuple[int, int] = (9 * 60, 18 * 60)) -> None:
         self.dialect = dialect
         self.local = Local(dialect, offsets)
-        self.who = stage_conditions()
         weekday, hour = self.local.parts(C.invited_at)
         self.weekday, self.hour = weekday, hour
-        late = seconds_between(dialect, C.created_at, C.invited_at) > LATE_INVITE_HOURS * 3600
-        self.who["late_invite"] = and_(INVITED, late)
-        self.who["friday_invite"] = and_(INVITED, weekday == 4)
         lo, hi = window
         minute = hour * 60
-        self.who["outside_window"] = and_(INVITED, or_(minute + 59 < lo, minute >= hi))
+        self.facts = {
+            "invited": INVITED, "clicked": CLICKED, "started": STARTED, "completed": COMPLETED,
+            "visited": C.visited_at.is_not(None), "opened_event": _has_event("opened"),
+            "machine_event": _has_event("machine_opened"), "invite_failed": _invite_failed(),
+            "expired": C.stage == "expired", "opted_out": C.stage == "opted_out",
+            "late": seconds_between(dialect, C.created_at, C.invited_at) > LATE_INVITE_HOURS * 3600,
+            "friday": weekday == 4, "outside": or_(minute + 59 < lo, minute >= hi),
+        }
+        self.who = stage_conditions(self.facts.__getitem__)
 
     def dimension(self, name: str):
         """The SQL expression a by-table groups by."""
         if name == "source":
             return C.source
         if name == "src":
-            return func.coalesce(C.source_detail, "")
+            return case((C.source == "share_link", func.coalesce(C.source_detail, "")))
         if name == "channel":
             return C.channel
         if name == "agent":
@@ -329,8 +343,9 @@ class Defs:
             return self.weekday * 24 + self.hour
         if name == "bucket":
             d = seconds_between(self.dialect, C.invited_at, C.completed_at)
-            return case(*[(d < limit, i) for i, (limit, _) in enumerate(BUCKETS) if limit],
-                        else_=len(BUCKETS) - 1)
+            # Only for those who completed (NULL for everyone else).
+            return case((C.completed_at.is_(None), None),
+                        *[(d < limit, i) for i, (limit, _) in enumerate(BUCKETS) if limit], else_=len(BUCKETS) - 1)
         if name == "variant":
             return (select(Message.channel + literal("/") + func.coalesce(Message.variant, "A"))
                     .where(Message.candidate_id == C.id, Message.kind == "invite", Message.step == 1)

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
-from sqlalchemy import and_, case, distinct, exists, func, literal, not_, select, union_all, update
+from sqlalchemy import String, and_, case, cast, distinct, exists, func, literal, not_, select, union_all, update
 from sqlalchemy.orm import Session
 
 from ..models import Agent, Answer, Candidate, Message, MessageStatus, Question, Settings, Template
@@ -52,16 +52,53 @@ def rate(part: int, whole: int) -> float | None:
 
 # --- counts ---------------------------------------------------------------------------------
 
+ALL_WHOS = tuple(d.WHO_LABELS)[:-2]  # every stage condition (not the drill-down-only ones)
+INT_DIMENSIONS = ("agent", "followups", "heat", "bucket")
+
+
+def counts_many(session: Session, defs: Defs, conds: list, specs: dict[str, str | None]) -> dict:
+    """Every who-count per value of each spec's dimension (None: overall), in ONE statement.
+
+    The candidates are read once into a materialized table of their facts and dimension
+    values (each EXISTS and subquery evaluated once per candidate); every count and every
+    group-by then reads those rows. Returns {spec: {key: {who: n}}} (key None overall).
+    """
+    dims = sorted({by for by in specs.values() if by})
+    columns = [case((expr, 1), else_=0).label(name) for name, expr in defs.facts.items()]
+    columns += [defs.dimension(dim).label("dim_" + dim) for dim in dims]
+    base = select(*columns).where(*conds).cte("metrics_base").prefix_with("MATERIALIZED")
+    who = d.stage_conditions(lambda name: base.c[name] == 1)
+    sums = [_sum(who[w]).label(w) for w in ALL_WHOS]
+    parts = []
+    for spec, by in specs.items():
+        if by is None:
+            parts.append(select(literal(spec).label("spec"), cast(literal(None), String).label("key"), *sums)
+                         .select_from(base))
+        else:
+            key = cast(base.c["dim_" + by], String)
+            parts.append(select(literal(spec).label("spec"), key.label("key"), *sums).select_from(base)
+                         .group_by(key))
+    out: dict = {spec: {} for spec in specs}
+    for row in session.execute(union_all(*parts) if len(parts) > 1 else parts[0]).all():
+        by = specs[row.spec]
+        if by is None:
+            key = None
+        elif row.key is None:
+            continue  # no value for this dimension (e.g. a share-link tag of a non-share-link candidate)
+        else:
+            key = int(row.key) if by in INT_DIMENSIONS else row.key
+        out[row.spec][key] = {w: int(row._mapping[w]) for w in ALL_WHOS}
+    return out
+
+
 def counts(session: Session, defs: Defs, conds: list, whos: Iterable[str], by: str | None = None) -> dict:
     """How many candidates meet each of ``whos``, overall or per value of dimension ``by``."""
     whos = list(whos)
-    columns = [_sum(defs.who[w]).label(w) for w in whos]
+    found = counts_many(session, defs, conds, {"x": by})["x"]
     if by is None:
-        row = session.execute(select(*columns).where(*conds)).one()
-        return {w: int(row._mapping[w]) for w in whos}
-    key = defs.dimension(by).label("key")
-    rows = session.execute(select(key, *columns).where(*conds).group_by(key)).all()
-    return {r.key: {w: int(r._mapping[w]) for w in whos} for r in rows}
+        row = found.get(None) or {}
+        return {w: row.get(w, 0) for w in whos}
+    return {key: {w: row[w] for w in whos} for key, row in found.items()}
 
 
 def agent_funnels(session: Session, agent_ids: list[int]) -> dict[int, dict]:
@@ -90,12 +127,13 @@ class Step:
     overall: float | None
 
 
-def funnel(session: Session, defs: Defs, f: Filters) -> dict:
+def funnel(session: Session, defs: Defs, f: Filters, found: dict | None = None) -> dict:
     """The funnel and what is counted beside it (expired, opted out, failed, machine opens)."""
     beside = ("failed", "expired", "opted_out", "machine_opened", "machine_opened_only", "visited_only",
               "never_started", "not_finished", "opened_not_clicked", "clicked_not_started", "late_invite",
               "friday_invite", "outside_window")
-    found = counts(session, defs, d.cohort(f), FUNNEL + beside)
+    if found is None:
+        found = counts(session, defs, d.cohort(f), FUNNEL + beside)
     delivered = found["delivered"]
     steps, previous = [], None
     for who in FUNNEL:
@@ -129,7 +167,7 @@ def _percentiles(session: Session, durations, keys: list) -> list:
                            .group_by(*rk).order_by(*rk)).all()
 
 
-def times(session: Session, defs: Defs, f: Filters) -> dict:
+def times(session: Session, defs: Defs, f: Filters, histogram: dict | None = None) -> dict:
     """Median and p90 of each step (seconds), and the histogram of invite → complete."""
     parts = []
     for key, _, a, b in TIME_STEPS:
@@ -140,7 +178,8 @@ def times(session: Session, defs: Defs, f: Filters) -> dict:
     steps = [{"key": key, "label": label, "n": int(found[key].n) if key in found else 0,
               "median": float(found[key].median) if key in found else None,
               "p90": float(found[key].p90) if key in found else None} for key, label, _, _ in TIME_STEPS]
-    histogram = counts(session, defs, d.cohort(f) + [COMPLETED], ["completed"], by="bucket")
+    if histogram is None:
+        histogram = counts(session, defs, d.cohort(f), ["completed"], by="bucket")
     bars = [{"key": i, "label": label, "count": histogram.get(i, {}).get("completed", 0)}
             for i, (_, label) in enumerate(BUCKETS)]
     return {"steps": steps, "histogram": bars}
@@ -180,12 +219,10 @@ def questions(session: Session, defs: Defs, f: Filters) -> dict:
 BY = ("source", "src", "channel", "agent", "level", "device", "followups")
 
 
-def by_dimension(session: Session, defs: Defs, f: Filters, name: str) -> list[dict]:
+def by_dimension(session: Session, defs: Defs, f: Filters, name: str, found: dict | None = None) -> list[dict]:
     """Delivered, started, completed and the completion rate per value of one dimension."""
-    conds = d.cohort(f)
-    if name == "src":
-        conds = conds + [C.source == "share_link"]
-    found = counts(session, defs, conds, ("invited", "delivered", "started", "completed"), by=name)
+    if found is None:
+        found = counts(session, defs, d.cohort(f), ("invited", "delivered", "started", "completed"), by=name)
     labels = {}
     if name == "agent":
         labels = dict(session.execute(select(Agent.id, Agent.title).where(Agent.id.in_(list(found)))).all())
@@ -204,9 +241,10 @@ def by_dimension(session: Session, defs: Defs, f: Filters, name: str) -> list[di
     return rows
 
 
-def heat_map(session: Session, defs: Defs, f: Filters) -> dict:
+def heat_map(session: Session, defs: Defs, f: Filters, found: dict | None = None) -> dict:
     """Invites and completion by candidate-local weekday × hour of the invite."""
-    found = counts(session, defs, d.cohort(f), ("invited", "delivered", "completed"), by="heat")
+    if found is None:
+        found = counts(session, defs, d.cohort(f), ("invited", "delivered", "completed"), by="heat")
     cells = {}
     for key, row in found.items():
         cells[int(key)] = dict(row, completion=rate(row["completed"], row["delivered"]))
@@ -298,10 +336,11 @@ def compare(n1: int, x1: int, n2: int, x2: int) -> Comparison:
     return Comparison(diff, low, high, p_value, verdict)
 
 
-def ab_results(session: Session, defs: Defs, f: Filters) -> list[dict]:
+def ab_results(session: Session, defs: Defs, f: Filters, found: dict | None = None) -> list[dict]:
     """Per invite channel with several variants: each variant's funnel and its comparison."""
     whos = ("invited", "delivered", "opened", "clicked", "started", "completed", "opted_out")
-    found = counts(session, defs, d.cohort(f), whos, by="variant")
+    if found is None:
+        found = counts(session, defs, d.cohort(f), whos, by="variant")
     templates = session.execute(select(Template.id, Template.channel, Template.variant, Template.active)
                                 .where(Template.kind == "invite")).all()
     by_channel: dict[str, list] = {}
@@ -450,14 +489,18 @@ def red_flags(funnel_: dict, question_: dict, delivery: dict, devices: list[dict
 def page(session: Session, f: Filters) -> dict:
     """Every figure of the page for these filters."""
     defs = defs_for(session, f)
-    funnel_ = funnel(session, defs, f)
+    specs = {"funnel": None, **{f"by-{name}": name for name in BY}, "heat": "heat", "bucket": "bucket",
+             "variant": "variant"}
+    many = counts_many(session, defs, d.cohort(f), specs)
+    funnel_ = funnel(session, defs, f, found=many["funnel"].get(None) or {w: 0 for w in ALL_WHOS})
     question_ = questions(session, defs, f)
     delivery = deliverability(session, defs, f)
-    by = {name: by_dimension(session, defs, f, name) for name in BY}
-    email = counts(session, defs, d.cohort(f) + [C.channel == "email"], ("delivered", "opened"))
+    by = {name: by_dimension(session, defs, f, name, found=many[f"by-{name}"]) for name in BY}
+    email = many["by-channel"].get("email") or {"delivered": 0, "opened": 0}
     return {
-        "funnel": funnel_, "times": times(session, defs, f), "questions": question_, "by": by,
-        "heat": heat_map(session, defs, f), "delivery": delivery, "ab": ab_results(session, defs, f),
+        "funnel": funnel_, "times": times(session, defs, f, histogram=many["bucket"]), "questions": question_,
+        "by": by, "heat": heat_map(session, defs, f, found=many["heat"]), "delivery": delivery,
+        "ab": ab_results(session, defs, f, found=many["variant"]),
         "flags": red_flags(funnel_, question_, delivery, by["device"], email),
     }
 
