@@ -128,7 +128,7 @@ MESSAGE_COLUMNS = ("id", "candidate_id", "kind", "step", "channel", "variant", "
 # Friday invites do worse, one company domain bounces, some invites go out days late.
 DOMAINS = [("gmail.com", 40), ("outlook.com", 25), ("yahoo.com", 10), ("corp-mail.example", 8),
            ("acme-partners.example", 17)]
-BOUNCE = {"corp-mail.example": 0.35}
+BOUNCE = {"corp-mail.example": 0.50}
 CLICK = {"email": 0.42, "sms": 0.58, "whatsapp": 0.70, "link": 0.85}
 START = {"desktop": 0.90, "tablet": 0.84, "mobile": 0.76}
 OPEN = 0.62           # a person opens the e-mail (with the pixel on)
@@ -136,6 +136,8 @@ MACHINE_OPEN = 0.35   # Apple Mail Privacy Protection and image proxies
 SCANNER_VISIT = 0.20  # mail gateways fetch the link
 LATE_INVITE = 0.12
 SEND_NOW = 0.10       # invites sent at once, whatever the hour
+FRIDAY_BATCH = 0.15   # invites a recruiter saves up and sends on Friday afternoon
+PHONE_LEAVE = 2.5     # leaving a question is this much likelier on a phone
 OPT_OUT = 0.015
 LEAVE = 0.03          # per question
 HARD_QUESTION = (1, 2, 0.20)  # (agent index, question position, chance to leave there)
@@ -216,6 +218,10 @@ def create_demo_candidates(session: Session, count: int, seed: int, now, days: i
                                  else timedelta(minutes=rng.expovariate(1 / 20)))
             if rng.random() > SEND_NOW:
                 invited = _in_window(invited, zone, rng)
+            if rng.random() < FRIDAY_BATCH:
+                local = invited.astimezone(zone)
+                friday = local + timedelta(days=(4 - local.weekday()) % 7)
+                invited = friday.replace(hour=14, minute=rng.randrange(60)).astimezone(timezone.utc)
             if rng.random() >= 0.03 and invited < now:
                 stage, last = "invited", invited
                 t["invited"] = invited
@@ -283,7 +289,7 @@ def create_demo_candidates(session: Session, count: int, seed: int, now, days: i
                             for pos, (qid, qtext) in enumerate(asked, start=1):
                                 leave = HARD_QUESTION[2] if hard.get(agent.id) == pos else LEAVE
                                 if device == "mobile":
-                                    leave *= 1.8
+                                    leave *= PHONE_LEAVE
                                 at = at + timedelta(minutes=rng.expovariate(1 / (8 if leave > LEAVE * 2 else 3)))
                                 if rng.random() < leave or at >= now:
                                     break

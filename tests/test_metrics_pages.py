@@ -190,3 +190,24 @@ def test_flags_are_computed_from_the_data(app, data):
                                min_base=4)
     # opened 3 of 6 e-mails: not low; 2 of 3 started completed: above 60 %.
     assert {fl.key for fl in flags} == set()
+
+
+def test_demo_history_fills_the_page_and_fires_red_flags_on_purpose(runner, app):
+    """demo-data --days: drop-offs differ by channel, device, weekday, question and variant."""
+    from milo_portal.clock import now
+
+    result = runner.invoke(args=["milo", "demo-data", "--candidates", "2500", "--days", "60", "--seed", "5"])
+    assert result.exit_code == 0, result.output
+    oldest = db.session.scalar(db.select(db.func.min(Candidate.created_at)))
+    assert now() - oldest > __import__("datetime").timedelta(days=55)
+    f, _ = definitions.parse(MultiDict({"period": "90"}), now(), "UTC")
+    page = services.page(db.session, f)
+    by_channel = {r["key"]: r["completion"] for r in page["by"]["channel"]}
+    assert by_channel["whatsapp"] > by_channel["email"]
+    worst = page["questions"]["worst"]
+    assert (worst["agent"], worst["position"]) == ("Customer support specialist", 2)
+    assert {"friday", "phone", "domain_corp-mail.example"} <= {fl.key for fl in page["flags"]}
+    assert page["funnel"]["counts"]["machine_opened"] > 0 and page["ab"], "machine opens and an A/B test"
+    (email_test,) = [t for t in page["ab"] if t["channel"] == "email"]
+    a, b = email_test["variants"][:2]
+    assert b["click_rate"] > a["click_rate"]
