@@ -189,8 +189,10 @@ def times(session: Session, defs: Defs, f: Filters, histogram: dict | None = Non
 
 def questions(session: Session, defs: Defs, f: Filters) -> dict:
     """Per question: reached, answered, left there, median time spent; the biggest drop."""
-    started = select(C.agent_id.label("agent_id"), d.answers_count().label("k"),
-                     case((COMPLETED, 1), else_=0).label("done")).where(*d.cohort(f), STARTED).subquery()
+    # Materialized: each starter's answers are counted once, then joined to every question.
+    started = (select(C.agent_id.label("agent_id"), d.answers_count().label("k"),
+                      case((COMPLETED, 1), else_=0).label("done")).where(*d.cohort(f), STARTED)
+               .cte("metrics_started").prefix_with("MATERIALIZED"))
     k, pos = started.c.k, Question.position
     rows = session.execute(
         select(Question.agent_id, Question.position, Question.text,
