@@ -8,7 +8,6 @@ import re
 import pytest
 from werkzeug.datastructures import MultiDict
 
-from milo_portal.candidates import services as candidates
 from milo_portal.extensions import db
 from milo_portal.metrics import definitions, services
 from tests import metrics_data
