@@ -36,8 +36,10 @@ def create_admin(email: str, name: str | None, password_stdin: bool) -> None:
 @milo_cli.command("demo-data")
 @click.option("--candidates", "count", default=200, show_default=True,
               help="How many demo candidates to add, spread over every stage, source and channel.")
+@click.option("--days", default=45, show_default=True, type=click.IntRange(1, 3650),
+              help="Spread the candidates over this many days up to now.")
 @click.option("--seed", default=1, show_default=True, help="Random seed, for repeatable data.")
-def demo_data(count: int, seed: int) -> None:
+def demo_data(count: int, days: int, seed: int) -> None:
     """Fill the database with a demo team, interview agents and candidates with their events."""
     import time
 
@@ -46,7 +48,7 @@ def demo_data(count: int, seed: int) -> None:
 
     click.echo(create_demo_data(db.session, seed=seed))
     started = time.monotonic()
-    made = create_demo_candidates(db.session, count, seed, now())
+    made = create_demo_candidates(db.session, count, seed, now(), days=days)
     click.echo(f"{made} demo candidates with their events in {time.monotonic() - started:.1f} s.")
 
 

@@ -66,8 +66,6 @@ LAST = ["Lovelace", "Hopper", "Turing", "Okafor", "Nguyen", "Silva", "Kowalski",
 ZONES = ["America/New_York", "America/Chicago", "America/Los_Angeles", "Europe/London", "Europe/Berlin",
          "Asia/Tokyo", "Asia/Kolkata", "Australia/Sydney"]
 # Where candidates stop, roughly as in real funnels.
-STAGE_WEIGHTS = [("added", 3), ("invited", 14), ("opened", 8), ("clicked", 10), ("started", 12),
-                 ("completed", 38), ("expired", 12), ("opted_out", 3)]
 SOURCE_WEIGHTS = [("manual", 20), ("bulk", 25), ("share_link", 30), ("api", 8), ("ats", 12), ("indeed", 5)]
 CHANNEL_WEIGHTS = [("email", 60), ("sms", 25), ("whatsapp", 10), ("link", 5)]
 DEVICE_WEIGHTS = [("mobile", 62), ("desktop", 30), ("tablet", 8)]
@@ -117,94 +115,209 @@ class _BulkWriter:
 CANDIDATE_COLUMNS = (
     "id", "agent_id", "name", "email", "phone", "timezone", "source", "source_detail", "channel", "token",
     "stage", "deadline_at", "opted_out_email", "opted_out_sms", "opted_out_whatsapp", "device_class",
-    "invited_at", "clicked_at", "started_at", "completed_at", "last_activity_at", "created_at", "updated_at")
-EVENT_COLUMNS = ("candidate_id", "agent_id", "type", "at", "device_class", "channel")
+    "invited_at", "clicked_at", "visited_at", "started_at", "completed_at", "last_activity_at", "created_at",
+    "updated_at")
+EVENT_COLUMNS = ("candidate_id", "agent_id", "type", "at", "device_class", "channel", "message_id")
 ANSWER_COLUMNS = ("candidate_id", "question_id", "position", "question_text", "body", "answered_at")
+MESSAGE_COLUMNS = ("id", "candidate_id", "kind", "step", "channel", "variant", "status", "scheduled_for",
+                   "attempts", "last_error", "sent_at", "created_at", "manual", "immediate")
+
+# How people behave, so the Metrics page has something to say (and its red flags fire):
+# clicks differ by channel and invite variant (B's subject line does better on e-mail),
+# starts by device, one question of the support interview loses many (more on phones),
+# Friday invites do worse, one company domain bounces, some invites go out days late.
+DOMAINS = [("gmail.com", 40), ("outlook.com", 25), ("yahoo.com", 10), ("corp-mail.example", 8),
+           ("acme-partners.example", 17)]
+BOUNCE = {"corp-mail.example": 0.50}
+CLICK = {"email": 0.42, "sms": 0.58, "whatsapp": 0.70, "link": 0.85}
+START = {"desktop": 0.90, "tablet": 0.84, "mobile": 0.76}
+OPEN = 0.62           # a person opens the e-mail (with the pixel on)
+MACHINE_OPEN = 0.35   # Apple Mail Privacy Protection and image proxies
+SCANNER_VISIT = 0.20  # mail gateways fetch the link
+LATE_INVITE = 0.12
+SEND_NOW = 0.10       # invites sent at once, whatever the hour
+FRIDAY_BATCH = 0.15   # invites a recruiter saves up and sends on Friday afternoon
+PHONE_LEAVE = 2.5     # leaving a question is this much likelier on a phone
+OPT_OUT = 0.015
+LEAVE = 0.03          # per question
+HARD_QUESTION = (1, 2, 0.20)  # (agent index, question position, chance to leave there)
 
 
-def create_demo_candidates(session: Session, count: int, seed: int, now) -> int:
-    """Add ``count`` candidates across all stages, sources and channels, with events and answers.
+def _in_window(t, zone, rng: random.Random):
+    """The next moment from ``t`` inside 09:00–18:00 Monday–Friday in ``zone`` (as the dispatcher does)."""
+    from datetime import datetime, time, timedelta
 
-    Candidates arrive over the last 45 days in id order, as they would in real use. Written
-    in batches of 20,000 with bulk inserts: a million candidates (about 5 million events and
-    2 million answers) take a few minutes; see README.
+    local = t.astimezone(zone)
+    day = local.date()
+    if local.hour >= 18:
+        day += timedelta(days=1)
+    while day.weekday() >= 5:
+        day += timedelta(days=1)
+    if day != local.date() or local.hour < 9:
+        start = datetime.combine(day, time(9), tzinfo=zone) + timedelta(minutes=rng.uniform(0, 90))
+        return start.astimezone(timezone.utc)
+    return t
+
+
+def create_demo_candidates(session: Session, count: int, seed: int, now, days: int = 45) -> int:
+    """Add ``count`` candidates over the last ``days`` days, with their events, messages and answers.
+
+    Each candidate goes through the funnel with chances that differ by channel, device,
+    weekday, question and invite variant (see the constants above), so a new installation
+    shows a full Metrics page. Candidates arrive in id order, as in real use. Written in
+    batches of 20,000 with bulk inserts: a million candidates take a few minutes; see README.
     """
     import secrets
     from datetime import timedelta
+    from zoneinfo import ZoneInfo
 
     from sqlalchemy import func, text
 
     from .candidates import tally
-    from .models import Candidate
+    from .models import Candidate, Message
 
     rng = random.Random(seed)
-    agents = session.scalars(select(Agent).where(Agent.archived_at.is_(None))).all()
+    agents = session.scalars(select(Agent).where(Agent.archived_at.is_(None)).order_by(Agent.id)).all()
     if not agents or count <= 0:
         return 0
+    _ensure_demo_variants(session)
     questions = {a.id: [(q.id, q.text) for q in a.questions] for a in agents}
+    hard = {agents[HARD_QUESTION[0]].id: HARD_QUESTION[1]} if len(agents) > HARD_QUESTION[0] else {}
+    zones = {name: ZoneInfo(name) for name in ZONES}
     next_id = (session.scalar(select(func.max(Candidate.id))) or 0) + 1
-    order = {s: i for i, s in enumerate(["added", "invited", "opened", "clicked", "started", "completed"])}
-    steps = (("invited", 0.2), ("opened", 3), ("clicked", 6), ("started", 0.5), ("completed", 0.4))
-    span = timedelta(days=45)
+    next_message = (session.scalar(select(func.max(Message.id))) or 0) + 1
+    span = timedelta(days=days)
     first = now - span
     writer = _BulkWriter(session)
     stamp = writer.stamp
     made = 0
     batch = 20_000
     while made < count:
-        candidates, events, answers = [], [], []
+        candidates, events, answers, messages = [], [], [], []
         for _ in range(min(batch, count - made)):
             cid = next_id
             next_id += 1
             agent = rng.choice(agents)
-            stage = _pick(rng, STAGE_WEIGHTS)
             source = _pick(rng, SOURCE_WEIGHTS)
             channel = _pick(rng, CHANNEL_WEIGHTS)
             device = _pick(rng, DEVICE_WEIGHTS)
-            zone = rng.choice(ZONES)
+            zone_name = rng.choice(ZONES)
+            zone = zones[zone_name]
+            domain = _pick(rng, DOMAINS)
             created = first + span * ((made + len(candidates) + rng.random()) / count)
-            reached = {"expired": rng.choice(["invited", "clicked", "started"]),
-                       "opted_out": rng.choice(["invited", "opened"])}.get(stage, stage)
-            level = order[reached]
-            t = created
-            stamps = {}
-            ev = [("added", created, None, None)]
-            for name, gap in steps:
-                if order[name] <= level:
-                    t = t + timedelta(hours=rng.expovariate(1 / gap))
-                    stamps[name] = t
-                    ev.append((name, t, device if name == "clicked" else None,
-                               channel if name in ("invited", "opened") else None))
-            if stage in ("expired", "opted_out"):
-                t = t + timedelta(days=rng.uniform(1, 7))
-                ev.append((stage, t, None, channel))
-            deadline = created + timedelta(days=agent.deadline_days)
-            if stage == "expired":
-                deadline = min(deadline, t)
-            elif stage not in ("completed", "opted_out"):
-                # Still in progress: their deadline is ahead of them.
-                deadline = max(deadline, now + timedelta(days=rng.uniform(0.5, agent.deadline_days)))
+            ev: list[tuple] = [("added", created, None, None, None)]
+            t = {"invited": None, "clicked": None, "visited": None, "started": None, "completed": None}
+            stage = "added"
+            opted_out = False
+            last = created
+
+            def happen(name, at, device_class=None, ch=None, message=None):
+                ev.append((name, at, device_class, ch, message))
+
+            invited = created + (timedelta(hours=rng.uniform(24, 96)) if rng.random() < LATE_INVITE
+                                 else timedelta(minutes=rng.expovariate(1 / 20)))
+            if rng.random() > SEND_NOW:
+                invited = _in_window(invited, zone, rng)
+            if rng.random() < FRIDAY_BATCH:
+                local = invited.astimezone(zone)
+                friday = local + timedelta(days=(4 - local.weekday()) % 7)
+                invited = friday.replace(hour=14, minute=rng.randrange(60)).astimezone(timezone.utc)
+            if rng.random() >= 0.03 and invited < now:
+                stage, last = "invited", invited
+                t["invited"] = invited
+                variant = "B" if channel in ("email", "sms") and rng.random() < 0.5 else "A"
+                invite_id = next_message
+                next_message += 1
+                failed = channel != "link" and rng.random() < {"email": BOUNCE.get(domain, 0.015), "sms": 0.03,
+                                                                "whatsapp": 0.01}[channel]
+                messages.append((invite_id, cid, "invite", 1, channel, variant, "failed" if failed else "sent",
+                                 stamp(invited), 1, "550 mailbox unavailable" if failed else None, stamp(invited),
+                                 stamp(created), False, False))
+                happen("invited", invited, ch=channel, message=invite_id)
+                if failed:
+                    happen("bounced" if channel == "email" else "failed", invited + timedelta(seconds=30),
+                           ch=channel, message=invite_id)
+                else:
+                    if channel in ("sms", "whatsapp"):
+                        happen("delivered", invited + timedelta(seconds=8), ch=channel, message=invite_id)
+                    if channel == "email" and rng.random() < MACHINE_OPEN:
+                        happen("machine_opened", invited + timedelta(seconds=5), ch=channel, message=invite_id)
+                    if channel == "email" and rng.random() < SCANNER_VISIT:
+                        t["visited"] = invited + timedelta(seconds=20)
+                        happen("visited", t["visited"])
+                    chance = CLICK[channel] * (1.25 if variant == "B" and channel == "email" else 1)
+                    if invited.astimezone(zone).weekday() == 4:
+                        chance *= 0.75  # Friday invites are read on Monday, under newer mail
+                    opened = channel == "email" and rng.random() < OPEN
+                    if opened:
+                        at = invited + timedelta(hours=rng.expovariate(1 / 3))
+                        if at < now:
+                            stage, last = "opened", at
+                            happen("opened", at, ch=channel, message=invite_id)
+                        chance = min(0.95, chance / OPEN)
+                    elif channel == "email":
+                        chance *= 0.15  # clicked with images off
+                    click_at = None
+                    if rng.random() < chance:
+                        click_at = invited + timedelta(hours=min(rng.expovariate(1 / 3), 23))
+                    # Reminders to those who have not clicked after 24 h and 48 h; some click then.
+                    for step, (after, helps) in enumerate(((24, 0.25), (48, 0.12)), start=1):
+                        reminder_at = invited + timedelta(hours=after)
+                        if (click_at is not None and click_at < reminder_at) or reminder_at >= now:
+                            break
+                        rid = next_message
+                        next_message += 1
+                        messages.append((rid, cid, "reminder", step, channel, "A", "sent", stamp(reminder_at), 1,
+                                         None, stamp(reminder_at), stamp(reminder_at), False, False))
+                        happen("reminded", reminder_at, ch=channel, message=rid)
+                        if click_at is None and rng.random() < helps:
+                            click_at = reminder_at + timedelta(hours=rng.expovariate(1 / 2))
+                    if click_at is None and rng.random() < OPT_OUT:
+                        at = invited + timedelta(hours=rng.expovariate(1 / 10))
+                        if at < now:
+                            stage, last, opted_out = "opted_out", at, True
+                            happen("opted_out", at, ch=channel)
+                    if click_at is not None and click_at < now and not opted_out:
+                        stage, last, t["clicked"] = "clicked", click_at, click_at
+                        happen("clicked", click_at, device_class=device)
+                        start_at = click_at + timedelta(minutes=rng.expovariate(1 / 5))
+                        if rng.random() < START[device] and start_at < now:
+                            stage, last, t["started"] = "started", start_at, start_at
+                            happen("started", start_at)
+                            at = start_at
+                            asked = questions[agent.id]
+                            for pos, (qid, qtext) in enumerate(asked, start=1):
+                                leave = HARD_QUESTION[2] if hard.get(agent.id) == pos else LEAVE
+                                if device == "mobile":
+                                    leave *= PHONE_LEAVE
+                                at = at + timedelta(minutes=rng.expovariate(1 / (8 if leave > LEAVE * 2 else 3)))
+                                if rng.random() < leave or at >= now:
+                                    break
+                                answers.append((cid, qid, pos, qtext, f"Demo answer {pos}.", stamp(at)))
+                                happen("answered", at)
+                                last = at
+                            else:
+                                stage, t["completed"] = "completed", at
+                                happen("completed", at)
+            deadline = (t["invited"] or created) + timedelta(days=agent.deadline_days)
+            if stage in ("added", "invited", "opened", "clicked", "started") and deadline < now:
+                stage, last = "expired", deadline
+                happen("expired", deadline)
             name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
             candidates.append((
-                cid, agent.id, name, f"demo{cid}@candidates.milo.test",
+                cid, agent.id, name, f"demo{cid}@{domain}",
                 f"+1415555{cid % 10000:04d}" if channel in ("sms", "whatsapp") else None,
-                zone, source, rng.choice(SHARE_SOURCES) if source == "share_link" else None,
+                zone_name, source, rng.choice(SHARE_SOURCES) if source == "share_link" else None,
                 channel, secrets.token_urlsafe(24), stage, stamp(deadline),
-                stage == "opted_out" and channel == "email", stage == "opted_out" and channel == "sms",
-                stage == "opted_out" and channel == "whatsapp", device if "clicked" in stamps else None,
-                stamp(stamps.get("invited")), stamp(stamps.get("clicked")), stamp(stamps.get("started")),
-                stamp(stamps.get("completed")), stamp(t) if len(ev) > 1 else None, stamp(created), stamp(t),
+                opted_out and channel == "email", opted_out and channel == "sms",
+                opted_out and channel == "whatsapp", device if t["clicked"] else None,
+                stamp(t["invited"]), stamp(t["clicked"]), stamp(t["visited"]), stamp(t["started"]),
+                stamp(t["completed"]), stamp(last) if len(ev) > 1 else None, stamp(created), stamp(last),
             ))
-            for etype, at, dev, ch in ev:
-                events.append((cid, agent.id, etype, stamp(at), dev, ch))
-            if "started" in stamps:
-                asked = questions[agent.id]
-                answered = len(asked) if "completed" in stamps else rng.randint(0, len(asked))
-                for pos, (qid, qtext) in enumerate(asked[:answered], start=1):
-                    at = stamp(stamps["started"] + timedelta(minutes=3 * pos))
-                    answers.append((cid, qid, pos, qtext, f"Demo answer {pos} from {name}.", at))
-                    events.append((cid, agent.id, "answered", at, None, None))
+            for etype, at, dev, ch, message in ev:
+                events.append((cid, agent.id, etype, stamp(at), dev, ch, message))
         writer.insert("candidate", CANDIDATE_COLUMNS, candidates)
+        writer.insert("message", MESSAGE_COLUMNS, messages)
         writer.insert("event", EVENT_COLUMNS, events)
         writer.insert("answer", ANSWER_COLUMNS, answers)
         # The count triggers appended a row per candidate (SQLite): fold them as we go.
@@ -212,7 +325,28 @@ def create_demo_candidates(session: Session, count: int, seed: int, now) -> int:
         session.commit()
         made += len(candidates)
     if writer.postgresql:
-        # Explicit ids were used: move the sequence past them.
-        session.execute(text("SELECT setval(pg_get_serial_sequence('candidate', 'id'), (SELECT max(id) FROM candidate))"))
+        # Explicit ids were used: move the sequences past them.
+        for table in ("candidate", "message"):
+            session.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                                 f"(SELECT coalesce(max(id), 1) FROM {table}))"))
         session.commit()
     return made
+
+
+def _ensure_demo_variants(session: Session) -> None:
+    """The shipped templates, and a second e-mail invite (B, another subject line) to compare."""
+    from .messaging.services import ensure_default_templates
+    from .models import Template, TemplateVersion
+
+    ensure_default_templates(session)
+    if session.scalar(select(Template.id).where(Template.kind == "invite", Template.channel == "email",
+                                                Template.variant == "B")) is None:
+        first = session.scalar(select(Template).where(Template.kind == "invite", Template.channel == "email",
+                                                      Template.variant == "A"))
+        version = first.versions[-1] if first is not None and first.versions else None
+        variant = Template(kind="invite", channel="email", variant="B", weight=1, active=True)
+        variant.versions.append(TemplateVersion(
+            number=1, subject="{{ candidate.first_name }}, your 10-minute interview for {{ role }}",
+            body=version.body if version is not None else "Start here: {{ link }}"))
+        session.add(variant)
+    session.commit()

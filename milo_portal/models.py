@@ -298,6 +298,8 @@ class Candidate(db.Model):
         Index("ix_candidate_sort_stage", "stage", "id"),
         Index("ix_candidate_agent_sort_added", "agent_id", "created_at", "id"),
         Index("ix_candidate_agent_sort_activity", "agent_id", "last_activity_at", "id"),
+        # Every agent's funnel (the agents list) from a narrow index, in agent order.
+        Index("ix_candidate_funnel", "agent_id", "invited_at", "clicked_at", "started_at", "completed_at", "stage"),
     )
     # Search indexes that the models do not describe (SQLite: an FTS5 trigram table kept by
     # triggers; PostgreSQL: pg_trgm GIN indexes) are made by migration 0006_fast_candidate_lists.
@@ -397,6 +399,8 @@ class Event(db.Model):
         Index("ix_event_candidate_at", "candidate_id", "at"),
         Index("ix_event_agent_type_at", "agent_id", "type", "at"),
         Index("ix_event_type_at", "type", "at"),
+        # Metrics ask "has this candidate an event of this type": one seek.
+        Index("ix_event_candidate_type", "candidate_id", "type"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -459,6 +463,7 @@ class Message(db.Model):
         CheckConstraint(_in("status", MessageStatus.ALL), name="status"),
         Index("ix_message_status_scheduled_for", "status", "scheduled_for"),
         Index("ix_message_provider_id", "provider_id"),
+        Index("ix_message_created_at", "created_at"),  # deliverability over a date range
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

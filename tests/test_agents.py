@@ -56,15 +56,27 @@ def test_archiving_closes_the_share_link_and_moves_the_agent(auth, client):
     assert agent.archived_at is None and agent.share_open
 
 
-def test_list_shows_counts_per_stage(auth, client):
+def test_list_shows_the_funnel_with_the_metrics_definitions(auth, client):
+    """The list counts everyone who reached a stage (one definition with the Metrics page):
+    it used to add "opened" and "clicked" current stages into one "Clicked" column."""
+    from milo_portal.clock import now
+
     agent = make_agent()
-    for i, stage in enumerate([Stage.COMPLETED, Stage.COMPLETED, Stage.STARTED]):
-        db.session.add(Candidate(agent_id=agent.id, email=f"c{i}@x.test", stage=stage))
+    t = now()
+    people = [dict(stage=Stage.COMPLETED, invited_at=t, clicked_at=t, started_at=t, completed_at=t),
+              dict(stage=Stage.COMPLETED, invited_at=t, started_at=t, completed_at=t),
+              dict(stage=Stage.STARTED, invited_at=t, clicked_at=t, started_at=t),
+              dict(stage=Stage.OPENED, invited_at=t),
+              dict(stage=Stage.ADDED)]
+    for i, fields in enumerate(people):
+        db.session.add(Candidate(agent_id=agent.id, email=f"c{i}@x.test", **fields))
     db.session.commit()
     body = client.get("/agents").get_data(as_text=True)
     row = body.split(agent.title)[1].split("</tr>")[0]
     cells = [c.split("</td>")[0].strip() for c in row.split('<td class="num">')[1:]]
-    assert cells == ["0", "0", "0", "1", "2", "0"]
+    # waiting, invited, clicked, started, completed (reached), completion of delivered, expired
+    assert cells[:5] == ["1", "4", "3", "3", "2"] and cells[6] == "0"
+    assert cells[5].endswith("50 %") and 'aria-label="Funnel: 4 invited, 3 clicked' in cells[5]
 
 
 # --- questions --------------------------------------------------------------------------

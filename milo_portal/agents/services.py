@@ -185,6 +185,13 @@ def stage_counts(session: Session, agent_ids: list[int]) -> dict[int, dict[str, 
     return tally.by_agent_and_stage(session, agent_ids)
 
 
+def funnels(session: Session, agent_ids: list[int]) -> dict[int, dict]:
+    """Each agent's funnel and completion rate, with the Metrics page's stage definitions."""
+    from ..metrics import services as metrics  # (metrics reads agents, not the reverse)
+
+    return metrics.agent_funnels(session, agent_ids)
+
+
 def fold_counts_if_due(session: Session) -> bool:
     """Tidy the maintained counts first when many changes wait (see candidates.tally)."""
     from ..candidates import tally

@@ -46,7 +46,8 @@ def index():
         db.session.commit()
     agents = services.list_agents(db.session, archived)
     counts = services.stage_counts(db.session, [a.id for a in agents])
-    return render_template("agents/index.html", agents=agents, counts=counts, archived=archived)
+    funnels = services.funnels(db.session, [a.id for a in agents])
+    return render_template("agents/index.html", agents=agents, counts=counts, funnels=funnels, archived=archived)
 
 
 @bp.route("/agents/new", methods=["GET", "POST"])
@@ -78,6 +79,7 @@ def detail(agent_id: int):
         db.session.commit()
     counts = services.stage_counts(db.session, [agent.id])[agent.id]
     return render_template("agents/detail.html", agent=agent, counts=counts,
+                           funnel=services.funnels(db.session, [agent.id])[agent.id],
                            question_form=QuestionForm(), action_form=EmptyForm(),
                            failing=checks.failing(db.session, now(), agent.id))
 

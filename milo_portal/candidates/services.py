@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from phonenumbers import timezone as phone_timezone
-from sqlalchemy import Integer, Select, and_, any_, bindparam, column, func, or_, select, table, tuple_, update
+from sqlalchemy import Integer, Select, and_, any_, bindparam, column, false, func, or_, select, table, tuple_, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.compiler import compiles
@@ -460,6 +460,14 @@ class ListFilters:
     last: bool = False
     page: int | None = None
     ids: list[int] = field(default_factory=list)
+    # A drill-down from the Metrics page: who ("clicked_not_started"...), an optional
+    # dimension and value, and the page's filters (``metrics.definitions.Filters.drill``).
+    metric: str | None = None
+    metric_dim: str | None = None
+    metric_value: str | None = None
+    metric_args: dict = field(default_factory=dict)
+    # The drill-down's SQL condition, made by ``with_metric`` (not from the URL).
+    metric_condition: object = None
 
     def valid(self) -> tuple[int | None, str | None, str | None, str | None]:
         """(agent, stage, source, channel), each None when absent or not a known value."""
@@ -592,7 +600,26 @@ def _conditions(filters: ListFilters, indexed: tuple[str, ...] = ("agent_id", "s
             conds.append((column if name in indexed else unindexed(column)) == value)
     if filters.ids:
         conds.append(Candidate.id.in_(filters.ids))
+    if filters.metric_condition is not None:
+        conds.append(filters.metric_condition)
     return conds
+
+
+def with_metric(session: Session, filters: ListFilters) -> ListFilters:
+    """The filters with a Metrics drill-down's condition: exactly the people the figure counted.
+
+    The condition is the very expression the Metrics page counted with, so the list and
+    the figure cannot disagree. A malformed drill-down matches nobody.
+    """
+    if not filters.metric:
+        return filters
+    from ..metrics import definitions, services as metrics  # (metrics reads candidates, not the reverse)
+
+    drill = definitions.parse_drill(filters.metric_args)
+    condition = None
+    if drill is not None:
+        condition = metrics.people_condition(session, drill, filters.metric, filters.metric_dim, filters.metric_value)
+    return replace(filters, metric_condition=condition if condition is not None else false())
 
 
 def filtered(filters: ListFilters, dialect: str = "") -> Select:
@@ -616,6 +643,10 @@ def _plan(session: Session, filters: ListFilters) -> tuple[str, list, int | None
     # One agent's list walks an index that starts with the agent where there is one.
     walk = _conditions(filters, indexed=("agent_id",) if filters.sort in AGENT_SORTS else ())
     search = Search.parse(filters.q)
+    if filters.metric_condition is not None:
+        # A drill-down: its people are counted once and read through the condition.
+        conds = _conditions(filters, indexed=()) + ([search.like(dialect)] if search is not None else [])
+        return FILTER, conds, session.scalar(select(func.count()).where(*conds))
     if search is None:
         if filters.ids:
             return FILTER, _conditions(filters, indexed=()), session.scalar(
@@ -766,7 +797,7 @@ def list_candidates(session: Session, filters: ListFilters) -> CandidatePage:
     back from it lands on the same pages as paging forward from the first.
     """
     sort = filters.sort if filters.sort in SORTS else "added"
-    filters = replace(filters, sort=sort)
+    filters = replace(with_metric(session, filters), sort=sort)
     plan, conds, total = _plan(session, filters)
 
     def read(cursor, forward: bool, size: int = PAGE_SIZE) -> tuple[list[Candidate], bool]:
@@ -821,6 +852,7 @@ def _iso(value: datetime | None) -> str:
 def export_csv(session: Session, filters: ListFilters) -> Iterator[str]:
     """Stream the matching candidates as CSV, in chunks, formula cells neutralised."""
     read_only(session)
+    filters = with_metric(session, filters)
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(CSV_HEADER)

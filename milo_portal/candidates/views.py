@@ -182,7 +182,14 @@ def _filters() -> services.ListFilters:
         after=after, before=(args.get("before") or "")[:300] or None, last=args.get("last") == "1",
         page=page if page and page > 0 else None,
         ids=int_list_arg(args, "ids"),
+        metric=(args.get("metric") or "")[:40] or None, metric_dim=(args.get("metric_dim") or "")[:20] or None,
+        metric_value=(args.get("metric_value") or "")[:200] or None,
+        metric_args={k: (args.get(k) or "")[:200] for k in METRIC_ARGS if args.get(k)},
     )
+
+
+# A Metrics drill-down's own filters (agent, source and channel are the list's too).
+METRIC_ARGS = ("since", "until", "src", "level", "agent_id", "source", "channel")
 
 
 def _query_string(filters: services.ListFilters, position: bool = True, **over) -> str:
@@ -190,6 +197,9 @@ def _query_string(filters: services.ListFilters, position: bool = True, **over) 
     values = {"agent_id": filters.agent_id or "", "stage": filters.stage or "", "source": filters.source or "",
               "channel": filters.channel or "", "q": filters.q, "sort": filters.sort,
               "dir": "desc" if filters.desc else "asc"}
+    if filters.metric:
+        values.update(filters.metric_args, metric=filters.metric, metric_dim=filters.metric_dim or "",
+                      metric_value=filters.metric_value or "")
     if position:
         values.update(after=filters.after, before=filters.before, last="1" if filters.last else "",
                       page=filters.page)

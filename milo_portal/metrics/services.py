@@ -1,0 +1,648 @@
+"""The Metrics page's figures, each one SQL aggregate (GROUP BY, window functions) over
+candidates, events, answers and messages; Python only shapes the few aggregated rows.
+
+Rates are measured against *delivered*. Percentiles are nearest-rank: the value at rank
+ceil(p·n) of the n sorted durations (the median of 4 values is the 2nd).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from typing import Iterable
+
+from sqlalchemy import String, and_, case, cast, distinct, exists, func, literal, not_, select, union_all, update
+from sqlalchemy.orm import Session
+
+from ..models import Agent, Answer, Candidate, Message, MessageStatus, Question, Settings, Template
+from . import definitions as d
+from .definitions import BUCKETS, COMPLETED, FUNNEL, STARTED, Defs, Filters
+
+C = Candidate
+
+# A/B: a winner is named only with p below this and at least this many delivered per variant.
+SIGNIFICANCE = 0.05
+MIN_SAMPLE = 100
+Z95 = 1.959963984540054
+Z_POWER80 = 0.8416212335729143
+
+
+def dialect_of(session: Session) -> str:
+    """The database's dialect name ("sqlite" or "postgresql")."""
+    return session.get_bind().dialect.name
+
+
+def defs_for(session: Session, f: Filters) -> Defs:
+    """The definitions for this database and range (the zones' offsets come from one small query)."""
+    zones = session.scalars(select(distinct(C.timezone)).where(*d.cohort(f))).all()
+    settings = session.get(Settings, 1)
+    window = (settings.window_start_minute, settings.window_end_minute) if settings else (540, 1080)
+    return Defs(dialect_of(session), d.zone_offsets(list(zones), f.since, f.until), window)
+
+
+def _sum(cond):
+    return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
+
+
+def rate(part: int, whole: int) -> float | None:
+    """part / whole, or None when there is nobody to measure against."""
+    return part / whole if whole else None
+
+
+# --- counts ---------------------------------------------------------------------------------
+
+ALL_WHOS = tuple(d.WHO_LABELS)[:-2]  # every stage condition (not the drill-down-only ones)
+INT_DIMENSIONS = ("agent", "followups", "heat", "bucket")
+
+
+def counts_many(session: Session, defs: Defs, conds: list, specs: dict[str, str | None]) -> dict:
+    """Every who-count per value of each spec's dimension (None: overall), in ONE statement.
+
+    The candidates are read once into a materialized table of their facts and dimension
+    values (each EXISTS and subquery evaluated once per candidate); every count and every
+    group-by then reads those rows. Returns {spec: {key: {who: n}}} (key None overall).
+    """
+    dims = sorted({by for by in specs.values() if by})
+    columns = [case((expr, 1), else_=0).label(name) for name, expr in defs.facts.items()]
+    columns += [defs.dimension(dim).label("dim_" + dim) for dim in dims]
+    base = select(*columns).where(*conds).cte("metrics_base").prefix_with("MATERIALIZED")
+    who = d.stage_conditions(lambda name: base.c[name] == 1)
+    sums = [_sum(who[w]).label(w) for w in ALL_WHOS]
+    parts = []
+    for spec, by in specs.items():
+        if by is None:
+            parts.append(select(literal(spec).label("spec"), cast(literal(None), String).label("key"), *sums)
+                         .select_from(base))
+        else:
+            key = cast(base.c["dim_" + by], String)
+            parts.append(select(literal(spec).label("spec"), key.label("key"), *sums).select_from(base)
+                         .group_by(key))
+    out: dict = {spec: {} for spec in specs}
+    for row in session.execute(union_all(*parts) if len(parts) > 1 else parts[0]).all():
+        by = specs[row.spec]
+        if by is None:
+            key = None
+        elif row.key is None:
+            continue  # no value for this dimension (e.g. a share-link tag of a non-share-link candidate)
+        else:
+            key = int(row.key) if by in INT_DIMENSIONS else row.key
+        out[row.spec][key] = {w: int(row._mapping[w]) for w in ALL_WHOS}
+    return out
+
+
+def counts(session: Session, defs: Defs, conds: list, whos: Iterable[str], by: str | None = None) -> dict:
+    """How many candidates meet each of ``whos``, overall or per value of dimension ``by``."""
+    whos = list(whos)
+    found = counts_many(session, defs, conds, {"x": by})["x"]
+    if by is None:
+        row = found.get(None) or {}
+        return {w: row.get(w, 0) for w in whos}
+    return {key: {w: row[w] for w in whos} for key, row in found.items()}
+
+
+def agent_funnels(session: Session, agent_ids: list[int]) -> dict[int, dict]:
+    """Each agent's all-time funnel (the Metrics page's definitions) and completion rate."""
+    if not agent_ids:
+        return {}
+    # Machine opens and local time are not needed here: no zones to look up.
+    defs = Defs(dialect_of(session), [])
+    whos = ("invited", "delivered", "clicked", "started", "completed")
+    found = counts(session, defs, [C.erased_at.is_(None), C.agent_id.in_(agent_ids), d.INVITED], whos, by="agent")
+    out = {}
+    for agent_id in agent_ids:
+        row = found.get(agent_id) or {w: 0 for w in whos}
+        out[agent_id] = dict(row, completion=rate(row["completed"], row["delivered"]))
+    return out
+
+
+@dataclass
+class Step:
+    """One funnel step: its count, the rate from the previous step and from delivered."""
+
+    who: str
+    label: str
+    count: int
+    step_rate: float | None
+    overall: float | None
+
+
+def funnel(session: Session, defs: Defs, f: Filters, found: dict | None = None) -> dict:
+    """The funnel and what is counted beside it (expired, opted out, failed, machine opens)."""
+    beside = ("failed", "expired", "opted_out", "machine_opened", "machine_opened_only", "visited_only",
+              "never_started", "not_finished", "opened_not_clicked", "clicked_not_started", "late_invite",
+              "friday_invite", "outside_window")
+    if found is None:
+        found = counts(session, defs, d.cohort(f), FUNNEL + beside)
+    delivered = found["delivered"]
+    steps, previous = [], None
+    for who in FUNNEL:
+        n = found[who]
+        steps.append(Step(who, d.WHO_LABELS[who], n,
+                          rate(n, previous) if previous is not None else None,
+                          rate(n, delivered) if who != "invited" else None))
+        previous = n
+    return {"steps": steps, "counts": found}
+
+
+# --- time -----------------------------------------------------------------------------------
+
+TIME_STEPS = (("invite_click", "Invite → click", "invited_at", "clicked_at"),
+              ("click_start", "Click → start", "clicked_at", "started_at"),
+              ("start_complete", "Start → complete", "started_at", "completed_at"),
+              ("invite_complete", "Invite → complete", "invited_at", "completed_at"))
+
+
+def _percentiles(session: Session, durations, keys: list) -> list:
+    """Median and p90 (nearest rank) of ``durations.c.d`` per ``keys``: rows (keys..., n, median, p90)."""
+    part = [durations.c[k] for k in keys]
+    ranked = select(*part, durations.c.d,
+                    func.row_number().over(partition_by=part, order_by=durations.c.d).label("rn"),
+                    func.count().over(partition_by=part).label("n")).subquery()
+    rk = [ranked.c[k] for k in keys]
+    n = ranked.c.n
+    median = func.max(case((ranked.c.rn == (n + 1) // 2, ranked.c.d)))
+    p90 = func.max(case((ranked.c.rn == (9 * n + 9) // 10, ranked.c.d)))
+    return session.execute(select(*rk, func.max(n).label("n"), median.label("median"), p90.label("p90"))
+                           .group_by(*rk).order_by(*rk)).all()
+
+
+def times(session: Session, defs: Defs, f: Filters, histogram: dict | None = None) -> dict:
+    """Median and p90 of each step (seconds), and the histogram of invite → complete."""
+    parts = []
+    for key, _, a, b in TIME_STEPS:
+        start, end = getattr(C, a), getattr(C, b)
+        parts.append(select(literal(key).label("step"), d.seconds_between(defs.dialect, start, end).label("d"))
+                     .where(*d.cohort(f), start.is_not(None), end.is_not(None)))
+    found = {r.step: r for r in _percentiles(session, union_all(*parts).subquery(), ["step"])}
+    steps = [{"key": key, "label": label, "n": int(found[key].n) if key in found else 0,
+              "median": float(found[key].median) if key in found else None,
+              "p90": float(found[key].p90) if key in found else None} for key, label, _, _ in TIME_STEPS]
+    if histogram is None:
+        histogram = counts(session, defs, d.cohort(f), ["completed"], by="bucket")
+    bars = [{"key": i, "label": label, "count": histogram.get(i, {}).get("completed", 0)}
+            for i, (_, label) in enumerate(BUCKETS)]
+    return {"steps": steps, "histogram": bars}
+
+
+# --- inside the interview -------------------------------------------------------------------
+
+def questions(session: Session, defs: Defs, f: Filters) -> dict:
+    """Per question: reached, answered, left there, median time spent; the biggest drop."""
+    # Materialized: each starter's answers are counted once, then joined to every question.
+    started = (select(C.agent_id.label("agent_id"), d.answers_count().label("k"),
+                      case((COMPLETED, 1), else_=0).label("done")).where(*d.cohort(f), STARTED)
+               .cte("metrics_started").prefix_with("MATERIALIZED"))
+    k, pos = started.c.k, Question.position
+    rows = session.execute(
+        select(Question.agent_id, Question.position, Question.text,
+               _sum(k >= pos - 1).label("reached"), _sum(k >= pos).label("answered"),
+               _sum((k == pos - 1) & (started.c.done == 0)).label("left"))
+        .join(started, started.c.agent_id == Question.agent_id)
+        .group_by(Question.agent_id, Question.position, Question.text)
+        .order_by(Question.agent_id, Question.position)).all()
+    # Time spent on a question: from the previous answer (or the start) to this answer.
+    previous = func.lag(Answer.answered_at).over(partition_by=Answer.candidate_id, order_by=Answer.position)
+    spent = (select(C.agent_id.label("agent_id"), Answer.position.label("position"),
+                    d.seconds_between(defs.dialect, func.coalesce(previous, C.started_at), Answer.answered_at)
+                    .label("d"))
+             .join(C, C.id == Answer.candidate_id).where(*d.cohort(f), C.started_at.is_not(None))).subquery()
+    medians = {(r.agent_id, r.position): float(r.median) for r in _percentiles(session, spent, ["agent_id", "position"])}
+    titles = dict(session.execute(select(Agent.id, Agent.title).where(Agent.id.in_({r.agent_id for r in rows}))).all())
+    table = [{"agent_id": r.agent_id, "agent": titles.get(r.agent_id, ""), "position": r.position, "text": r.text,
+              "reached": int(r.reached), "answered": int(r.answered), "left": int(r.left),
+              "median": medians.get((r.agent_id, r.position))} for r in rows]
+    worst = max((q for q in table if q["left"]), key=lambda q: (q["left"], -q["position"]), default=None)
+    return {"rows": table, "worst": worst}
+
+
+# --- completion by ----------------------------------------------------------------------------
+
+BY = ("source", "src", "channel", "agent", "level", "device", "followups")
+
+
+def by_dimension(session: Session, defs: Defs, f: Filters, name: str, found: dict | None = None) -> list[dict]:
+    """Delivered, started, completed and the completion rate per value of one dimension."""
+    if found is None:
+        found = counts(session, defs, d.cohort(f), ("invited", "delivered", "started", "completed"), by=name)
+    labels = {}
+    if name == "agent":
+        labels = dict(session.execute(select(Agent.id, Agent.title).where(Agent.id.in_(list(found)))).all())
+    rows = []
+    for key, row in found.items():
+        label = labels.get(key, key)
+        if name == "device":
+            label = d.DEVICE_LABELS.get(key, key)
+        elif name == "followups":
+            label = "3 or more" if key == 3 else str(key)
+        elif name == "src" and key == "":
+            label = "(no tag)"
+        rows.append(dict(row, key=key, label=str(label), completion=rate(row["completed"], row["delivered"]),
+                         start_completion=rate(row["completed"], row["started"])))
+    rows.sort(key=lambda r: (str(type(r["key"])), r["key"] if r["key"] is not None else ""))
+    return rows
+
+
+def heat_map(session: Session, defs: Defs, f: Filters, found: dict | None = None) -> dict:
+    """Invites and completion by candidate-local weekday × hour of the invite."""
+    if found is None:
+        found = counts(session, defs, d.cohort(f), ("invited", "delivered", "completed"), by="heat")
+    cells = {}
+    for key, row in found.items():
+        cells[int(key)] = dict(row, completion=rate(row["completed"], row["delivered"]))
+    return {"cells": cells}
+
+
+# --- deliverability -------------------------------------------------------------------------
+
+def _domain(dialect: str):
+    if dialect == "postgresql":
+        return func.lower(func.split_part(C.email, "@", 2))
+    return func.lower(func.substr(C.email, func.instr(C.email, "@") + 1))
+
+
+def message_conditions(f: Filters) -> list:
+    """Messages created in the range, of candidates the other filters keep."""
+    conds = [Message.created_at >= f.since, Message.created_at < f.until,
+             Message.status.not_in((MessageStatus.CANCELLED, MessageStatus.SUPPRESSED))]
+    return conds
+
+
+FAILED_PERMANENTLY = Message.status == MessageStatus.FAILED
+FAILED_TEMPORARILY = (Message.status != MessageStatus.FAILED) & ((Message.attempts > 1) | Message.last_error.is_not(None))
+
+
+def deliverability(session: Session, defs: Defs, f: Filters) -> dict:
+    """Sent, failed permanently and temporarily, per channel and per recipient domain (e-mail)."""
+    base = select().select_from(Message).join(C, C.id == Message.candidate_id).where(
+        *message_conditions(f), *d.base_conditions(f))
+    figures = (func.count().label("messages"), _sum(Message.sent_at.is_not(None)).label("sent"),
+               _sum(FAILED_PERMANENTLY).label("failed"), _sum(FAILED_TEMPORARILY).label("temporary"))
+    channel_rows = session.execute(base.add_columns(Message.channel.label("key"), *figures)
+                                   .group_by(Message.channel).order_by(Message.channel)).all()
+    domain = _domain(defs.dialect).label("key")
+    domain_rows = session.execute(base.add_columns(domain, *figures).where(Message.channel == "email")
+                                  .group_by(domain).order_by(func.count().desc(), domain).limit(25)).all()
+
+    def shape(rows):
+        return [{"key": r.key, "messages": int(r.messages), "sent": int(r.sent), "failed": int(r.failed),
+                 "temporary": int(r.temporary), "failure_rate": rate(int(r.failed), int(r.messages))} for r in rows]
+
+    return {"channels": shape(channel_rows), "domains": shape(domain_rows)}
+
+
+def message_failed_condition(f: Filters, defs: Defs, channel: str | None, domain: str | None):
+    """Candidates with a permanently failed message in the range (to ``channel`` / ``domain``)."""
+    conds = [Message.candidate_id == C.id, FAILED_PERMANENTLY, *message_conditions(f)]
+    if channel:
+        conds.append(Message.channel == channel)
+    if domain:
+        conds += [Message.channel == "email", _domain(defs.dialect) == domain]
+    return exists().where(*conds)
+
+
+# --- A/B results ----------------------------------------------------------------------------
+
+@dataclass
+class Comparison:
+    """A variant against the first one, on completion (of delivered)."""
+
+    diff: float | None
+    low: float | None
+    high: float | None
+    p_value: float | None
+    verdict: str
+    winner: bool = False
+
+
+def compare(n1: int, x1: int, n2: int, x2: int) -> Comparison:
+    """Two-proportion z-test (pooled) and the 95 % interval of p2 − p1 (unpooled)."""
+    if not n1 or not n2:
+        return Comparison(None, None, None, None, "no invites delivered yet")
+    p1, p2 = x1 / n1, x2 / n2
+    diff = p2 - p1
+    se = math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
+    pooled = (x1 + x2) / (n1 + n2)
+    se0 = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    p_value = math.erfc(abs(diff) / se0 / math.sqrt(2)) if se0 else 1.0
+    low, high = diff - Z95 * se, diff + Z95 * se
+    if p_value < SIGNIFICANCE and min(n1, n2) >= MIN_SAMPLE:
+        return Comparison(diff, low, high, p_value, "significant", winner=True)
+    if diff == 0:
+        verdict = "not yet significant — no difference so far"
+    else:
+        # Invites per variant for an 80 % chance to see this difference at the 5 % level.
+        need = (Z95 + Z_POWER80) ** 2 * (p1 * (1 - p1) + p2 * (1 - p2)) / diff ** 2
+        more = max(0, math.ceil(need) - min(n1, n2), MIN_SAMPLE - min(n1, n2))
+        verdict = f"not yet significant — about {2 * more:,} more invites needed"
+    return Comparison(diff, low, high, p_value, verdict)
+
+
+def ab_results(session: Session, defs: Defs, f: Filters, found: dict | None = None) -> list[dict]:
+    """Per invite channel with several variants: each variant's funnel and its comparison."""
+    whos = ("invited", "delivered", "opened", "clicked", "started", "completed", "opted_out")
+    if found is None:
+        found = counts(session, defs, d.cohort(f), whos, by="variant")
+    templates = session.execute(select(Template.id, Template.channel, Template.variant, Template.active)
+                                .where(Template.kind == "invite")).all()
+    by_channel: dict[str, list] = {}
+    for key, row in found.items():
+        if key is None:
+            continue
+        channel, variant = key.split("/", 1)
+        by_channel.setdefault(channel, []).append(dict(row, variant=variant))
+    out = []
+    for channel in sorted(by_channel):
+        variants = sorted(by_channel[channel], key=lambda r: r["variant"])
+        if len(variants) < 2:
+            continue
+        first = variants[0]
+        for v in variants:
+            v["completion"] = rate(v["completed"], v["delivered"])
+            v["click_rate"] = rate(v["clicked"], v["delivered"])
+            v["template_id"] = next((t.id for t in templates if t.channel == channel and t.variant == v["variant"]), None)
+            v["active"] = next((t.active for t in templates if t.channel == channel and t.variant == v["variant"]), None)
+            v["comparison"] = None if v is first else compare(first["delivered"], first["completed"],
+                                                               v["delivered"], v["completed"])
+        winner = None
+        best = max(variants, key=lambda v: (v["completion"] or 0))
+        if best is first:
+            # The first variant wins only if every other one is significantly worse.
+            if all(v["comparison"].winner and v["comparison"].diff < 0 for v in variants[1:]):
+                winner = first
+        elif best["comparison"].winner and best["comparison"].diff > 0:
+            winner = best
+        out.append({"channel": channel, "variants": variants, "winner": winner})
+    return out
+
+
+def make_only_variant(session: Session, template: Template) -> int:
+    """Make ``template`` the only active variant of its kind and channel; return how many were switched off."""
+    result = session.execute(update(Template).where(Template.kind == template.kind,
+                                                    Template.channel == template.channel,
+                                                    Template.id != template.id, Template.active.is_(True))
+                             .values(active=False).execution_options(synchronize_session=False))
+    template.active = True
+    return result.rowcount
+
+
+# --- red flags ------------------------------------------------------------------------------
+
+@dataclass
+class Flag:
+    """A problem found in the data: what was measured, the threshold, who, and the fix."""
+
+    key: str
+    title: str
+    measured: str
+    threshold: str
+    who: str
+    fix: str
+    dim: str | None = None
+    value: object = None
+    count: int = 0
+
+
+LOW_OPEN_RATE = 0.20          # opened / delivered, e-mail, with at least MIN_FLAG_BASE delivered
+LOW_COMPLETION_OF_STARTED = 0.60
+HIGH_START_OF_CLICKED = 0.50  # "high start": at least half of those who click start
+LOW_START_OF_CLICKED = 0.50   # clicks without starts: fewer than half start
+DOMAIN_FAILURE_RATE = 0.20
+MIN_DOMAIN_MESSAGES = 10
+FRIDAY_SHARE = 0.20
+OUTSIDE_WINDOW_SHARE = 0.20
+LATE_INVITE_SHARE = 0.25
+PHONE_GAP = 0.15              # phone completion (of started) this far below desktop
+MIN_FLAG_BASE = 20
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x * 100:.0f} %"
+
+
+def red_flags(funnel_: dict, question_: dict, delivery: dict, devices: list[dict], email_funnel: dict,
+              min_base: int = MIN_FLAG_BASE) -> list[Flag]:
+    """The red flags the figures raise, each with its threshold and the best-practice fix."""
+    c = funnel_["counts"]
+    flags = []
+    e_delivered, e_opened = email_funnel["delivered"], email_funnel["opened"]
+    if e_delivered >= min_base and rate(e_opened, e_delivered) < LOW_OPEN_RATE:
+        flags.append(Flag("low_open", "Low open rate", f"{_pct(rate(e_opened, e_delivered))} of "
+                          f"{e_delivered} delivered e-mails opened (approximate)", f"below {_pct(LOW_OPEN_RATE)}",
+                          "never_started", "Check spam filters and subject lines; ask IT to whitelist the sender.",
+                          dim="channel", value="email", count=e_delivered - e_opened))
+    started, completed, clicked = c["started"], c["completed"], c["clicked"]
+    if (started >= min_base and rate(started, clicked) >= HIGH_START_OF_CLICKED
+            and rate(completed, started) < LOW_COMPLETION_OF_STARTED):
+        worst = question_.get("worst")
+        where = f" Most leave at question {worst['position']} of {worst['agent']}: “{worst['text'][:80]}”." if worst else ""
+        flags.append(Flag("low_completion", "Many start but do not finish",
+                          f"{_pct(rate(completed, started))} of {started} who started completed",
+                          f"below {_pct(LOW_COMPLETION_OF_STARTED)}", "not_finished",
+                          "The interview is probably too long: shorten or remove questions." + where,
+                          count=started - completed))
+    if clicked >= min_base and rate(started, clicked) < LOW_START_OF_CLICKED:
+        flags.append(Flag("clicks_no_starts", "Clicks without starts",
+                          f"{_pct(rate(started, clicked))} of {clicked} who clicked started",
+                          f"below {_pct(LOW_START_OF_CLICKED)}", "clicked_not_started",
+                          "Likely a technical problem: test the links and the page on a phone.",
+                          count=clicked - started))
+    for row in delivery["domains"]:
+        if row["messages"] >= MIN_DOMAIN_MESSAGES and (row["failure_rate"] or 0) >= DOMAIN_FAILURE_RATE:
+            flags.append(Flag(f"domain_{row['key']}", f"Failed sends to {row['key']}",
+                              f"{row['failed']} of {row['messages']} e-mails to {row['key']} failed",
+                              f"{_pct(DOMAIN_FAILURE_RATE)} or more of at least {MIN_DOMAIN_MESSAGES}",
+                              "message_failed", "Check the bounce reasons in the outbox; ask that domain's IT "
+                              "to whitelist the sender, and check SPF/DKIM.", dim="domain", value=row["key"],
+                              count=row["failed"]))
+    invited = c["invited"]
+    if invited >= min_base and rate(c["friday_invite"], invited) >= FRIDAY_SHARE:
+        flags.append(Flag("friday", "Many first invites on Fridays",
+                          f"{_pct(rate(c['friday_invite'], invited))} of {invited} first invites went on a Friday "
+                          "(candidate-local)", f"{_pct(FRIDAY_SHARE)} or more", "friday_invite",
+                          "Send first invites Monday to Thursday (Settings → initial send days).",
+                          count=c["friday_invite"]))
+    if invited >= min_base and rate(c["outside_window"], invited) >= OUTSIDE_WINDOW_SHARE:
+        flags.append(Flag("window", "First invites outside the send window",
+                          f"{_pct(rate(c['outside_window'], invited))} of {invited} first invites went outside "
+                          "the send window (candidate-local)", f"{_pct(OUTSIDE_WINDOW_SHARE)} or more",
+                          "outside_window", "Keep the send window on (Settings) and avoid “Send now” at night.",
+                          count=c["outside_window"]))
+    if invited >= min_base and rate(c["late_invite"], invited) >= LATE_INVITE_SHARE:
+        flags.append(Flag("late", "Invites sent long after the candidate was added",
+                          f"{_pct(rate(c['late_invite'], invited))} of {invited} were invited more than "
+                          f"{d.LATE_INVITE_HOURS} h after being added", f"{_pct(LATE_INVITE_SHARE)} or more",
+                          "late_invite", "Send promptly: invite candidates the day they apply.",
+                          count=c["late_invite"]))
+    phone = next((r for r in devices if r["key"] == "mobile"), None)
+    desktop = next((r for r in devices if r["key"] == "desktop"), None)
+    if (phone and desktop and phone["started"] >= min_base and desktop["started"] >= min_base
+            and phone["start_completion"] < desktop["start_completion"] - PHONE_GAP):
+        flags.append(Flag("phone", "Completion on phones far below desktop",
+                          f"{_pct(phone['start_completion'])} on phones against {_pct(desktop['start_completion'])} "
+                          "on desktop (of those who started)", f"{_pct(PHONE_GAP)} points or more below",
+                          "not_finished", "Improve the mobile experience: short questions, test the page on a phone.",
+                          dim="device", value="mobile", count=phone["started"] - phone["completed"]))
+    return flags
+
+
+# --- the whole page -------------------------------------------------------------------------
+
+def page(session: Session, f: Filters) -> dict:
+    """Every figure of the page for these filters."""
+    defs = defs_for(session, f)
+    specs = {"funnel": None, **{f"by-{name}": name for name in BY}, "heat": "heat", "bucket": "bucket",
+             "variant": "variant"}
+    many = counts_many(session, defs, d.cohort(f), specs)
+    funnel_ = funnel(session, defs, f, found=many["funnel"].get(None) or {w: 0 for w in ALL_WHOS})
+    question_ = questions(session, defs, f)
+    delivery = deliverability(session, defs, f)
+    by = {name: by_dimension(session, defs, f, name, found=many[f"by-{name}"]) for name in BY}
+    email = many["by-channel"].get("email") or {"delivered": 0, "opened": 0}
+    return {
+        "funnel": funnel_, "times": times(session, defs, f, histogram=many["bucket"]), "questions": question_,
+        "by": by, "heat": heat_map(session, defs, f, found=many["heat"]), "delivery": delivery,
+        "ab": ab_results(session, defs, f, found=many["variant"]),
+        "flags": red_flags(funnel_, question_, delivery, by["device"], email),
+    }
+
+
+# --- drill-down -----------------------------------------------------------------------------
+
+def people_condition(session: Session, f: Filters, who: str, dim: str | None, raw: str | None):
+    """The condition that picks exactly the candidates a figure counted; None if unknown."""
+    defs = defs_for(session, f)
+    if who == "message_failed":
+        channel = raw if dim == "channel" else None
+        domain = raw if dim == "domain" else None
+        if dim not in (None, "channel", "domain"):
+            return None
+        return and_(*d.base_conditions(f), message_failed_condition(f, defs, channel, domain))
+    if who == "left_at":
+        # raw is "agent_id:position": started, not completed, answered the questions before it only.
+        try:
+            agent_id, position = (int(x) for x in (raw or "").split(":"))
+        except ValueError:
+            return None
+        return and_(*d.cohort(f), STARTED, not_(COMPLETED), C.agent_id == agent_id,
+                    d.answers_count() == position - 1)
+    if who not in defs.who:
+        return None
+
+    conds = d.cohort(f) + [defs.who[who]]
+    if dim:
+        if dim not in d.DIMENSIONS or dim == "question":
+            return None
+        value = defs.dimension_value(dim, raw or "")
+        if value is None:
+            return None
+        if dim == "src":
+            conds.append(C.source == "share_link")
+        if dim == "bucket":
+            conds.append(COMPLETED)
+        conds.append(defs.dimension(dim) == value)
+    return and_(*conds)
+
+
+# --- CSV ------------------------------------------------------------------------------------
+
+def csv_safe(value) -> str:
+    """A cell that a spreadsheet will not run as a formula (= + - @ tab CR get a leading ')."""
+    text = "" if value is None else str(value)
+    if text and text[0] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + text
+    return text
+
+
+def to_csv(header: list[str], rows: Iterable[Iterable]) -> str:
+    """One table as CSV text, every cell neutralised."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow([csv_safe(h) for h in header])
+    for row in rows:
+        writer.writerow([csv_safe(v) for v in row])
+    return buf.getvalue()
+
+
+def _r(x):
+    return "" if x is None else f"{x:.4f}"
+
+
+def table_csv(figures: dict, table: str) -> tuple[list[str], list[list]] | None:
+    """A table of the page as (header, rows) for CSV; None for an unknown table name."""
+    if table == "funnel":
+        rows = [[s.label, s.count, _r(s.step_rate), _r(s.overall)] for s in figures["funnel"]["steps"]]
+        rows += [[d.WHO_LABELS[k], v, "", ""] for k, v in figures["funnel"]["counts"].items() if k not in FUNNEL]
+        return ["stage", "candidates", "rate from previous step", "rate of delivered"], rows
+    if table == "times":
+        return (["step", "candidates", "median (s)", "p90 (s)"],
+                [[s["label"], s["n"], _r(s["median"]), _r(s["p90"])] for s in figures["times"]["steps"]])
+    if table == "histogram":
+        return ["time to complete", "completed"], [[b["label"], b["count"]] for b in figures["times"]["histogram"]]
+    if table == "questions":
+        return (["interview agent", "position", "question", "reached", "answered", "left here", "median time (s)"],
+                [[q["agent"], q["position"], q["text"], q["reached"], q["answered"], q["left"], _r(q["median"])]
+                 for q in figures["questions"]["rows"]])
+    if table.startswith("by-") and table[3:] in figures["by"]:
+        return (["value", "invited", "delivered", "started", "completed", "completion rate"],
+                [[r["label"], r["invited"], r["delivered"], r["started"], r["completed"], _r(r["completion"])]
+                 for r in figures["by"][table[3:]]])
+    if table == "heat":
+        return (["weekday", "hour", "invited", "delivered", "completed", "completion rate"],
+                [[WEEKDAYS[k // 24], k % 24, v["invited"], v["delivered"], v["completed"], _r(v["completion"])]
+                 for k, v in sorted(figures["heat"]["cells"].items())])
+    if table in ("channels", "domains"):
+        return (["channel" if table == "channels" else "domain", "messages", "sent", "failed permanently",
+                 "failed temporarily"],
+                [[r["key"], r["messages"], r["sent"], r["failed"], r["temporary"]] for r in figures["delivery"][table]])
+    if table == "ab":
+        rows = []
+        for test in figures["ab"]:
+            for v in test["variants"]:
+                cmp_ = v["comparison"]
+                rows.append([test["channel"], v["variant"], v["invited"], v["delivered"], v["clicked"], v["started"],
+                             v["completed"], v["opted_out"], _r(v["completion"]),
+                             _r(cmp_.diff) if cmp_ else "", _r(cmp_.low) if cmp_ else "",
+                             _r(cmp_.high) if cmp_ else "", _r(cmp_.p_value) if cmp_ else ""])
+        return (["channel", "variant", "sent", "delivered", "clicked", "started", "completed", "opted out",
+                 "completion rate", "difference", "95% CI low", "95% CI high", "p-value"], rows)
+    if table == "flags":
+        return (["flag", "measured", "threshold", "fix"],
+                [[fl.title, fl.measured, fl.threshold, fl.fix] for fl in figures["flags"]])
+    return None
+
+
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+TABLES = ("funnel", "times", "histogram", "questions", "heat", "channels", "domains", "ab", "flags") + tuple(
+    f"by-{name}" for name in BY)
+
+
+def funnel_rows(steps: list[Step]) -> list[tuple]:
+    """The funnel chart's bars: (label, count, largest count)."""
+    top = max((s.count for s in steps), default=0)
+    return [(s.label.capitalize(), s.count, top) for s in steps]
+
+
+def rate_rows(rows: list[dict]) -> list[tuple]:
+    """A by-table's chart bars: (label, completion %, 100)."""
+    return [(r["label"][:24], round((r["completion"] or 0) * 100), 100) for r in rows]
+
+
+def histogram_rows(bars: list[dict]) -> list[tuple]:
+    """The histogram's bars: (label, count)."""
+    return [(b["label"], b["count"]) for b in bars]
+
+
+def duration(seconds: float | None) -> str:
+    """A duration for people: 45 s, 12 min, 3.5 h, 2.1 days."""
+    if seconds is None:
+        return "—"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
