@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import logging
 
 from flask import Flask, Response, render_template, request, url_for
@@ -22,10 +23,10 @@ log = logging.getLogger(__name__)
 
 # Endpoints reachable without logging in. Everything else is admin-only by default, so a
 # new admin route cannot be left open by forgetting a decorator.
-PUBLIC_BLUEPRINTS = {"public", "hooks"}
+PUBLIC_BLUEPRINTS = {"public", "hooks", "api"}
 PUBLIC_ENDPOINTS = {"auth.login", "static", "healthz"}
 # URL prefixes of the public surface: their responses (errors included) are never cached.
-PUBLIC_PREFIXES = ("/i/", "/s/", "/t/", "/u/", "/hooks/")
+PUBLIC_PREFIXES = ("/i/", "/s/", "/t/", "/u/", "/hooks/", "/api/v1/")
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -77,7 +78,8 @@ def create_app(config_class=Config, **config_kwargs) -> Flask:
 # Each area's package only defines its blueprint; its views are imported here, so a service
 # of one area can import another area's services without pulling in (and cycling through)
 # the views of both.
-AREAS = ("auth", "agents", "candidates", "messaging", "outbox", "settings", "pages", "metrics", "public", "hooks")
+AREAS = ("auth", "agents", "candidates", "messaging", "outbox", "settings", "pages", "metrics", "public", "hooks",
+         "api", "integrations")
 
 
 def _register_blueprints(app: Flask) -> None:
@@ -134,6 +136,10 @@ def _register_error_handlers(app: Flask) -> None:
             # label...), so Flask has no URL adapter and url_for, which the styled page
             # needs, would crash. Whatever went wrong, the answer is a plain 400.
             return Response("Bad request: invalid Host header.\n", 400, mimetype="text/plain")
+        if request.path.startswith("/api/"):
+            # The API answers in JSON only, its errors too (RFC 9457 problem details).
+            problem = {"type": "about:blank", "title": title, "status": code, "detail": message}
+            return Response(json.dumps(problem), code, mimetype="application/problem+json")
         public = bool(request.endpoint and request.endpoint.startswith("public."))
         if request.path.startswith(PUBLIC_PREFIXES):
             public = True

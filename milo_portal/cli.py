@@ -95,12 +95,17 @@ def dispatch_command(at: str | None, dry_run: bool) -> None:
         return
     planned = plan(db.session, instant)
     result = dispatch(db.session, instant)
+    from .integrations.outbound import tick_step
+
+    events = tick_step(db.session, instant)
     click.echo(planned.summary())
     for label, lines in (("sent", result.sent), ("moved", result.moved), ("cancelled", result.cancelled),
                          ("retrying", result.retried), ("failed", result.failed)):
         for line in lines:
             click.echo(f"  {label}: {line}")
     click.echo(result.summary())
+    if events.delivered or events.retried or events.failed:
+        click.echo(events.summary())
 
 
 @milo_cli.command("schedule")

@@ -192,6 +192,8 @@ class Config:
         self.MILO_RATE_EMAIL = env_int("MILO_RATE_EMAIL", 1200, minimum=1)
         self.MILO_RATE_SMS = env_int("MILO_RATE_SMS", 60, minimum=1)
         self.MILO_RATE_WHATSAPP = env_int("MILO_RATE_WHATSAPP", 60, minimum=1)
+        # The JSON API: requests per minute per key (429 with Retry-After beyond).
+        self.MILO_API_RATE_PER_MINUTE = env_int("MILO_API_RATE_PER_MINUTE", 120, minimum=1)
         if self.MILO_SMS_BACKEND not in ("console", "twilio"):
             raise ConfigError(
                 f"MILO_SMS_BACKEND must be 'console' or 'twilio' (got {self.MILO_SMS_BACKEND!r})"

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -592,6 +593,179 @@ class WebhookReceipt(db.Model):
     source: Mapped[str] = mapped_column(String(40))
     event_id: Mapped[str] = mapped_column(String(200))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# --- integrations: the API, inbound webhooks, outbound events -----------------------------
+
+INTEGRATION_KINDS = ("generic", "greenhouse", "indeed", "workable", "lever", "completion")
+DELIVERY_OUTCOMES = ("created", "duplicate", "updated", "ignored", "no_agent", "rejected", "error")
+
+
+class ApiIdempotency(db.Model):
+    """The response given to one ``Idempotency-Key`` of one API key, replayed for the same body."""
+
+    __tablename__ = "api_idempotency"
+    __table_args__ = (UniqueConstraint("api_key_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_key.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int] = mapped_column(Integer)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Integration(db.Model):
+    """One inbound webhook (an ATS, Indeed, a generic sender or an external interview tool).
+
+    The secret signs what the sender posts, so it is kept as it is (an HMAC needs it); the
+    page shows it once. After a rotation the old one is accepted until ``previous_until``.
+    """
+
+    __tablename__ = "integration"
+    __table_args__ = (CheckConstraint(_in("kind", INTEGRATION_KINDS), name="kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(100))
+    token: Mapped[str] = mapped_column(String(64), unique=True, default=new_token)
+    secret: Mapped[str] = mapped_column(String(200))
+    previous_secret: Mapped[Optional[str]] = mapped_column(String(200))
+    previous_until: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # Dotted paths into the posted JSON, per field (JSON object); the kind's defaults otherwise.
+    field_map: Mapped[str] = mapped_column(Text, default="{}")
+    default_agent_id: Mapped[Optional[int]] = mapped_column(ForeignKey("agent.id", ondelete="SET NULL"))
+    invite: Mapped[bool] = mapped_column(Boolean, default=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow)
+
+    jobs: Mapped[list["IntegrationJob"]] = relationship(
+        back_populates="integration", order_by="IntegrationJob.external_job", cascade="all, delete-orphan")
+
+
+class IntegrationJob(db.Model):
+    """An external job (ATS job id, Indeed job id) mapped to the agent its applicants join."""
+
+    __tablename__ = "integration_job"
+    __table_args__ = (UniqueConstraint("integration_id", "external_job"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    integration_id: Mapped[int] = mapped_column(ForeignKey("integration.id", ondelete="CASCADE"))
+    external_job: Mapped[str] = mapped_column(String(200))
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agent.id", ondelete="CASCADE"))
+
+    integration: Mapped[Integration] = relationship(back_populates="jobs")
+    agent: Mapped[Agent] = relationship()
+
+
+class IntegrationDelivery(db.Model):
+    """One post an integration received: outcome, what it created, the error; the body a short time."""
+
+    __tablename__ = "integration_delivery"
+    __table_args__ = (
+        CheckConstraint(_in("outcome", DELIVERY_OUTCOMES), name="outcome"),
+        Index("ix_integration_delivery_integration_at", "integration_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    integration_id: Mapped[int] = mapped_column(ForeignKey("integration.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    outcome: Mapped[str] = mapped_column(String(20))
+    detail: Mapped[str] = mapped_column(String(500), default="")
+    event_id: Mapped[Optional[str]] = mapped_column(String(200))
+    candidate_id: Mapped[Optional[int]] = mapped_column(ForeignKey("candidate.id", ondelete="SET NULL"))
+    body: Mapped[Optional[str]] = mapped_column(Text)
+
+
+class ExternalRef(db.Model):
+    """Another system's id for a candidate (an API caller's, an ATS's, Indeed's): it deduplicates."""
+
+    __tablename__ = "external_ref"
+    __table_args__ = (UniqueConstraint("scope", "external_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # "api" or "integration:<id>": ids are unique within the system that gave them.
+    scope: Mapped[str] = mapped_column(String(40))
+    external_id: Mapped[str] = mapped_column(String(200))
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidate.id", ondelete="CASCADE"), index=True)
+
+
+class CandidateFile(db.Model):
+    """A file that came with a candidate (Indeed's resume): size-limited and type-checked on the way in."""
+
+    __tablename__ = "candidate_file"
+    __table_args__ = (Index("ix_candidate_file_candidate_id", "candidate_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidate.id", ondelete="CASCADE"))
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+OUTBOUND_EVENTS = ("candidate.created", "candidate.started", "candidate.completed", "candidate.expired",
+                   "candidate.opted_out")
+
+
+class WebhookDeliveryStatus:
+    """Statuses of an outbound event delivery."""
+
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    ALL = (SCHEDULED, SENDING, DELIVERED, FAILED)
+
+
+class WebhookEndpoint(db.Model):
+    """A team's (or one agent's) URL that receives signed candidate events."""
+
+    __tablename__ = "webhook_endpoint"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    agent_id: Mapped[Optional[int]] = mapped_column(ForeignKey("agent.id", ondelete="CASCADE"))
+    secret: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Private and loopback targets are refused (SSRF) unless an admin allowed them here.
+    allow_private: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow)
+
+    agent: Mapped[Optional[Agent]] = relationship()
+
+
+class WebhookDelivery(db.Model):
+    """The outbound events outbox: one event for one endpoint, claimed like a message."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_id"),
+        CheckConstraint(_in("status", WebhookDeliveryStatus.ALL), name="status"),
+        Index("ix_webhook_delivery_status_scheduled_for", "status", "scheduled_for"),
+        Index("ix_webhook_delivery_endpoint_created", "endpoint_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoint.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(40))
+    candidate_id: Mapped[Optional[int]] = mapped_column(ForeignKey("candidate.id", ondelete="SET NULL"))
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default=WebhookDeliveryStatus.SCHEDULED)
+    scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    last_error: Mapped[Optional[str]] = mapped_column(String(1000))
+    response_status: Mapped[Optional[int]] = mapped_column(Integer)
+    delivered_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # Retries stop here (24 h after the event, or after a Resend) and the delivery fails.
+    give_up_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    endpoint: Mapped[WebhookEndpoint] = relationship()
 
 
 class JobLease(db.Model):

@@ -74,6 +74,7 @@ def move(session: Session, candidate: Candidate, target: str, now: datetime, *,
     # The row now holds these values: mirror them on the object without another query.
     for key, value in values.items():
         set_committed_value(candidate, key, value)
+    _announce(session, candidate, target, now, channel)
     return True
 
 
@@ -81,4 +82,13 @@ def record(session: Session, candidate: Candidate, event_type: str, now: datetim
     """Append an event that is not a stage move (answered, nudged, opted_in...)."""
     event = Event(candidate_id=candidate.id, agent_id=candidate.agent_id, type=event_type, at=now, **fields)
     session.add(event)
+    _announce(session, candidate, event_type, now, fields.get("channel"))
     return event
+
+
+def _announce(session: Session, candidate: Candidate, event_type: str, now: datetime, channel: str | None) -> None:
+    """Queue the outbound event (candidate.created, .started, ...) for the team's webhook URLs."""
+    from ..integrations.outbound import EVENT_TYPES, emit
+
+    if event_type in EVENT_TYPES:
+        emit(session, candidate, event_type, now, channel)

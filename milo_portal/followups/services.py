@@ -690,7 +690,11 @@ def tick(session: Session, now: datetime, holder: str | None = None) -> tuple[Pl
         planned = plan(session, now)
     else:
         planned = PlanResult(skipped=True)
-    return planned, dispatch(session, now)
+    dispatched = dispatch(session, now)
+    from ..integrations.outbound import tick_step  # outbound candidate events: their own outbox
+
+    tick_step(session, now)
+    return planned, dispatched
 
 
 # --- schedule of one candidate ------------------------------------------------------------

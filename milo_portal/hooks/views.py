@@ -64,3 +64,42 @@ def twilio_inbound():
         reply = f"{company} recruiting. Help: {support_contact(settings, None)}. Reply STOP to opt out."
     db.session.commit()
     return _twiml(reply)
+
+
+# --- integrations: ATS, Indeed, generic signed posts, external interview completion ------
+
+@bp.post("/<kind>/<token>")
+def integration(kind: str, token: str):
+    """One configured integration's endpoint: signed by its scheme, answered in JSON."""
+    from ..integrations import inbound
+    from ..models import INTEGRATION_KINDS, Integration
+
+    if kind not in INTEGRATION_KINDS:
+        abort(404)
+    found = db.session.scalar(db.select(Integration).where(Integration.token == token[:64]))
+    if found is None or found.kind != kind or not found.active:
+        abort(404)
+    moment = now()
+    limit = inbound.MAX_BODY_WITH_RESUME if kind == "indeed" else inbound.MAX_BODY
+    # The input guard has read the body already (within MAX_CONTENT_LENGTH); it is hashed raw.
+    body = request.get_data(cache=True)
+    try:
+        if len(body) > limit:
+            raise inbound.Refused(413, "rejected", f"Body larger than {limit // 1024} KiB: refused.")
+        inbound.verify(found, request.headers, body, moment)
+        parsed = inbound.parse(found, request.headers, body)
+    except inbound.Refused as err:
+        inbound.log(db.session, found, err.outcome, err.detail, moment, body if err.status != 413 else None)
+        db.session.commit()
+        return {"error": err.detail}, err.status
+    outcome = inbound.handle(db.session, found, parsed, moment)
+    if outcome.status >= 400:
+        db.session.rollback()  # nothing half-made stays; the log line below is the one write
+        found = db.session.get(Integration, found.id)
+    inbound.log(db.session, found, outcome.outcome, outcome.detail, moment, body, parsed.event_id,
+                outcome.candidate.id if outcome.candidate is not None and outcome.status < 400 else None)
+    db.session.commit()
+    answer = {"status": outcome.outcome, "detail": outcome.detail}
+    if outcome.candidate is not None and outcome.status < 400:
+        answer["candidate_id"] = outcome.candidate.id
+    return answer, outcome.status
