@@ -77,7 +77,8 @@ def create_app(config_class=Config, **config_kwargs) -> Flask:
 # Each area's package only defines its blueprint; its views are imported here, so a service
 # of one area can import another area's services without pulling in (and cycling through)
 # the views of both.
-AREAS = ("auth", "agents", "candidates", "messaging", "outbox", "settings", "pages", "public", "hooks")
+AREAS = ("auth", "agents", "candidates", "messaging", "outbox", "settings", "pages", "public", "hooks",
+         "imports")
 
 
 def _register_blueprints(app: Flask) -> None:

@@ -72,6 +72,8 @@ def _apply_errors(form, err: services.ContactErrors) -> None:
 def add_method(method: str):
     if method not in ADD_METHODS:
         abort(404)
+    if method == "bulk":
+        return redirect(url_for("imports.new", agent_id=int_arg(request.args, "agent_id")))
     title, what = ADD_METHODS[method]
     return render_template("candidates/add_method.html", title=title, what=what,
                            agent_id=int_arg(request.args, "agent_id"))
