@@ -209,7 +209,7 @@ def test_a_creating_batch_is_hidden_from_lists_counts_planner_and_dispatcher(app
     monkeypatch.setattr(services, "_create_chunk", chunk_then_look)
     with pytest.raises(RuntimeError):
         services.confirm(db.session, folder, batch, services.parse_mapping(batch.mapping), "email", True, NOW, None,
-                         chunk=3)
+                         chunk=3, adapt=False)
     assert seen == [(3, 0, 0, 0, 0, []), (6, 0, 0, 0, 0, []), (7, 0, 0, 0, 0, [])]
     # All or nothing: nothing is left, the counts never moved, the batch can be confirmed again.
     assert db.session.scalar(select(func.count()).select_from(Candidate)) == 0
@@ -220,7 +220,7 @@ def test_a_creating_batch_is_hidden_from_lists_counts_planner_and_dispatcher(app
     assert batch.status == "review" and "nothing was added" in batch.note
     monkeypatch.setattr(services, "_create_chunk", real_chunk)
     services.confirm(db.session, folder, batch, services.parse_mapping(batch.mapping), "email", True, NOW, None,
-                     chunk=3)
+                     chunk=3, adapt=False)
     listed = candidates.list_candidates(db.session, candidates.ListFilters(agent_id=agent.id))
     assert (listed.total, tally.count(db.session, agent.id)) == (7, 7)
     assert len(followups._due_ids(db.session, NOW + timedelta(days=3), ["email"], 100)) == 7

@@ -23,6 +23,7 @@ import time
 import unicodedata
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterator
@@ -37,15 +38,18 @@ from ..errors import DomainError
 from ..followups.rules import next_allowed, rules_for
 from ..forms_common import timezone_names
 from ..models import (CHANNELS, Agent, Candidate, CandidateCount, Event, ImportBatch, ImportRow, Message,
-                      MessageStatus, Stage)
+                      MessageStatus, Stage, new_token)
 from ..settings.services import get_settings
 from ..transactions import end_transaction, read_only, write_unit
 from . import parsers
 from .parsers import Problem, Resume, Table, UploadRefused
 
-# Rows per write unit: about 10-20 ms of SQLite's write lock on a 2-core machine (inserting a
-# candidate touches its indexes, the search index, its event, invite and report row).
-CHUNK = 250
+# Rows per write unit at first; each next unit is sized from how long the last one took, to
+# hold the write lock about CHUNK_TARGET (a candidate's insert touches a dozen indexes, the
+# search index, its event, invite and report row: well under a millisecond, but it adds up).
+CHUNK = 200
+CHUNK_TARGET = 0.04  # seconds
+CHUNK_RANGE = (50, 2000)
 # A batch whose heartbeat is older than this while "creating" was abandoned (a chunk takes
 # milliseconds; the heartbeat moves after each one).
 ABANDONED_AFTER = timedelta(minutes=2)
@@ -293,6 +297,20 @@ def _reason(err: ContactErrors, row: RowResult, country: str, channel: str) -> s
     return "; ".join(parts) or next(iter(errors.values()))
 
 
+@lru_cache(maxsize=120_000)
+def _checked(name: str, email: str, phone: str, tz: str, channel: str, country: str, zone: str):
+    """clean_contact's answer for these values (a CleanContact or the ContactErrors), remembered.
+
+    The review runs again on every change of a mapping and once more on confirm: the same
+    values need not be validated twice (e-mail and phone checks are most of a review's time).
+    """
+    try:
+        return clean_contact(ContactData(name=name, email=email, phone=phone, timezone=tz, channel=channel),
+                             country, zone, require_name=False)
+    except ContactErrors as err:
+        return err
+
+
 def _existing(session: Session, agent_id: int, emails: list[str], phones: list[str]) -> tuple[set, set]:
     """E-mails and phones (of these) already in this interview, read in slices of 500."""
     found_emails, found_phones = set(), set()
@@ -345,12 +363,11 @@ def review(session: Session, batch: ImportBatch, items: list, mapping: dict, cha
                 rows.append((row, _country(get("country"), country), tz))
         for row, row_country, tz in rows:
             if row.outcome == "new":
-                try:
-                    row.contact = clean_contact(
-                        ContactData(name=row.name, email=row.email, phone=row.phone, timezone=tz, channel=channel),
-                        row_country, zone, require_name=False)
-                except ContactErrors as err:
-                    row.outcome, row.reason = "invalid", _reason(err, row, row_country, channel)
+                checked = _checked(row.name, row.email, row.phone, tz, channel, row_country, zone)
+                if isinstance(checked, ContactErrors):
+                    row.outcome, row.reason = "invalid", _reason(checked, row, row_country, channel)
+                else:
+                    row.contact = checked
             results.append(row)
     _mark_duplicates(session, batch.agent_id, results)
     counts = Counter(r.outcome for r in results)
@@ -408,7 +425,7 @@ def move(session: Session, batch_id: int, source: str, target: str, **values) ->
 
 
 def confirm(session: Session, root: Path, batch: ImportBatch, mapping: dict, channel: str, invite: bool,
-            now: datetime, actor_id: int | None, chunk: int = CHUNK) -> Created:
+            now: datetime, actor_id: int | None, chunk: int = CHUNK, adapt: bool = True) -> Created:
     """Create the batch's new rows as candidates (and queue their invites), all or nothing.
 
     The batch is claimed first (review → creating, one conditional UPDATE), so a second
@@ -432,12 +449,21 @@ def confirm(session: Session, root: Path, batch: ImportBatch, mapping: dict, cha
         agent = session.get(Agent, batch.agent_id)
         rules = rules_for(get_settings(session), agent)
         end_transaction(session)
+        prepared = _prepare(batch, agent, rules, result.rows, channel, invite, now, actor_id)
         created: Counter = Counter()
-        for i in range(0, len(result.rows), chunk):
-            heartbeat = now + timedelta(seconds=time.monotonic() - started)
+        i, size, beat = 0, chunk, started
+        while i < len(result.rows):
+            began = time.monotonic()
+            heartbeat = None
+            if began - beat > 5:  # often enough for ABANDONED_AFTER, not a write per chunk
+                heartbeat, beat = now + timedelta(seconds=began - started), began
             with write_unit(session) as work:
-                created.update(_create_chunk(work, batch, agent, rules, result.rows[i:i + chunk], channel,
-                                             invite, now, actor_id, heartbeat))
+                created.update(_create_chunk(work, batch, agent, result.rows[i:i + size], prepared[i:i + size],
+                                             channel, invite, now, actor_id, heartbeat))
+            i += size
+            if adapt:
+                took = max(time.monotonic() - began, 0.001)
+                size = int(min(max(size * CHUNK_TARGET / took, CHUNK_RANGE[0]), CHUNK_RANGE[1], size * 2))
         counts = Counter(r.outcome for r in result.rows)
         with write_unit(session) as work:
             done = move(work, batch.id, ImportBatch.CREATING, ImportBatch.DONE, finished_at=now, folder=None,
@@ -459,63 +485,82 @@ def confirm(session: Session, root: Path, batch: ImportBatch, mapping: dict, cha
     return Created(batch, True)
 
 
-def _create_chunk(work: Session, batch: ImportBatch, agent: Agent, rules, rows: list[RowResult], channel: str,
-                  invite: bool, now: datetime, actor_id: int | None, heartbeat: datetime) -> Counter:
-    """One write unit: this slice's candidates, their events and invites, and its report rows."""
-    fresh = [r for r in rows if r.outcome == "new"]
-    # Re-checked inside the unit: someone may have added one of these people since the review.
-    taken_emails, taken_phones = _existing(work, agent.id, [r.contact.email for r in fresh if r.contact.email],
-                                           [r.contact.phone for r in fresh if not r.contact.email])
-    for r in fresh:
-        if (r.contact.email and r.contact.email in taken_emails) or \
-                (not r.contact.email and r.contact.phone in taken_phones):
-            r.outcome, r.reason = "duplicate", "added to this interview meanwhile"
-    fresh = [r for r in fresh if r.outcome == "new"]
+def _prepare(batch: ImportBatch, agent: Agent, rules, rows: list[RowResult], channel: str, invite: bool,
+             now: datetime, actor_id: int | None) -> list[dict | None]:
+    """Each new row's candidate values and invite moment, worked out before any lock is taken."""
     by_hand = channel == "link" and invite
-    values = []
-    for r in fresh:
+    moments: dict[str, datetime] = {}
+    prepared: list[dict | None] = []
+    for r in rows:
+        if r.outcome != "new":
+            prepared.append(None)
+            continue
         contact = r.contact
-        day = default_deadline_date(agent, contact.timezone, now)
-        values.append(dict(
-            agent_id=agent.id, name=contact.name or None, email=contact.email, phone=contact.phone,
-            timezone=contact.timezone, channel=channel, source="bulk", source_detail=r.source_detail or None,
+        zone = contact.timezone
+        if zone not in moments:
+            day = default_deadline_date(agent, zone, now)
+            moments[zone] = (deadline_from_date(day, zone, now), next_allowed(now, zone, rules, initial=True) or now)
+        deadline, first_invite = moments[zone]
+        prepared.append(dict(
+            agent_id=agent.id, name=contact.name or None, email=contact.email, phone=contact.phone, timezone=zone,
+            channel=channel, source="bulk", source_detail=r.source_detail or None, token=new_token(),
             stage=Stage.INVITED if by_hand else Stage.ADDED, invited_at=now if by_hand else None,
-            deadline_at=deadline_from_date(day, contact.timezone, now),
+            deadline_at=deadline,
             # As when adding by hand: the default deadline counts again from when the invite goes
             # (a link "sent by hand" goes now, so its clock has started).
             deadline_follows_invite=not by_hand, created_by_id=actor_id, created_at=now, updated_at=now,
-            last_activity_at=now if by_hand else None, import_batch_id=batch.id))
-    ids = list(work.scalars(insert(Candidate).returning(Candidate.id, sort_by_parameter_order=True),
-                            values)) if values else []
+            last_activity_at=now if by_hand else None, import_batch_id=batch.id, _invite_at=first_invite))
+    return prepared
+
+
+def _create_chunk(work: Session, batch: ImportBatch, agent: Agent, rows: list[RowResult], prepared: list,
+                  channel: str, invite: bool, now: datetime, actor_id: int | None,
+                  heartbeat: datetime | None) -> Counter:
+    """One write unit: this slice's candidates, their events and invites, and its report rows."""
+    fresh = [(r, v) for r, v in zip(rows, prepared) if v is not None]
+    # Re-checked inside the unit: someone may have added one of these people since the review.
+    taken_emails, taken_phones = _existing(work, agent.id, [v["email"] for _, v in fresh if v["email"]],
+                                           [v["phone"] for _, v in fresh if not v["email"]])
+    for r, v in fresh:
+        if (v["email"] and v["email"] in taken_emails) or (not v["email"] and v["phone"] in taken_phones):
+            r.outcome, r.reason = "duplicate", "added to this interview meanwhile"
+    fresh = [(r, v) for r, v in fresh if r.outcome == "new"]
+    by_hand = channel == "link" and invite
+    # Core statements on the unit's connection: the ORM's bulk path costs more Python per
+    # row than SQLite spends inserting it.
+    conn, candidate = work.connection(), Candidate.__table__
+    values = [{k: x for k, x in v.items() if k != "_invite_at"} for _, v in fresh]
+    # RETURNING rows come back in any order (asking SQLAlchemy to sort them makes it insert
+    # one row per statement on SQLite): each is matched to its row by its unique token.
+    by_token = dict(conn.execute(insert(candidate).returning(candidate.c.token, candidate.c.id), values).all()) \
+        if values else {}
+    made = {id(r): by_token[v["token"]] for r, v in fresh}
     events, messages = [], []
-    first_moments: dict[str, datetime] = {}
-    for candidate_id, v in zip(ids, values):
+    for r, v in fresh:
+        candidate_id = made[id(r)]
         events.append(dict(candidate_id=candidate_id, agent_id=agent.id, type="added", at=now, detail="bulk",
                            actor_id=actor_id))
         if by_hand:
             events.append(dict(candidate_id=candidate_id, agent_id=agent.id, type=Stage.INVITED, at=now,
                                channel="link", detail="link sent by hand", actor_id=actor_id))
         elif invite:
-            zone = v["timezone"]
-            if zone not in first_moments:
-                first_moments[zone] = next_allowed(now, zone, rules, initial=True) or now
             messages.append(dict(candidate_id=candidate_id, kind="invite", step=1, channel=channel,
                                  manual=actor_id is not None, immediate=False, status=MessageStatus.SCHEDULED,
-                                 rule="Invite on bulk upload", scheduled_for=first_moments[zone], attempts=0,
+                                 rule="Invite on bulk upload", scheduled_for=v["_invite_at"], attempts=0,
                                  created_by_id=actor_id, created_at=now))
     if events:
-        work.execute(insert(Event), events)
+        conn.execute(insert(Event.__table__), events)
     if messages:
-        work.execute(insert(Message), messages)
-    made = dict(zip((id(r) for r in fresh), ids))
-    work.execute(insert(ImportRow), [dict(
+        conn.execute(insert(Message.__table__), messages)
+    conn.execute(insert(ImportRow.__table__), [dict(
         batch_id=batch.id, filename=r.file[:255], row_number=r.row,
         outcome="created" if id(r) in made else r.outcome, reason=(r.reason or r.where)[:500] or None,
         candidate_id=made.get(id(r)), name=(r.name or None) and r.name[:200],
         email=(r.email or None) and r.email[:254], phone=(r.phone or None) and r.phone[:40],
         external_id=r.external_id or None) for r in rows])
-    work.execute(update(ImportBatch).where(ImportBatch.id == batch.id).values(heartbeat_at=heartbeat))
-    return Counter({Stage.INVITED if by_hand else Stage.ADDED: len(ids)})
+    if heartbeat is not None:
+        conn.execute(update(ImportBatch.__table__).where(ImportBatch.id == batch.id).values(heartbeat_at=heartbeat))
+    return Counter({Stage.INVITED if by_hand else Stage.ADDED: len(made)})
 
 
 def _discard_created(session: Session, batch_id: int, then: str | None) -> None:
