@@ -252,6 +252,8 @@ def test_a_batch_left_creating_by_a_crash_is_removed_on_the_next_start(app, data
     restarted = create_app(TestConfig, database_url=database_url)
     restarted.config["MILO_IMPORT_DIR"] = str(folder)
     assert restarted.test_client().get("/healthz").status_code == 200
+    with restarted.app_context():
+        db.engine.dispose()
     db.session.expire_all()
     assert [c.email for c in db.session.scalars(select(Candidate))] == ["busy@example.com"]
     assert db.session.scalar(select(func.count()).select_from(Message)) == 1
