@@ -79,7 +79,7 @@ def create_app(config_class=Config, **config_kwargs) -> Flask:
 # of one area can import another area's services without pulling in (and cycling through)
 # the views of both.
 AREAS = ("auth", "agents", "candidates", "messaging", "outbox", "settings", "pages", "metrics", "public", "hooks",
-         "api", "integrations")
+         "api", "integrations", "imports")
 
 
 def _register_blueprints(app: Flask) -> None:

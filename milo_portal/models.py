@@ -23,6 +23,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    or_,
+    select,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -301,6 +303,7 @@ class Candidate(db.Model):
         Index("ix_candidate_agent_sort_activity", "agent_id", "last_activity_at", "id"),
         # Every agent's funnel (the agents list) from a narrow index, in agent order.
         Index("ix_candidate_funnel", "agent_id", "invited_at", "clicked_at", "started_at", "completed_at", "stage"),
+        Index("ix_candidate_import_batch_id", "import_batch_id"),
     )
     # Search indexes that the models do not describe (SQLite: an FTS5 trigram table kept by
     # triggers; PostgreSQL: pg_trgm GIN indexes) are made by migration 0006_fast_candidate_lists.
@@ -335,6 +338,10 @@ class Candidate(db.Model):
     created_by_id: Mapped[Optional[int]] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow, onupdate=_utcnow)
+    # The bulk upload that created this candidate. While that batch is "creating" the
+    # candidate is hidden (see ``candidate_visible``). No foreign key: adding one to this
+    # table on SQLite would rebuild it, and its triggers and search index with it.
+    import_batch_id: Mapped[Optional[int]] = mapped_column(Integer)
 
     agent: Mapped[Agent] = relationship()
     answers: Mapped[list["Answer"]] = relationship(
@@ -530,14 +537,27 @@ class Settings(db.Model):
 # --- ingestion and API --------------------------------------------------------------------
 
 class ImportBatch(db.Model):
-    """One bulk upload of candidate files and its per-row outcome."""
+    """One bulk upload of candidate files and its per-row outcome.
+
+    Statuses: ``review`` (files read, nothing created; the files wait in a temporary
+    folder), ``creating`` (rows going in by chunks; its candidates are hidden from lists,
+    counts and the dispatcher), ``done``, ``undone`` (Undo removed what it could).
+    """
 
     __tablename__ = "import_batch"
+    __table_args__ = (Index("ix_import_batch_status", "status"),)
+
+    REVIEW = "review"
+    CREATING = "creating"
+    DONE = "done"
+    UNDONE = "undone"
+    # Which status may follow which (one conditional UPDATE makes each move).
+    MOVES = {REVIEW: (CREATING,), CREATING: (DONE, REVIEW), DONE: (UNDONE,), UNDONE: ()}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     agent_id: Mapped[int] = mapped_column(ForeignKey("agent.id", ondelete="CASCADE"))
     created_by_id: Mapped[Optional[int]] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
-    status: Mapped[str] = mapped_column(String(20), default="pending")
+    status: Mapped[str] = mapped_column(String(20), default=REVIEW)
     filenames: Mapped[str] = mapped_column(Text, default="")
     total_rows: Mapped[int] = mapped_column(Integer, default=0)
     created_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -545,14 +565,28 @@ class ImportBatch(db.Model):
     error_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow)
     finished_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # The temporary folder holding the uploaded files until confirm, cancel or a day passes.
+    folder: Mapped[Optional[str]] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(20), default="email")
+    invite: Mapped[bool] = mapped_column(Boolean, default=True)
+    # JSON: the column mapping of each table read from the files.
+    mapping: Mapped[str] = mapped_column(Text, default="{}")
+    # Written after each chunk while creating: a batch whose heartbeat stopped was abandoned.
+    heartbeat_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    undone_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    removed_count: Mapped[int] = mapped_column(Integer, default=0)
+    kept_count: Mapped[int] = mapped_column(Integer, default=0)
+    note: Mapped[Optional[str]] = mapped_column(Text)
 
+    agent: Mapped[Agent] = relationship()
+    created_by: Mapped[Optional[User]] = relationship()
     rows: Mapped[list["ImportRow"]] = relationship(
-        back_populates="batch", order_by="ImportRow.id", cascade="all, delete-orphan"
+        back_populates="batch", order_by="ImportRow.id", cascade="all, delete-orphan", passive_deletes=True
     )
 
 
 class ImportRow(db.Model):
-    """The outcome of one row of an import: created, duplicate or error with the reason."""
+    """The outcome of one row of an import: created, duplicate or invalid with the reason."""
 
     __tablename__ = "import_row"
     __table_args__ = (Index("ix_import_row_batch_id", "batch_id"),)
@@ -564,8 +598,28 @@ class ImportRow(db.Model):
     outcome: Mapped[str] = mapped_column(String(20))
     reason: Mapped[Optional[str]] = mapped_column(String(500))
     candidate_id: Mapped[Optional[int]] = mapped_column(ForeignKey("candidate.id", ondelete="SET NULL"))
+    # What was read from the row (or the resume), as it was, for the report.
+    name: Mapped[Optional[str]] = mapped_column(String(200))
+    email: Mapped[Optional[str]] = mapped_column(String(254))
+    phone: Mapped[Optional[str]] = mapped_column(String(40))
+    external_id: Mapped[Optional[str]] = mapped_column(String(100))
 
     batch: Mapped[ImportBatch] = relationship(back_populates="rows")
+
+
+def creating_batch_ids():
+    """SELECT of the ids of the import batches still creating (their candidates are hidden)."""
+    return select(ImportBatch.id).where(ImportBatch.status == ImportBatch.CREATING)
+
+
+def candidate_visible():
+    """Condition on ``candidate``: not part of a bulk upload that is still being created."""
+    return or_(Candidate.import_batch_id.is_(None), Candidate.import_batch_id.not_in(creating_batch_ids()))
+
+
+def hidden_candidate_ids():
+    """SELECT of the ids of candidates hidden because their upload is still being created."""
+    return select(Candidate.id).where(Candidate.import_batch_id.in_(creating_batch_ids()))
 
 
 class ApiKey(db.Model):

@@ -33,13 +33,16 @@ def test_add_candidates_menu_lists_every_way_in(auth, client):
         for entry in ("Add manually", "Bulk upload", "Webhook / API", "ATS", "Indeed"):
             assert entry in body, (url, entry)
         # Ways in that are not built yet are marked in the menu itself, before anyone clicks.
-        assert body.count("— not available yet") == 1  # Webhook / API, ATS and Indeed lead to Integrations
+        assert "not available yet" not in body  # every way in is built
 
 
-@pytest.mark.parametrize("method", ["bulk", "api", "ats", "indeed"])
-def test_ways_in_not_built_yet_say_so_plainly(auth, client, method):
-    body = client.get(f"/candidates/add/{method}").get_data(as_text=True)
-    assert "Not available yet" in body and "nothing you do here adds anyone" in body
+@pytest.mark.parametrize("method, target", [
+    ("bulk", "/candidates/uploads/new"), ("api", "/integrations?focus=api"), ("ats", "/integrations?focus=ats"),
+    ("indeed", "/integrations?focus=indeed")])
+def test_the_earlier_add_candidates_links_lead_to_the_pages_that_do_it(auth, client, method, target):
+    response = client.get(f"/candidates/add/{method}")
+    assert response.status_code == 302 and response.headers["Location"].startswith(target)
+    assert client.get("/candidates/add/fax").status_code == 404
 
 
 def test_it_adds_a_candidate_queues_the_invite_and_shows_the_unique_link(auth, client, user):

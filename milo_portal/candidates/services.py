@@ -28,7 +28,8 @@ from ..followups.rules import next_allowed, rules_for
 from ..forms_common import country_zones, timezone_names
 from ..headers import one_line
 from ..models import (
-    CHANNELS, SOURCES, Agent, Candidate, Event, Message, MessageStatus, Stage, UTCDateTime, new_token,
+    CHANNELS, SOURCES, Agent, Candidate, Event, Message, MessageStatus, Stage, UTCDateTime, candidate_visible,
+    creating_batch_ids, new_token,
 )
 from ..settings.services import get_settings
 from ..transactions import read_only
@@ -593,7 +594,7 @@ def _dialect(session: Session) -> str:
 
 def _conditions(filters: ListFilters, indexed: tuple[str, ...] = ("agent_id", "stage", "source", "channel")) -> list:
     """Erased rows out, and the filters; those not in ``indexed`` hidden from SQLite's planner."""
-    conds = [Candidate.erased_at.is_(None)]
+    conds = [Candidate.erased_at.is_(None), candidate_visible()]
     for name, value in zip(("agent_id", "stage", "source", "channel"), filters.valid()):
         if value is not None:
             column = getattr(Candidate, name)
@@ -678,7 +679,7 @@ def _plan(session: Session, filters: ListFilters) -> tuple[str, list, int | None
         # index and checking each row finds a page soon.
         return many
     conds = _conditions(filters, indexed=()) + [_id_in(ids, dialect)]
-    if not any(filters.valid()) and not filters.ids:
+    if not any(filters.valid()) and not filters.ids and not session.scalar(creating_batch_ids().limit(1)):
         return SEARCH, conds, len(ids)  # (erased candidates have no name, e-mail or phone left)
     return SEARCH, conds, session.scalar(select(func.count()).where(*conds))
 

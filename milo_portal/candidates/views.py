@@ -24,12 +24,10 @@ from ..transactions import reads_only
 from . import bp, services
 from .forms import AddCandidateForm, BulkForm, ContactForm, DeadlineForm
 
-ADD_METHODS = {
-    "bulk": ("Bulk upload", "Drop CSV or Excel files and resumes to add many candidates at once."),
-    "api": ("Webhook / API", "Let any system add candidates through a signed webhook or the JSON API."),
-    "ats": ("ATS", "Add candidates automatically from your applicant tracking system."),
-    "indeed": ("Indeed", "Add candidates who apply on Indeed."),
-}
+# The Add Candidates menu's ways in, by the short name the earlier menu linked to: an old
+# link or bookmark lands on the page that does it now.
+ADD_METHODS = {"bulk": ("imports.new", "agent_id"), "api": ("integrations.index", "api"),
+               "ats": ("integrations.index", "ats"), "indeed": ("integrations.index", "indeed")}
 
 
 def get_candidate(candidate_id: int) -> Candidate:
@@ -72,9 +70,10 @@ def _apply_errors(form, err: services.ContactErrors) -> None:
 def add_method(method: str):
     if method not in ADD_METHODS:
         abort(404)
-    title, what = ADD_METHODS[method]
-    return render_template("candidates/add_method.html", title=title, what=what,
-                           agent_id=int_arg(request.args, "agent_id"))
+    endpoint, focus = ADD_METHODS[method]
+    if focus == "agent_id":
+        return redirect(url_for(endpoint, agent_id=int_arg(request.args, "agent_id")))
+    return redirect(url_for(endpoint, focus=focus))
 
 
 @bp.route("/candidates/new", methods=["GET", "POST"])

@@ -28,7 +28,8 @@ from ..candidates import stages
 from ..candidates.services import start_deadline_clock
 from ..messaging import channels
 from ..messaging import services as messaging
-from ..models import Agent, Candidate, JobLease, Message, MessageStatus, Settings, Stage
+from ..models import (Agent, Candidate, JobLease, Message, MessageStatus, Settings, Stage, candidate_visible,
+                      hidden_candidate_ids)
 from ..settings.services import get_settings
 from ..transactions import READ_ONLY, end_transaction, write_unit
 from .rules import (AUTOMATIC_KINDS, FOLLOW_UP_KINDS, Rules, backoff, in_window, next_allowed, nudge_moment,
@@ -145,7 +146,7 @@ def expire_due(session: Session, now: datetime, commit: bool = True) -> int:
     units = _Units(session, commit)
     ids = [row[0] for row in units.read(select(Candidate.id).where(
         Candidate.stage.in_(LIVE), Candidate.deadline_at.is_not(None), Candidate.deadline_at <= now,
-        Candidate.erased_at.is_(None)).limit(PASS_LIMIT))]
+        Candidate.erased_at.is_(None), candidate_visible()).limit(PASS_LIMIT))]
     moved = 0
     for i in range(0, len(ids), EXPIRE_CHUNK):
         chunk = ids[i:i + EXPIRE_CHUNK]
@@ -185,7 +186,8 @@ def plan(session: Session, now: datetime, commit: bool = True) -> PlanResult:
 
 def _base_query(agent: Agent, rules: Rules, now: datetime):
     return (select(Candidate.id, Candidate.timezone, Candidate.channel, Candidate.invited_at, Candidate.deadline_at)
-            .where(Candidate.agent_id == agent.id, Candidate.erased_at.is_(None), Candidate.channel != "link",
+            .where(Candidate.agent_id == agent.id, Candidate.erased_at.is_(None), candidate_visible(),
+                   Candidate.channel != "link",
                    Candidate.deadline_at > now, ~_opted_out_of_channel(),
                    _followups_sent(Candidate.id) < rules.cap))
 
@@ -389,7 +391,7 @@ def _sent_last_minute(session: Session, channel: str, now: datetime) -> int:
 def _due_ids(session: Session, now: datetime, channels_open: list[str], limit: int) -> list[int]:
     return list(session.scalars(
         select(Message.id).where(Message.status == MessageStatus.SCHEDULED, Message.scheduled_for <= now,
-                                 Message.channel.in_(channels_open))
+                                 Message.channel.in_(channels_open), Message.candidate_id.not_in(hidden_candidate_ids()))
         .order_by(Message.scheduled_for, Message.id).limit(limit)))
 
 
@@ -406,7 +408,8 @@ def claim(session: Session, now: datetime, channels_open: list[str], limit: int,
     if session.get_bind().dialect.name == "postgresql":
         ids = list(session.scalars(
             select(Message.id).where(Message.status == MessageStatus.SCHEDULED, Message.scheduled_for <= now,
-                                     Message.channel.in_(channels_open))
+                                     Message.channel.in_(channels_open),
+                                     Message.candidate_id.not_in(hidden_candidate_ids()))
             .order_by(Message.scheduled_for, Message.id).limit(limit).with_for_update(skip_locked=True)))
         if ids:
             session.execute(update(Message).where(Message.id.in_(ids)).values(**values)
@@ -664,7 +667,8 @@ def _handle_batch(session: Session, messages: list[Message], settings: Settings,
 
 def _dry_run(session: Session, settings: Settings, now: datetime, out: DispatchResult) -> DispatchResult:
     """What dispatch would do at ``now``, changing nothing."""
-    due = session.scalars(select(Message).where(Message.status == MessageStatus.SCHEDULED, Message.scheduled_for <= now)
+    due = session.scalars(select(Message).where(Message.status == MessageStatus.SCHEDULED, Message.scheduled_for <= now,
+                                                Message.candidate_id.not_in(hidden_candidate_ids()))
                           .order_by(Message.scheduled_for, Message.id).limit(1000)).all()
     for message in due:
         candidate = message.candidate
