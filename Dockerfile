@@ -26,4 +26,5 @@ USER milo
 VOLUME ["/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"
-CMD ["sh", "-c", "flask --app milo_portal db upgrade && exec gunicorn -c gunicorn.conf.py wsgi:app"]
+# Refuse a database a newer version has upgraded (clear message, non-zero exit), then migrate.
+CMD ["sh", "-c", "flask --app milo_portal milo check-schema && flask --app milo_portal db upgrade && exec gunicorn -c gunicorn.conf.py wsgi:app"]
