@@ -11,7 +11,7 @@ RUN npm ci --omit=dev --no-audit --no-fund --loglevel=error \
 
 FROM python:3.11-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    MILO_DATABASE_URL=sqlite:////data/milo.sqlite3
+    MILO_DATABASE_URL=sqlite:////data/milo.sqlite3 MILO_BACKUP_DIR=/data/backups
 WORKDIR /app
 RUN useradd --system --home /app milo && mkdir -p /data /app/instance && chown milo /data /app/instance
 COPY pyproject.toml README.md ./
