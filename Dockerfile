@@ -11,7 +11,7 @@ RUN npm ci --omit=dev --no-audit --no-fund --loglevel=error \
 
 FROM python:3.11-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    MILO_DATABASE_URL=sqlite:////data/milo.sqlite3
+    MILO_DATABASE_URL=sqlite:////data/milo.sqlite3 MILO_BACKUP_DIR=/data/backups
 WORKDIR /app
 RUN useradd --system --home /app milo && mkdir -p /data /app/instance && chown milo /data /app/instance
 COPY pyproject.toml README.md ./
@@ -26,4 +26,5 @@ USER milo
 VOLUME ["/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"
-CMD ["sh", "-c", "flask --app milo_portal db upgrade && exec gunicorn -c gunicorn.conf.py wsgi:app"]
+# Refuse a database a newer version has upgraded (clear message, non-zero exit), then migrate.
+CMD ["sh", "-c", "flask --app milo_portal milo check-schema && flask --app milo_portal db upgrade && exec gunicorn -c gunicorn.conf.py wsgi:app"]

@@ -16,3 +16,31 @@ accesslog = "-"
 # proxies (MILO_TRUSTED_PROXIES and MILO_TRUSTED_PROXY_ADDRESSES, which also takes networks),
 # so the scheme and the client address always come from the same, single list.
 forwarded_allow_ips = ""
+# On SIGTERM (docker stop, systemctl stop, a deploy) a worker stops claiming, finishes the
+# message it is sending, hands its other claims back to "scheduled" and stops its scheduler
+# (milo_portal/ops/shutdown.py). Whatever is still running after this many seconds is
+# killed: such a claim becomes "in doubt" and is never re-sent on its own.
+graceful_timeout = int(os.environ.get("MILO_GRACEFUL_SECONDS", "30"))
+
+
+def post_worker_init(worker):
+    """Tell this worker's dispatcher about SIGTERM as soon as it arrives."""
+    import signal
+
+    from milo_portal.ops import shutdown
+
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame):
+        shutdown.begin()
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def worker_exit(server, worker):
+    """Stop the worker's scheduler, letting a running tick hand back its claims first."""
+    from milo_portal.ops import shutdown
+
+    shutdown.stop_scheduler(timeout=max(graceful_timeout - 5, 1))

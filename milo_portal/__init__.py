@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 # Endpoints reachable without logging in. Everything else is admin-only by default, so a
 # new admin route cannot be left open by forgetting a decorator.
 PUBLIC_BLUEPRINTS = {"public", "hooks", "api"}
-PUBLIC_ENDPOINTS = {"auth.login", "static", "healthz"}
+# /ops/metrics checks its own access (a login, or the scrape token): see ops.views.
+PUBLIC_ENDPOINTS = {"auth.login", "static", "healthz", "ops.prometheus"}
 # URL prefixes of the public surface: their responses (errors included) are never cached.
 PUBLIC_PREFIXES = ("/i/", "/s/", "/t/", "/u/", "/hooks/", "/api/v1/")
 
@@ -64,6 +65,9 @@ def create_app(config_class=Config, **config_kwargs) -> Flask:
     _register_error_handlers(app)
     _register_template_helpers(app)
     init_compression(app)
+    from .ops.observability import init_ops
+
+    init_ops(app)
 
     from .cli import milo_cli
 
@@ -79,7 +83,7 @@ def create_app(config_class=Config, **config_kwargs) -> Flask:
 # of one area can import another area's services without pulling in (and cycling through)
 # the views of both.
 AREAS = ("auth", "agents", "candidates", "messaging", "outbox", "settings", "pages", "metrics", "public", "hooks",
-         "api", "integrations", "imports")
+         "api", "integrations", "imports", "audit", "ops")
 
 
 def _register_blueprints(app: Flask) -> None:
@@ -91,8 +95,12 @@ def _register_blueprints(app: Flask) -> None:
 
     @app.get("/healthz")
     def healthz():
-        db.session.execute(db.text("SELECT 1"))
-        return {"status": "ok"}
+        from .clock import now
+        from .ops import health
+
+        cfg = app.config
+        found = health.check(db.session, now(), cfg["MILO_HEALTH_MAX_TICK_AGE"], cfg["MILO_SCHEDULER"])
+        return health.as_json(found), 200 if found.ok else 503
 
 
 def _register_security(app: Flask) -> None:

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 from flask.cli import AppGroup
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from .errors import DomainError
 from .extensions import db
@@ -134,3 +136,116 @@ def schedule_command(candidate: str, at: str | None) -> None:
                        f"{item.kind} by {item.channel} [{item.status}] — {item.rule}")
         if schedule.note:
             click.echo(f"  {schedule.note}")
+
+
+# --- operations: backups, restores, schema check, moving databases --------------------------
+
+def _database_url() -> str:
+    from flask import current_app
+
+    return current_app.config["SQLALCHEMY_DATABASE_URI"]
+
+
+@milo_cli.command("backup")
+@click.argument("path", type=click.Path(path_type=Path))
+def backup_command(path) -> None:
+    """Back the database up to PATH (a new file, or a directory to put a dated file in).
+
+    SQLite: the online backup API, safe while the app runs; the copy is checked with
+    PRAGMA integrity_check before it gets its name. PostgreSQL: pg_dump (custom format) when
+    installed, else the command to run is printed.
+    """
+    from .clock import now
+    from .ops.backup import BackupError, take_backup
+
+    db.session.remove()
+    try:
+        outcome = take_backup(_database_url(), path, now())
+    except BackupError as err:
+        raise click.ClickException(str(err)) from None
+    if outcome.commands:
+        click.echo("pg_dump is not installed here. Run this where it is:")
+        for line in outcome.commands:
+            click.echo(f"  {line}")
+        return
+    click.echo(f"Backed up to {outcome.path} ({outcome.size:,} bytes); integrity check passed.")
+
+
+@milo_cli.command("restore")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--yes", is_flag=True, help="Replace the current database (refused without it when it holds data).")
+def restore_command(path, yes: bool) -> None:
+    """Restore the database from the backup at PATH (stop the app first).
+
+    The backup is checked first (integrity, a schema this version knows); a database that
+    holds data is only replaced with --yes.
+    """
+    from . import audit
+    from .ops import backup
+    from .ops.schema import known_revisions
+
+    url = _database_url()
+    db.session.remove()
+    db.engine.dispose()
+    target = backup.sqlite_file(url)
+    try:
+        if target is not None:
+            revision = backup.check_sqlite_file(path)
+            if revision not in known_revisions():
+                raise backup.BackupError(f"{path} is at schema revision {revision}, made by a newer version of "
+                                         "Milo Portal: restore it with that version.")
+            if backup.sqlite_has_data(target) and not yes:
+                raise backup.BackupError(f"{target} holds a database. Add --yes to replace it with {path}.")
+            outcome = backup.restore_sqlite(path, target)
+        else:
+            if not path.is_file():
+                raise backup.BackupError(f"{path} does not exist or is not a file.")
+            if not yes:
+                raise backup.BackupError(f"This replaces every table of the PostgreSQL database. Add --yes to "
+                                         f"restore {path} over it.")
+            outcome = backup.restore_postgresql(url, path)
+    except backup.BackupError as err:
+        raise click.ClickException(str(err)) from None
+    if outcome.commands:
+        click.echo("pg_restore is not installed here. Run this where it is:")
+        for line in outcome.commands:
+            click.echo(f"  {line}")
+        return
+    try:
+        audit.record(db.session, None, "restore", f"database restored from {path.name}")
+        db.session.commit()
+    except SQLAlchemyError:  # a backup from before the audit log: `flask db upgrade` comes next
+        db.session.rollback()
+    click.echo(f"Restored from {path}; integrity check passed. Run `flask --app milo_portal db upgrade` "
+               "if the backup is from an older version, then start the app.")
+
+
+@milo_cli.command("check-schema")
+def check_schema_command() -> None:
+    """Fail with a clear message when the database was upgraded by a newer version of the app."""
+    from .ops.schema import SchemaTooNew, check_not_newer
+
+    try:
+        with db.engine.connect() as conn:
+            check_not_newer(conn)
+    except SchemaTooNew as err:
+        raise click.ClickException(str(err)) from None
+    click.echo("The database schema is one this version knows.")
+
+
+@milo_cli.command("copy-to")
+@click.argument("url")
+def copy_to_command(url: str) -> None:
+    """Copy every row of this database into the empty database at URL (e.g. SQLite → PostgreSQL).
+
+    The target is migrated to this version's schema first; stop the app while it runs.
+    """
+    from .ops.copy import CopyError, copy_database
+
+    db.session.remove()
+    try:
+        counts = copy_database(db.engine, url, echo=click.echo)
+    except CopyError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"Copied {sum(counts.values()):,} rows in {len(counts)} tables. Point MILO_DATABASE_URL at the new "
+               "database and start the app.")

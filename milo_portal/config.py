@@ -199,6 +199,15 @@ class Config:
                 f"MILO_SMS_BACKEND must be 'console' or 'twilio' (got {self.MILO_SMS_BACKEND!r})"
             )
 
+        # Operations: where the nightly backups go, when /healthz calls the scheduler stale,
+        # and the bearer token a Prometheus server scrapes /ops/metrics with.
+        self.MILO_BACKUP_DIR = env_str("MILO_BACKUP_DIR", str(INSTANCE_DIR / "backups"))
+        self.MILO_HEALTH_MAX_TICK_AGE = env_int("MILO_HEALTH_MAX_TICK_AGE", max(10 * self.MILO_TICK_SECONDS, 300),
+                                                minimum=1)
+        self.MILO_METRICS_TOKEN = env_str("MILO_METRICS_TOKEN")
+        if self.MILO_METRICS_TOKEN is not None and len(self.MILO_METRICS_TOKEN) < 16:
+            raise ConfigError("MILO_METRICS_TOKEN must be at least 16 characters (or unset)")
+
         self.WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
 

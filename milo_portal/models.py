@@ -12,6 +12,7 @@ from typing import Optional
 from flask_login import UserMixin
 from sqlalchemy import (
     false,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -853,3 +854,61 @@ def described_by_models(obj, name, type_, reflected, compare_to) -> bool:
     ``ix_candidate_search_*``), so autogenerate must neither drop nor recreate them.
     """
     return not (name or "").startswith(("candidate_search", "ix_candidate_search_"))
+
+
+# --- operations: audit log, retention and backups, health -------------------------------
+
+class AuditEntry(db.Model):
+    """Who did what and when: one line of the audit log (kept ``audit_retention_days``).
+
+    ``actor`` keeps the person's name and e-mail as they were, so an entry stays readable
+    after the account is renamed or removed; ``actor_id`` is for filtering.
+    """
+
+    __tablename__ = "audit_entry"
+    __table_args__ = (
+        Index("ix_audit_entry_at", "at"),
+        Index("ix_audit_entry_kind_at", "kind", "at"),
+        Index("ix_audit_entry_actor_at", "actor_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor_id: Mapped[Optional[int]] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    actor: Mapped[str] = mapped_column(String(300))
+    kind: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str] = mapped_column(String(1000), default="")
+    address: Mapped[Optional[str]] = mapped_column(String(64))
+
+
+class OpsSettings(db.Model):
+    """Retention, audit and backup settings, and the last backup's outcome; one row, id 1.
+
+    Apart from ``Settings`` so the operations columns change without touching the team's
+    messaging settings.
+    """
+
+    __tablename__ = "ops_settings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Days a candidate's personal data is kept after they complete, expire or opt out.
+    retention_days: Mapped[int] = mapped_column(Integer, default=180)
+    audit_retention_days: Mapped[int] = mapped_column(Integer, default=730)
+    backup_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    backup_keep: Mapped[int] = mapped_column(Integer, default=7)
+    backup_hour: Mapped[int] = mapped_column(Integer, default=2)  # UTC hour of the nightly backup
+    last_backup_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    last_backup_size: Mapped[Optional[int]] = mapped_column(BigInteger)
+    last_backup_path: Mapped[Optional[str]] = mapped_column(String(1000))
+    last_backup_error: Mapped[Optional[str]] = mapped_column(String(1000))
+    last_backup_error_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+
+class Heartbeat(db.Model):
+    """When a periodic thing last completed (the scheduler's tick), for /healthz and metrics."""
+
+    __tablename__ = "heartbeat"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    holder: Mapped[Optional[str]] = mapped_column(String(120))

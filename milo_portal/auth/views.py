@@ -9,6 +9,7 @@ from flask import abort, current_app, flash, redirect, render_template, request,
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy import select
 
+from .. import audit
 from ..clock import now
 from ..errors import DomainError
 from ..extensions import db, login_manager
@@ -85,6 +86,12 @@ def _policy() -> sessions.SessionPolicy:
                                   remember=cfg["REMEMBER_COOKIE_DURATION"])
 
 
+def _audit(actor, kind: str, detail: str) -> None:
+    """Record an account event in the audit log, with the client's address, and commit it."""
+    audit.record(db.session, actor, kind, detail, address=_address(), now=now())
+    db.session.commit()
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     if current_user.is_authenticated:
@@ -103,7 +110,9 @@ def login():
             status = 429
         except DomainError as err:
             form.form_errors.append(err.message)
+            _audit(None, "login_failed", f"as {form.email.data}")
         else:
+            _audit(user, "login", "")
             login_user(user, remember=bool(form.remember.data))
             return redirect(safe_next(request.args.get("next")))
     form.remember.description = (f"For {current_app.config['MILO_REMEMBER_DAYS']} days at most, or until you "
@@ -115,6 +124,7 @@ def login():
 def logout():
     if current_user.is_authenticated:
         sessions.revoke(db.session, get_user_session(current_user.login_session_id), now())
+        _audit(current_user, "logout", "")
     logout_user()
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))
@@ -129,6 +139,7 @@ def team():
         except DomainError as err:
             getattr(form, err.field or "email").errors.append(err.message)
         else:
+            _audit(current_user, "team_added", f"{user.name} <{user.email}> (user {user.id})")
             flash(f"{user.name} can now log in with {user.email}.", "success")
             return redirect(url_for("auth.team"))
     users = db.session.scalars(select(User).order_by(User.active.desc(), User.name)).all()
@@ -154,6 +165,7 @@ def revoke_session(session_id: int):
     if not EmptyForm().validate_on_submit():
         abort(400)
     sessions.revoke(db.session, row, now())
+    _audit(current_user, "team_sessions", f"one session of {row.user.name} (user {row.user_id}) ended")
     return _after_ending(row.id == current_user.login_session_id,
                          f"That session of {row.user.name} has ended.")
 
@@ -165,6 +177,7 @@ def log_out_everywhere(user_id: int):
         abort(400)
     own = user.id == current_user.id
     count = services.log_out_everywhere(db.session, user, now())
+    _audit(current_user, "team_sessions", f"{user.name} (user {user.id}) logged out everywhere: {count} session(s)")
     return _after_ending(own, f"{user.name} is logged out everywhere ({count} session{'s' if count != 1 else ''}).")
 
 
@@ -179,6 +192,7 @@ def reset_password(user_id: int):
         except DomainError as err:
             flash(err.message, "error")
         else:
+            _audit(current_user, "team_password", f"new password set for {user.name} (user {user.id})")
             flash(f"New password set for {user.name}. Their other sessions have ended.", "success")
     else:
         for errors in form.errors.values():
@@ -199,6 +213,7 @@ def set_active(user_id: int):
     except DomainError as err:
         flash(err.message, "error")
     else:
+        _audit(current_user, "team_active", f"{user.name} (user {user.id}) {'activated' if active else 'deactivated'}")
         flash(f"{user.name} is {'active again' if active else 'deactivated and logged out'}.", "success")
     return redirect(url_for("auth.team"))
 
@@ -221,6 +236,7 @@ def account():
             except DomainError as err:
                 password.password.errors.append(err.message)
             else:
+                _audit(current_user, "team_password", "changed their own password")
                 flash("Your password is changed. Other sessions have been logged out.", "success")
                 return redirect(url_for("auth.account"))
     return render_template("auth/account.html", profile=profile, password=password)

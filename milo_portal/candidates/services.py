@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from phonenumbers import timezone as phone_timezone
-from sqlalchemy import Integer, Select, and_, any_, bindparam, column, false, func, or_, select, table, tuple_, update
+from sqlalchemy import (Integer, Select, and_, any_, bindparam, column, delete, false, func, or_, select, table, tuple_,
+                        update)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.compiler import compiles
@@ -28,8 +29,8 @@ from ..followups.rules import next_allowed, rules_for
 from ..forms_common import country_zones, timezone_names
 from ..headers import one_line
 from ..models import (
-    CHANNELS, SOURCES, Agent, Candidate, Event, Message, MessageStatus, Stage, UTCDateTime, candidate_visible,
-    creating_batch_ids, new_token,
+    CHANNELS, SOURCES, Agent, Candidate, CandidateFile, Event, ExternalRef, ImportRow, IntegrationDelivery, Message,
+    MessageStatus, Stage, UTCDateTime, candidate_visible, creating_batch_ids, new_token,
 )
 from ..settings.services import get_settings
 from ..transactions import read_only
@@ -400,6 +401,15 @@ def erase_candidate(session: Session, candidate: Candidate, now: datetime, actor
     )
     for answer in list(candidate.answers):
         session.delete(answer)
+    # What other ways in kept of the person: a resume, another system's id for them, the
+    # upload row they came from, the webhook body that brought them.
+    session.execute(delete(CandidateFile).where(CandidateFile.candidate_id == candidate.id))
+    session.execute(delete(ExternalRef).where(ExternalRef.candidate_id == candidate.id))
+    session.execute(update(ImportRow).where(ImportRow.candidate_id == candidate.id)
+                    .values(name=None, email=None, phone=None, external_id=None)
+                    .execution_options(synchronize_session=False))
+    session.execute(update(IntegrationDelivery).where(IntegrationDelivery.candidate_id == candidate.id)
+                    .values(body=None).execution_options(synchronize_session=False))
     candidate.name = candidate.email = candidate.phone = candidate.source_detail = None
     candidate.token = new_token()
     candidate.erased_at = now

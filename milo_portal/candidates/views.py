@@ -10,6 +10,7 @@ from flask import (Response, abort, current_app, flash, redirect, render_templat
 from flask_login import current_user
 from sqlalchemy import select
 
+from .. import audit
 from ..agents.access import get_agent
 from ..auth.forms import EmptyForm
 from ..clock import now
@@ -20,7 +21,7 @@ from ..models import CHANNELS, SOURCES, Agent, Candidate, Stage
 from ..request_input import PAGE_MAX, int_arg, int_list_arg
 from ..settings.services import get_settings
 from ..followups import services as followups
-from ..transactions import reads_only
+from ..transactions import reads_only, write_unit
 from . import bp, services
 from .forms import AddCandidateForm, BulkForm, ContactForm, DeadlineForm
 
@@ -262,6 +263,8 @@ def for_agent(agent_id: int):
 def export():
     filters = _filters()
     stamp = now().strftime("%Y%m%d-%H%M")
+    with write_unit(db.session) as work:  # an export of personal data is on record before it streams
+        audit.record(work, current_user, "candidate_export", audit.services.export_detail(filters), address=request.remote_addr)
     return Response(stream_with_context(services.export_csv(db.session, filters)), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="candidates-{stamp}.csv"'})
 
@@ -417,6 +420,8 @@ def delete(candidate_id: int):
         abort(400)
     agent_id = candidate.agent_id
     services.erase_candidate(db.session, candidate, now(), _actor())
+    audit.record(db.session, current_user, "candidate_deleted", f"candidate {candidate.id} (interview {agent_id})",
+                 address=request.remote_addr)
     db.session.commit()
     flash("The candidate's personal data and answers are erased. Their anonymous events still count in metrics.", "success")
     return redirect(url_for("candidates.index", agent_id=agent_id))

@@ -30,6 +30,8 @@ from ..messaging import channels
 from ..messaging import services as messaging
 from ..models import (Agent, Candidate, JobLease, Message, MessageStatus, Settings, Stage, candidate_visible,
                       hidden_candidate_ids)
+from ..ops import logs as ops_logs
+from ..ops.shutdown import stopping
 from ..settings.services import get_settings
 from ..transactions import READ_ONLY, end_transaction, write_unit
 from .rules import (AUTOMATIC_KINDS, FOLLOW_UP_KINDS, Rules, backoff, in_window, next_allowed, nudge_moment,
@@ -551,7 +553,8 @@ def _run_lane(session: Session, channel: str, now: datetime, out: DispatchResult
     smtp = channels.smtp_connection() if channel == "email" else None
     timed_out: set[int] = set()  # template versions that ran out of time in this pass
     try:
-        while budget[channel] > 0 and channel not in out.down:
+        # A worker shutting down (SIGTERM) claims nothing more.
+        while budget[channel] > 0 and channel not in out.down and not stopping():
             ids = claim(session, now, [channel], min(batch, budget[channel]), lease)
             if not ids:
                 break
@@ -622,8 +625,9 @@ def _handle_batch(session: Session, messages: list[Message], settings: Settings,
     session.commit()
     unsaved, since = 0, time.monotonic()
     for message, label, delivery in ready:
-        if delivery.channel in out.down:
-            # The channel failed a moment ago in this tick: hand the claim back untried.
+        if delivery.channel in out.down or stopping():
+            # The channel failed a moment ago in this tick, or this worker is shutting down
+            # (SIGTERM: the message being sent finished first): hand the claim back untried.
             message.status, message.lease_until = MessageStatus.SCHEDULED, None
             message.attempts = max(message.attempts - 1, 0)
             continue
@@ -642,15 +646,18 @@ def _handle_batch(session: Session, messages: list[Message], settings: Settings,
             if result.ok:
                 record_sent(session, message, message.candidate, result.provider_id, now)
                 out.sent.append(label)
+                ops_logs.message_outcome("sent", message)
             elif result.status == channels.UNKNOWN:
                 # The server (or Twilio) may have taken it: never sent again on its own.
                 record_in_doubt(message, result.error or "The outcome of the send is unknown")
+                ops_logs.message_outcome("in_doubt", message, result.error)
                 out.in_doubt += 1
                 out.doubtful.append(f"{label}: {result.error}")
                 budget[delivery.channel] = 0  # the channel is slow or hung: the rest waits for the next tick
                 out.down.add(delivery.channel)
             else:
                 outcome = record_failure(session, message, message.candidate, result, now, max_attempts)
+                ops_logs.message_outcome("retrying" if outcome == "retried" else "failed", message, result.error)
                 (out.retried if outcome == "retried" else out.failed).append(f"{label}: {result.error}")
                 if result.status == channels.TEMPORARY:
                     budget[delivery.channel] = 0  # the channel is in trouble: try again next tick
@@ -689,8 +696,11 @@ def tick(session: Session, now: datetime, holder: str | None = None) -> tuple[Pl
     Every process dispatches (the claims keep each message to one send); only one plans per
     tick, so a large table is scanned once per tick rather than once per worker.
     """
+    from ..ops.jobs import after_tick
+
     ttl = timedelta(seconds=current_app.config["MILO_TICK_SECONDS"] * 0.9)
-    if take_lease(session, PLANNER_LEASE, holder or lease_holder(), now, ttl):
+    holder = holder or lease_holder()
+    if take_lease(session, PLANNER_LEASE, holder, now, ttl):
         planned = plan(session, now)
     else:
         planned = PlanResult(skipped=True)
@@ -698,6 +708,7 @@ def tick(session: Session, now: datetime, holder: str | None = None) -> tuple[Pl
     from ..integrations.outbound import tick_step  # outbound candidate events: their own outbox
 
     tick_step(session, now)
+    after_tick(session, now, holder)  # heartbeat, daily jobs (retention, audit), nightly backup
     return planned, dispatched
 
 

@@ -6,6 +6,7 @@ from flask_login import current_user
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select
 
+from .. import audit
 from ..auth.forms import EmptyForm
 from ..candidates.services import normalise_email, normalise_phone
 from ..clock import now
@@ -104,6 +105,8 @@ def edit(kind: str, channel: str, variant: str):
             db.session.rollback()
             getattr(form, err.field).errors = list(getattr(form, err.field).errors) + [err.message]
             return _editor(template, form, 422)
+        audit.record(db.session, current_user, "template_saved",
+                     f"{kind} {channel} variant {template.variant}: version {saved.number}", address=request.remote_addr)
         db.session.commit()
         flash(f"Saved as version {saved.number} of variant {template.variant}.", "success")
         return redirect(url_for("messaging.edit", kind=kind, channel=channel, variant=variant))
@@ -158,6 +161,8 @@ def add_variant(kind: str, channel: str):
         db.session.rollback()
         flash(err.message, "error")
         return redirect(url_for("messaging.edit", kind=kind, channel=channel, variant="A"))
+    audit.record(db.session, current_user, "template_variant", f"{kind} {channel}: variant {template.variant} added",
+                 address=request.remote_addr)
     db.session.commit()
     flash(f"Variant {template.variant} added as a copy of variant A: change it and save.", "success")
     return redirect(url_for("messaging.edit", kind=kind, channel=channel, variant=template.variant))
@@ -176,6 +181,9 @@ def variant_options(kind: str, channel: str, variant: str):
             db.session.rollback()
             flash(err.message, "error")
         else:
+            audit.record(db.session, current_user, "template_variant",
+                         f"{kind} {channel} variant {variant}: weight {template.weight}, "
+                         f"{'in use' if template.active else 'not in use'}", address=request.remote_addr)
             db.session.commit()
             flash(f"Variant {variant}: weight {template.weight}, {'in use' if template.active else 'not in use'}.",
                   "success")
@@ -198,6 +206,9 @@ def restore(kind: str, channel: str, variant: str, version_id: int):
         db.session.rollback()
         flash(f"Version {old.number} cannot be restored: {err.message}", "error")
     else:
+        audit.record(db.session, current_user, "template_restored",
+                     f"{kind} {channel} variant {variant}: version {old.number} restored as {saved.number}",
+                     address=request.remote_addr)
         db.session.commit()
         flash(f"Version {old.number} restored as version {saved.number}.", "success")
     return redirect(url_for("messaging.edit", kind=kind, channel=channel, variant=variant))

@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from .. import audit
 from ..candidates.services import normalise_email, normalise_phone
 from ..clock import now
 from ..errors import DomainError
@@ -73,10 +74,18 @@ def _timing_form(settings, formdata=None) -> TimingForm:
     return form
 
 
-def _page(form: MessagingForm, timing: TimingForm, status: int = 200):
+def _page(form: MessagingForm, timing: TimingForm, status: int = 200, **operations):
+    from ..ops.views import settings_context
+
     found = _checklist(refresh=request.args.get("refresh") == "1")
     return render_template("settings/index.html", form=form, timing=timing, checks=found,
-                           states=channel_states(found)), status
+                           states=channel_states(found), **(operations or settings_context(db.session))), status
+
+
+def page_with(status: int, **operations):
+    """The Settings page with the operations sections' forms given (e.g. with their errors)."""
+    settings = get_settings(db.session)
+    return _page(MessagingForm(formdata=None, obj=settings), _timing_form(settings), status, **operations)
 
 
 @bp.route("/settings", methods=["GET", "POST"])
@@ -85,7 +94,10 @@ def index():
     settings = settings_for_update(db.session) if request.method == "POST" else get_settings(db.session)
     form = MessagingForm(obj=settings)
     if form.validate_on_submit():
+        before = audit.services.snapshot(settings, [name for name in form.data if name != "csrf_token"])
         form.populate_obj(settings)
+        if changed := audit.services.describe_changes(before, settings):
+            audit.record(db.session, current_user, "settings_changed", "Messaging: " + changed, address=request.remote_addr)
         db.session.commit()
         flash("Settings saved.", "success")
         return redirect(url_for("settings.index"))
@@ -98,10 +110,15 @@ def rules():
     settings = settings_for_update(db.session)
     timing = _timing_form(settings, request.form)
     if timing.validate_on_submit():
-        for name, value in rules_from_form(timing).items():
+        values = rules_from_form(timing)
+        before = audit.services.snapshot(settings, [*values, "min_spacing_auto_hours", "min_spacing_manual_hours"])
+        for name, value in values.items():
             setattr(settings, name, value)
         settings.min_spacing_auto_hours = timing.min_spacing_auto_hours.data
         settings.min_spacing_manual_hours = timing.min_spacing_manual_hours.data
+        if changed := audit.services.describe_changes(before, settings):
+            audit.record(db.session, current_user, "settings_changed", "Follow-up rules: " + changed,
+                         address=request.remote_addr)
         db.session.commit()
         flash("Follow-up rules saved. They apply from the next tick.", "success")
         return redirect(url_for("settings.index", _anchor="followups"))
