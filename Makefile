@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 FLASK   := $(BIN)/flask --app milo_portal
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup run test browser assets migrate clean
+.PHONY: setup run test browser assets migrate clean screenshots
 
 setup: $(STAMP) assets migrate
 
@@ -44,6 +44,10 @@ browser:
 	  else \
 	    echo "The browser tests need Chromium. Run:  sudo apt-get install chromium  then make test again."; exit 1; \
 	  fi; }
+
+# Screenshots of the main pages at 1366 px and 390 px, written to docs/screenshots/.
+screenshots: setup browser
+	$(BIN)/pytest -q tests/browser/test_screenshots.py
 
 clean:
 	rm -rf $(VENV) node_modules static/vendor

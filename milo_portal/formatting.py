@@ -5,6 +5,9 @@ from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Flask
+from markupsafe import Markup
+
+from .clock import now
 
 
 def to_zone(value: datetime | None, tz_name: str | None) -> datetime | None:
@@ -29,3 +32,25 @@ def format_local(value: datetime | None, tz_name: str | None, fmt: str = "%a %d 
 def register_filters(app: Flask) -> None:
     """Make the filters available to templates."""
     app.add_template_filter(format_local, "local")
+    app.add_template_filter(time_ago, "ago")
+
+
+def relative(value: datetime | None, moment: datetime) -> str:
+    """A short distance from ``moment``: "just now", "5 min ago", "3 h ago", "3 d ago", "in 2 d"."""
+    seconds = (value - moment).total_seconds()
+    span = abs(seconds)
+    if span < 60:
+        return "just now"
+    for size, unit in ((86400 * 365, "y"), (86400 * 30, "mo"), (86400, "d"), (3600, "h"), (60, "min")):
+        if span >= size:
+            amount = f"{int(span // size)} {unit}"
+            break
+    return f"in {amount}" if seconds > 0 else f"{amount} ago"
+
+
+def time_ago(value: datetime | None, tz_name: str | None, fmt: str = "%a %d %b %Y %H:%M") -> Markup:
+    """A ``<time>`` with the short relative date, the exact local time on hover (title)."""
+    if value is None:
+        return Markup('<span class="muted">—</span>')
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        value.isoformat(timespec="seconds"), format_local(value, tz_name, fmt), relative(value, now()))

@@ -9,6 +9,8 @@ from zoneinfo import available_timezones
 from wtforms import SelectChoice
 from wtforms.validators import ValidationError
 
+from .followups.rules import join_numbers, parse_days, parse_hours
+
 
 def choices(pairs) -> list[SelectChoice]:
     """Select choices from (value, label) pairs."""
@@ -44,6 +46,21 @@ def country_zones() -> dict[str, tuple[str, ...]]:
     return {code: tuple(z) for code, z in zones.items()}
 
 
+@cache
+def country_names() -> dict[str, str]:
+    """ISO country code -> its English short name (from tzdata's iso3166.tab)."""
+    table = resources.files("tzdata").joinpath("zoneinfo/iso3166.tab").read_text(encoding="utf-8")
+    return dict(line.split("\t")[:2] for line in table.splitlines() if line and not line.startswith("#"))
+
+
+def country_choices(codes) -> list[SelectChoice]:
+    """Select choices "Germany (DE)" for country codes, sorted by name (a code without a name stays as is)."""
+    # phonenumbers knows three regions tzdata does not name.
+    names = {**country_names(), "AC": "Ascension Island", "TA": "Tristan da Cunha", "XK": "Kosovo"}
+    labelled = [(code, f"{names[code]} ({code})" if code in names else code) for code in codes]
+    return choices(sorted(labelled, key=lambda pair: pair[1]))
+
+
 def parse_clock(text: str) -> int:
     """Minutes after midnight from "09:00" (24:00 allowed as the end of the day)."""
     try:
@@ -75,13 +92,12 @@ RULE_FIELDS = ("nudge_lead_hours", "final_nudge_lead_hours", "followup_cap")
 
 def rules_from_form(form) -> dict:
     """The follow-up rule columns from a rules form (Settings' or an agent's); blank is None."""
-    offsets = {int(p) for p in (form.reminder_offsets_hours.data or "").split(",") if p.strip()}
     values = {
         "window_start_minute": parse_clock(form.window_start.data) if form.window_start.data else None,
         "window_end_minute": parse_clock(form.window_end.data) if form.window_end.data else None,
-        "send_days": ",".join(sorted(form.send_days.data)) or None,
-        "initial_send_days": ",".join(sorted(form.initial_send_days.data)) or None,
-        "reminder_offsets_hours": ",".join(str(h) for h in sorted(offsets)) or None,
+        "send_days": join_numbers(form.send_days.data or ()),
+        "initial_send_days": join_numbers(form.initial_send_days.data or ()),
+        "reminder_offsets_hours": join_numbers(parse_hours(form.reminder_offsets_hours.data)),
     }
     values.update({name: getattr(form, name).data for name in RULE_FIELDS})
     return values
@@ -92,6 +108,6 @@ def rules_into_form(form, source) -> None:
     form.window_start.data = clock(source.window_start_minute)
     # A time picker cannot show 24:00: the end of the day is shown as 23:59.
     form.window_end.data = clock(min(source.window_end_minute, 1439) if source.window_end_minute else None)
-    form.send_days.data = [d for d in (source.send_days or "").split(",") if d]
-    form.initial_send_days.data = [d for d in (source.initial_send_days or "").split(",") if d]
-    form.reminder_offsets_hours.data = ", ".join(p for p in (source.reminder_offsets_hours or "").split(",") if p)
+    form.send_days.data = [str(d) for d in sorted(parse_days(source.send_days))]
+    form.initial_send_days.data = [str(d) for d in sorted(parse_days(source.initial_send_days))]
+    form.reminder_offsets_hours.data = ", ".join(str(h) for h in parse_hours(source.reminder_offsets_hours))

@@ -65,6 +65,21 @@ def test_an_invite_arrives_at_a_real_smtp_server_with_the_right_headers(app, smt
     assert m.subject == msg["Subject"] and m.variant == "A" and m.template_version_id is not None
 
 
+def test_the_email_is_one_multipart_alternative_with_text_then_html(app, smtp, team_settings):
+    """Defect: the e-mail was multipart/mixed around a single multipart/alternative (what
+    Flask-Mail builds); it is now the alternative alone, plain text first, HTML last."""
+    c = _candidate(name="Zoë Ångström")
+    result = send_message(db.session, _message(c), team_settings)
+    assert result.ok, result.error
+    received = smtp.wait_for(1)[0]
+    msg = received.message
+    assert msg.get_content_type() == "multipart/alternative"
+    assert [part.get_content_type() for part in msg.iter_parts()] == ["text/plain", "text/html"]
+    assert msg["MIME-Version"] == "1.0"
+    assert msg["Subject"].startswith("Zoë, your interview")
+    assert received.data.count(b"Content-Type: multipart/") == 1
+
+
 def test_mailto_unsubscribe_is_added_when_configured(app, smtp, team_settings):
     app.config["MILO_UNSUBSCRIBE_MAILTO"] = "unsubscribe@acme.example"
     c = _candidate()

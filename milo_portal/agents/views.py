@@ -108,8 +108,6 @@ def edit(agent_id: int):
 @bp.post("/agents/<int:agent_id>/archive")
 def archive(agent_id: int):
     agent = get_agent(agent_id)
-    if not EmptyForm().validate_on_submit():
-        abort(400)
     archived = request.form.get("archived") == "1"
     services.set_archived(db.session, agent, archived, now())
     flash("Archived: its share link is closed." if archived else "Back in the active list.", "success")
@@ -179,8 +177,6 @@ def update_question(agent_id: int, question_id: int):
 def move_question(agent_id: int, question_id: int):
     agent = get_agent(agent_id)
     question = get_question(agent, question_id)
-    if not EmptyForm().validate_on_submit():
-        abort(400)
     try:
         services.move_question(db.session, question, request.form.get("direction", ""))
     except DomainError:
@@ -192,8 +188,6 @@ def move_question(agent_id: int, question_id: int):
 def delete_question(agent_id: int, question_id: int):
     agent = get_agent(agent_id)
     question = get_question(agent, question_id)
-    if not EmptyForm().validate_on_submit():
-        abort(400)
     services.delete_question(db.session, question)
     return _questions_response(agent)
 
@@ -250,8 +244,6 @@ def share_qr(agent_id: int, fmt: str):
 @bp.post("/agents/<int:agent_id>/share/rotate")
 def share_rotate(agent_id: int):
     agent = get_agent(agent_id)
-    if not EmptyForm().validate_on_submit():
-        abort(400)
     services.rotate_share_token(db.session, agent)
     flash("New share link made. The old link no longer works.", "success")
     return _share_after_change(agent)
@@ -260,8 +252,6 @@ def share_rotate(agent_id: int):
 @bp.post("/agents/<int:agent_id>/share/enabled")
 def share_enabled(agent_id: int):
     agent = get_agent(agent_id)
-    if not EmptyForm().validate_on_submit():
-        abort(400)
     enabled = request.form.get("enabled") == "1"
     services.set_share_enabled(db.session, agent, enabled)
     flash("The share link is on." if enabled else "The share link is off: it shows “closed”.", "success")

@@ -15,7 +15,7 @@ from ..errors import DomainError
 from ..extensions import db, login_manager
 from ..models import User, UserSession
 from . import bp, services, sessions
-from .forms import ChangePasswordForm, EmptyForm, LoginForm, ProfileForm, ResetPasswordForm, TeammateForm
+from .forms import ChangePasswordForm, LoginForm, ProfileForm, ResetPasswordForm, TeammateForm
 
 login_manager.login_view = "auth.login"
 login_manager.login_message = "Please log in to continue."
@@ -145,7 +145,7 @@ def team():
     users = db.session.scalars(select(User).order_by(User.active.desc(), User.name)).all()
     live = {user_id: list(rows) for user_id, rows in
             groupby(sessions.live_sessions(db.session, now()), key=lambda row: row.user_id)}
-    return render_template("auth/team.html", form=form, users=users, action_form=EmptyForm(),
+    return render_template("auth/team.html", form=form, users=users,
                            reset_form=ResetPasswordForm(), live=live)
 
 
@@ -162,8 +162,6 @@ def _after_ending(own: bool, message: str):
 @bp.post("/team/sessions/<int:session_id>/revoke")
 def revoke_session(session_id: int):
     row = get_user_session(session_id)
-    if not EmptyForm().validate_on_submit():
-        abort(400)
     sessions.revoke(db.session, row, now())
     _audit(current_user, "team_sessions", f"one session of {row.user.name} (user {row.user_id}) ended")
     return _after_ending(row.id == current_user.login_session_id,
@@ -173,8 +171,6 @@ def revoke_session(session_id: int):
 @bp.post("/team/<int:user_id>/sessions/revoke")
 def log_out_everywhere(user_id: int):
     user = get_user(user_id)
-    if not EmptyForm().validate_on_submit():
-        abort(400)
     own = user.id == current_user.id
     count = services.log_out_everywhere(db.session, user, now())
     _audit(current_user, "team_sessions", f"{user.name} (user {user.id}) logged out everywhere: {count} session(s)")
@@ -204,9 +200,6 @@ def reset_password(user_id: int):
 @bp.post("/team/<int:user_id>/active")
 def set_active(user_id: int):
     user = get_user(user_id)
-    form = EmptyForm()
-    if not form.validate_on_submit():
-        abort(400)
     active = request.form.get("active") == "1"
     try:
         services.set_active(db.session, user, active, current_user, now())

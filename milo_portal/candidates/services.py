@@ -39,6 +39,8 @@ from . import stages, tally
 PAGE_SIZE = 50
 MESSAGE_CHANNELS = ("email", "sms", "whatsapp")
 CHANNEL_LABELS = {"email": "E-mail", "sms": "SMS", "whatsapp": "WhatsApp", "link": "Link sent by hand"}
+SOURCE_LABELS = {"manual": "Manual", "bulk": "Bulk upload", "share_link": "Share link", "api": "API",
+                 "ats": "ATS", "indeed": "Indeed"}
 
 
 class ContactErrors(DomainError):
@@ -73,7 +75,7 @@ class CleanContact:
     phone_timezone: str | None = None
 
 
-def normalise_email(raw: str) -> str:
+def valid_email(raw: str) -> str:
     """Validate an e-mail address's syntax and return it lower-cased; raise DomainError."""
     try:
         return validate_email(raw.strip(), check_deliverability=False).normalized.lower()
@@ -114,7 +116,7 @@ def clean_contact(data: ContactData, default_country: str, default_timezone: str
         errors["name"] = "Keep the name under 200 characters."
     if (data.email or "").strip():
         try:
-            email = normalise_email(data.email)
+            email = valid_email(data.email)
         except DomainError as err:
             errors["email"] = err.message
     if (data.phone or "").strip():

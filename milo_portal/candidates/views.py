@@ -12,12 +12,12 @@ from sqlalchemy import select
 
 from .. import audit
 from ..agents.access import get_agent
-from ..auth.forms import EmptyForm
 from ..clock import now
 from ..errors import DomainError
 from ..extensions import db
 from ..forms_common import choices
 from ..models import CHANNELS, SOURCES, Agent, Candidate, Stage
+from ..pagination import page_count
 from ..request_input import PAGE_MAX, int_arg, int_list_arg
 from ..settings.services import get_settings
 from ..followups import services as followups
@@ -222,14 +222,15 @@ def index():
     if services.tally.fold_if_due(db.session):
         db.session.commit()
     result = services.list_candidates(db.session, filters)
-    pages = -(-result.total // services.PAGE_SIZE) if result.total is not None else None
+    pages = page_count(result.total, services.PAGE_SIZE)
     agent = db.session.get(Agent, filters.agent_id) if filters.agent_id else None
     ctx = dict(rows=result.rows, total=result.total, result=result, filters=filters, agent=agent,
                pages=pages, page_number=_page_number(filters, result, pages),
                date_sort=filters.sort in services.DATE_SORTS,
                filter_fields=parse_qsl(_query_string(filters, position=False)),
                qs=lambda **over: _query_string(filters, **over), stages=Stage.ALL, sources=SOURCES,
-               channels=CHANNELS, channel_labels=services.CHANNEL_LABELS, bulk_form=BulkForm(),
+               channels=CHANNELS, channel_labels=services.CHANNEL_LABELS, source_labels=services.SOURCE_LABELS,
+               bulk_form=BulkForm(),
                agents=db.session.scalars(select(Agent).order_by(Agent.title)).all())
     if request.htmx and request.htmx.target == "candidate-results":
         return render_template("candidates/_results.html", **ctx)
@@ -242,15 +243,13 @@ def nudge_all(agent_id: int):
     agent = get_agent(agent_id)
     people = services.nudgeable(db.session, agent.id, now())
     if request.method == "POST":
-        if not EmptyForm().validate_on_submit():
-            abort(400)
         done, skipped = services.nudge_all(db.session, agent.id, now(), _actor())
         db.session.commit()
         flash(f"{done} candidate{'s' if done != 1 else ''} will be nudged inside their send window.", "success")
         if skipped:
             flash(f"Not nudged ({len(skipped)}): " + "; ".join(skipped[:10]), "info")
         return redirect(url_for("agents.detail", agent_id=agent.id))
-    return render_template("candidates/nudge_all.html", agent=agent, people=people, action_form=EmptyForm())
+    return render_template("candidates/nudge_all.html", agent=agent, people=people)
 
 
 @bp.get("/agents/<int:agent_id>/candidates")
@@ -307,7 +306,8 @@ def _detail(candidate: Candidate, edit_form: ContactForm | None = None, deadline
         timeline=services.timeline(db.session, candidate),
         upcoming=followups.upcoming(db.session, candidate, now()),
         edit_form=edit_form or ContactForm(formdata=None, obj=candidate),
-        deadline_form=deadline_form, action_form=EmptyForm(), channel_labels=services.CHANNEL_LABELS,
+        deadline_form=deadline_form, channel_labels=services.CHANNEL_LABELS,
+        source_labels=services.SOURCE_LABELS,
         just_added=request.args.get("added") == "1",
     ), status
 
@@ -319,8 +319,6 @@ def detail(candidate_id: int):
 
 def _action(candidate_id: int, fn, success: str):
     candidate = get_candidate(candidate_id)
-    if not EmptyForm().validate_on_submit():
-        abort(400)
     try:
         fn(candidate)
     except DomainError as err:
@@ -416,8 +414,6 @@ def edit(candidate_id: int):
 @bp.post("/candidates/<int:candidate_id>/delete")
 def delete(candidate_id: int):
     candidate = get_candidate(candidate_id)
-    if not EmptyForm().validate_on_submit():
-        abort(400)
     agent_id = candidate.agent_id
     services.erase_candidate(db.session, candidate, now(), _actor())
     audit.record(db.session, current_user, "candidate_deleted", f"candidate {candidate.id} (interview {agent_id})",

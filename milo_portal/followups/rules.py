@@ -31,6 +31,11 @@ def parse_hours(text: str | None) -> tuple[int, ...]:
     return tuple(sorted({int(p) for p in (text or "").split(",") if _digits(p) and int(p) > 0}))
 
 
+def join_numbers(numbers) -> str | None:
+    """The stored form of days or hours: "1,2,3" (sorted, no repeats), or None for none."""
+    return ",".join(str(n) for n in sorted({int(n) for n in numbers})) or None
+
+
 @dataclass(frozen=True)
 class Rules:
     """The follow-up rules in force for one agent (team settings with the agent's overrides)."""

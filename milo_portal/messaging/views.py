@@ -7,8 +7,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select
 
 from .. import audit
-from ..auth.forms import EmptyForm
-from ..candidates.services import normalise_email, normalise_phone
+from ..candidates.services import normalise_phone, valid_email
 from ..clock import now
 from ..errors import DomainError
 from ..extensions import db
@@ -87,7 +86,7 @@ def _editor(template: Template, form: TemplateForm, status: int = 200, preview: 
         "messaging/edit.html", t=template, version=version, form=form, siblings=siblings, history=history,
         preview=preview or _preview(template.channel, form.subject.data, form.body.data), variables=VARIABLES,
         kind_label=defaults.KIND_LABELS[template.kind], channel_label=defaults.CHANNEL_LABELS[template.channel],
-        test_form=test_form, options=options, action_form=EmptyForm(), max_variants=services.MAX_VARIANTS,
+        test_form=test_form, options=options, max_variants=services.MAX_VARIANTS,
     ), status
 
 
@@ -153,8 +152,6 @@ def preview_frame():
 @bp.post("/templates/<kind>/<channel>/variants")
 def add_variant(kind: str, channel: str):
     get_variant(kind, channel, "A")
-    if not EmptyForm().validate_on_submit():
-        abort(400)
     try:
         template = services.add_variant(db.session, kind, channel)
     except DomainError as err:
@@ -193,8 +190,6 @@ def variant_options(kind: str, channel: str, variant: str):
 @bp.post("/templates/<kind>/<channel>/<string(length=1):variant>/restore/<int:version_id>")
 def restore(kind: str, channel: str, variant: str, version_id: int):
     template = get_variant(kind, channel, variant)
-    if not EmptyForm().validate_on_submit():
-        abort(400)
     old = db.session.get(TemplateVersion, version_id)
     if old is None or old.template_id != template.id:
         abort(404)
@@ -223,7 +218,7 @@ def send_test(kind: str, channel: str, variant: str):
         flash("Enter where the test should go.", "error")
         return redirect(url_for("messaging.edit", kind=kind, channel=channel, variant=variant))
     try:
-        to = normalise_email(form.to.data) if channel == "email" else normalise_phone(
+        to = valid_email(form.to.data) if channel == "email" else normalise_phone(
             form.to.data, settings.default_country)[0]
     except DomainError as err:
         flash(f"Test not sent: {err.message}", "error")

@@ -50,9 +50,7 @@ def export(table: str):
 
 @bp.post("/metrics/variants/<int:template_id>/only")
 def only_variant(template_id: int):
-    """Make the winning variant the only active one of its kind and channel."""
-    if not EmptyForm().validate_on_submit():
-        abort(400)
+    """Make the winning variant the only active one of its kind and channel (CSRFProtect checks the token)."""
     template = db.session.get(Template, template_id)
     if template is None:
         abort(404)

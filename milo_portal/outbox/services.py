@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from ..errors import DomainError
 from ..models import Candidate, Message, MessageStatus
+from ..pagination import numbered_page
 
 PAGE_SIZE = 50
 
@@ -30,10 +31,10 @@ def page(session: Session, status: str, number: int) -> tuple[list[Message], int
     """One page of messages in a status, with their candidates (no query per row)."""
     total = session.scalar(select(func.count()).select_from(Message).where(Message.status == status)) or 0
     order = Message.scheduled_for.asc() if status == MessageStatus.SCHEDULED else Message.id.desc()
-    rows = session.scalars(select(Message).where(Message.status == status)
-                           .options(joinedload(Message.candidate).joinedload(Candidate.agent))
-                           .order_by(order).limit(PAGE_SIZE).offset((max(number, 1) - 1) * PAGE_SIZE)).all()
-    return list(rows), total
+    rows = numbered_page(session, select(Message).where(Message.status == status)
+                         .options(joinedload(Message.candidate).joinedload(Candidate.agent)).order_by(order),
+                         number, PAGE_SIZE)
+    return rows, total
 
 
 def act(session: Session, message: Message, action: str, now: datetime, actor_name: str) -> str:

@@ -4,12 +4,13 @@ from __future__ import annotations
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from ..auth.forms import EmptyForm
 from ..auth.views import safe_next
+from ..candidates.services import CHANNEL_LABELS
 from ..clock import now
 from ..errors import DomainError
 from ..extensions import db
 from ..models import Message, MessageStatus
+from ..pagination import page_count
 from ..request_input import PAGE_MAX, int_arg
 from ..settings import checks
 from . import bp, services
@@ -37,15 +38,14 @@ def index():
     number = int_arg(request.args, "page", 1, minimum=1, maximum=PAGE_MAX)
     rows, total = services.page(db.session, status, number)
     return render_template("outbox/index.html", rows=rows, total=total, status=status, counts=services.counts(db.session),
-                           labels=LABELS, page=number, page_size=services.PAGE_SIZE, action_form=EmptyForm(),
+                           labels=LABELS, channel_labels=CHANNEL_LABELS, page=number,
+                           pages=page_count(total, services.PAGE_SIZE),
                            failing=checks.failing(db.session, now()))
 
 
 @bp.post("/outbox/<int:message_id>/<action>")
 def act(message_id: int, action: str):
     message = get_message(message_id)
-    if not EmptyForm().validate_on_submit():
-        abort(400)
     status = message.status
     try:
         text = services.act(db.session, message, action, now(), current_user.name)

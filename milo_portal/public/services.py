@@ -178,7 +178,7 @@ def start(session: Session, candidate: Candidate, name: str, email: str, now: da
     clean_email = candidate.email
     if (email or "").strip():
         try:
-            clean_email = candidates.normalise_email(email)
+            clean_email = candidates.valid_email(email)
         except DomainError as err:
             errors["email"] = err.message
     elif not candidate.phone:

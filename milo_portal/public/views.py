@@ -1,7 +1,9 @@
 """Candidate pages. A wrong, rotated or erased token is a plain 404 that reveals nothing."""
 from __future__ import annotations
 
-from flask import abort, redirect, render_template, request, url_for
+from pathlib import Path
+
+from flask import abort, current_app, redirect, render_template, request, url_for
 
 from .. import ratelimit
 from ..candidates import services as candidates
@@ -289,3 +291,10 @@ def _record_open(candidate: Candidate, message: Message) -> None:
         with write_unit(db.session):
             stages.move(db.session, candidate, Stage.OPENED, instant, channel="email", message_id=message.id,
                         detail="open pixel (approximate)")
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    """Our own icon for browsers that ask for /favicon.ico (pages also link static/favicon.svg)."""
+    icon = Path(current_app.static_folder, "favicon.svg").read_bytes()  # a few hundred bytes
+    return current_app.response_class(icon, mimetype="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})

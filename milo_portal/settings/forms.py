@@ -6,13 +6,12 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, IntegerField, SelectField, SelectMultipleField, StringField
 from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional, ValidationError
 
-from ..forms_common import check_offsets, choices, clock, parse_clock, timezone_choices, valid_timezone  # noqa: F401
+from ..forms_common import check_offsets, choices, clock, country_choices, parse_clock, timezone_choices, valid_timezone  # noqa: F401
 from ..headers import one_line
 
 
 def _countries():
-    names = sorted(phonenumbers.SUPPORTED_REGIONS)
-    return choices((code, code) for code in names)
+    return country_choices(phonenumbers.SUPPORTED_REGIONS)
 
 
 class MessagingForm(FlaskForm):

@@ -5,7 +5,7 @@ from flask import current_app, flash, redirect, render_template, request, url_fo
 from flask_login import current_user
 
 from .. import audit
-from ..candidates.services import normalise_email, normalise_phone
+from ..candidates.services import normalise_phone, valid_email
 from ..clock import now
 from ..errors import DomainError
 from ..extensions import db
@@ -133,7 +133,7 @@ def test_channel(channel: str):
         return redirect(url_for("settings.index"))
     to = (request.form.get("to") or "").strip()
     try:
-        to = normalise_email(to or current_user.email) if channel == "email" else normalise_phone(
+        to = valid_email(to or current_user.email) if channel == "email" else normalise_phone(
             to, settings.default_country)[0]
     except DomainError as err:
         flash(f"Test not sent: {err.message}", "error")
