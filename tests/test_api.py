@@ -243,6 +243,12 @@ def test_last_used_is_recorded_and_the_keys_page_shows_a_new_key_once(auth, clie
     assert api("GET", "/api/v1/agents", key_header=raw).status_code == 200
     assert client.post("/settings/api-keys/new", {"name": ""}).status_code == 422
     assert client.get(f"/settings/api-keys/{stored.id}/revoke").status_code == 405
+    client.post(f"/settings/api-keys/{stored.id}/revoke")
+    from milo_portal.models import AuditEntry
+
+    details = [e.detail for e in db.session.query(AuditEntry).filter_by(kind="api_key").order_by(AuditEntry.id)]
+    assert details == [f"key {stored.prefix} (Zapier) created", f"key {stored.prefix} (Zapier) revoked"]
+    assert not any(raw in d for d in details)
 
 
 def test_every_route_refuses_without_a_key_and_beyond_the_rate(app, api):

@@ -411,3 +411,18 @@ def test_files_never_confirmed_are_removed_after_a_day(auth, client, folder, clo
     assert db.session.scalar(select(func.count()).select_from(ImportBatch)) == 0
     assert not any(folder.iterdir())
     assert json.loads(batch.mapping)["0"]["columns"] == ["name", "email", "phone"]
+
+
+def test_an_upload_and_its_undo_are_in_the_audit_log_once(auth, client, folder, clock):
+    from milo_portal.models import AuditEntry
+
+    agent = make_agent()
+    upload(client, agent, {"people.csv": csv_bytes(MIXED)})
+    batch = only_batch()
+    client.post(f"/candidates/uploads/{batch.id}/confirm", {"channel": "email", "invite": "1"})
+    client.post(f"/candidates/uploads/{batch.id}/confirm", {"channel": "email", "invite": "1"})  # a second click
+    client.post(f"/candidates/uploads/{batch.id}/undo")
+    entries = db.session.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
+    assert [(e.kind, e.actor) for e in entries if e.kind.startswith("bulk")] == [
+        ("bulk_upload", "Rita Recruiter"), ("bulk_undo", "Rita Recruiter")]
+    assert f"upload {batch.id}: 3 created, 2 duplicate, 2 invalid" in entries[0].detail

@@ -316,6 +316,12 @@ def test_creating_an_integration_shows_its_secret_once_and_jobs_map_to_agents(ap
     client.post(f"/integrations/{integration.id}/rotate", {"secret": "indeed-api-secret-0123456789"})
     db.session.expire_all()
     assert db.session.get(Integration, integration.id).secret == "indeed-api-secret-0123456789"
+    from milo_portal.models import AuditEntry
+
+    # Each secret change is in the audit log (the refused one is not); no secret is written there.
+    details = [e.detail for e in db.session.query(AuditEntry).filter_by(kind="webhook_secret").order_by(AuditEntry.id)]
+    assert details == [f"integration {integration.id} (indeed, Indeed UK) created with a new secret",
+                       f"integration {integration.id} (indeed, Indeed UK): secret rotated"]
 
 
 def test_the_add_menu_and_the_recipe_page(app, auth, client, team_settings):

@@ -11,6 +11,7 @@ from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from .. import audit
 from ..agents.access import get_agent
 from ..candidates.services import CHANNEL_LABELS
 from ..clock import now
@@ -198,6 +199,10 @@ def _confirm(batch: ImportBatch, mapping: dict):
         return redirect(target, 303)
     if done.created_now:
         b = done.batch
+        audit.record(db.session, current_user, "bulk_upload",
+                     f"upload {b.id}: {b.created_count} created, {b.duplicate_count} duplicate, {b.error_count} invalid "
+                     f"(interview {b.agent_id})", address=request.remote_addr)
+        db.session.commit()
         flash(f"Added {b.created_count:,} candidate{'s' * (b.created_count != 1)}"
               f"{' and queued their invites' if b.invite and b.channel != 'link' and b.created_count else ''}.",
               "success")
@@ -237,6 +242,9 @@ def undo(batch_id: int):
     except DomainError as err:
         flash(err.message, "error")
     else:
+        audit.record(db.session, current_user, "bulk_undo", f"upload {batch_id}: {result.summary()}",
+                     address=request.remote_addr)
+        db.session.commit()
         flash(result.summary(), "success")
     return redirect(url_for("imports.show", batch_id=batch_id), 303)
 

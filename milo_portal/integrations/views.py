@@ -6,6 +6,7 @@ from flask import Response, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
+from .. import audit
 from ..api import services as api_keys
 from ..clock import now
 from ..errors import DomainError
@@ -72,6 +73,10 @@ def create():
         db.session.rollback()
         flash(err.message, "error")
         return redirect(url_for("integrations.index"))
+    db.session.flush()
+    audit.record(db.session, current_user, "webhook_secret",
+                 f"integration {integration.id} ({integration.kind}, {integration.name}) created with a new secret",
+                 address=request.remote_addr)
     db.session.commit()
     return _detail(integration, new_secret=secret, status=201)
 
@@ -107,6 +112,9 @@ def rotate(integration_id: int):
         db.session.rollback()
         return _detail(services.get_integration(db.session, integration_id), errors={err.field: err.message},
                        status=422)
+    audit.record(db.session, current_user, "webhook_secret",
+                 f"integration {integration.id} ({integration.kind}, {integration.name}): secret rotated",
+                 address=request.remote_addr)
     db.session.commit()
     return _detail(integration, new_secret=secret)
 
@@ -158,6 +166,9 @@ def create_endpoint():
         db.session.rollback()
         flash(f"{err.message}", "error")
         return redirect(url_for("integrations.index") + "#outbound")
+    db.session.flush()
+    audit.record(db.session, current_user, "webhook_secret", f"outbound endpoint {endpoint.id} created with a new secret",
+                 address=request.remote_addr)
     db.session.commit()
     return _endpoint_page(endpoint, new_secret=secret, status=201)
 
@@ -237,10 +248,13 @@ def api_keys_page():
 def create_api_key():
     """Create a key; the secret is on the page that follows, once."""
     try:
-        _key, raw = api_keys.create_key(db.session, request.form.get("name", ""), now(), current_user.id)
+        key, raw = api_keys.create_key(db.session, request.form.get("name", ""), now(), current_user.id)
     except DomainError as err:
         db.session.rollback()
         return _keys_page(error=err.message, status=422)
+    db.session.flush()
+    audit.record(db.session, current_user, "api_key", f"key {key.prefix} ({key.name}) created",
+                 address=request.remote_addr)
     db.session.commit()
     return _keys_page(new_key=raw, status=201)
 
@@ -252,6 +266,8 @@ def revoke_api_key(key_id: int):
     if key is None:
         return _keys_page(error="There is no such key.", status=404)
     api_keys.revoke_key(key, now())
+    audit.record(db.session, current_user, "api_key", f"key {key.prefix} ({key.name}) revoked",
+                 address=request.remote_addr)
     db.session.commit()
     flash(f"Key {key.name} is revoked.", "success")
     return redirect(url_for("integrations.api_keys_page"))
