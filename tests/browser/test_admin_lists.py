@@ -135,3 +135,18 @@ def test_on_a_phone_the_nav_folds_into_a_menu_and_lists_stack_as_cards(live_serv
         assert page.locator("tbody tr").first.locator("td[data-label=Deadline]").is_visible()
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("path", ["/candidates", "/team", "/candidates/new", "/agents"])
+def test_admin_pages_log_no_errors_in_the_browser_console(live_server, page, path):
+    """Defect: the list's filter trigger was an htmx syntax error (a selector with a space needs
+    parentheses), logged on every load of the candidates list."""
+    _people(1)
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    login(page, live_server, "rita@example.com", PASSWORD)
+    errors.clear()
+    page.goto(live_server.url(path))
+    page.wait_for_load_state("networkidle")
+    assert errors == [], path
