@@ -147,7 +147,7 @@ def _database_url() -> str:
 
 
 @milo_cli.command("backup")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=click.Path())
 def backup_command(path) -> None:
     """Back the database up to PATH (a new file, or a directory to put a dated file in).
 
@@ -168,6 +168,10 @@ def backup_command(path) -> None:
         for line in outcome.commands:
             click.echo(f"  {line}")
         return
+    from . import audit
+
+    audit.record(db.session, None, "backup", f"{outcome.path.name} ({outcome.size:,} bytes), from the command line")
+    db.session.commit()
     click.echo(f"Backed up to {outcome.path} ({outcome.size:,} bytes); integrity check passed.")
 
 

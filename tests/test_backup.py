@@ -67,6 +67,19 @@ def test_a_backup_is_checked_and_holds_the_data(app, runner, tmp_path):
     assert again.exit_code == 1 and "exists" in again.output
 
 
+def test_a_folder_written_with_a_slash_is_made_and_gets_a_dated_file_and_an_audit_entry(app, runner, tmp_path):
+    """Defect: `milo backup /backups/` with no such folder wrote a file named /backups."""
+    from milo_portal.models import AuditEntry
+
+    _people(1)
+    folder = tmp_path / "backups"
+    result = runner.invoke(args=["milo", "backup", f"{folder}/"])
+    assert result.exit_code == 0, result.output
+    assert folder.is_dir() and len(list(folder.glob("milo-*"))) == 1
+    entry = db.session.query(AuditEntry).filter_by(kind="backup").one()
+    assert entry.actor and "from the command line" in entry.detail
+
+
 def test_restore_refuses_a_damaged_file_and_needs_yes_to_replace_data(app, runner, tmp_path):
     ids = _people(3)
     good = tmp_path / "good.backup"

@@ -200,8 +200,17 @@ def backup_name(now: datetime, url: str) -> str:
     return f"milo-{now.strftime('%Y%m%dT%H%M%SZ')}.{suffix}"
 
 
-def take_backup(url: str, target: Path, now: datetime, overwrite: bool = False) -> Outcome:
-    """Back the database at ``url`` up to ``target`` (a file, or a directory to put one in)."""
+def take_backup(url: str, target: Path | str, now: datetime, overwrite: bool = False) -> Outcome:
+    """Back the database at ``url`` up to ``target`` (a file, or a directory to put one in).
+
+    A target written with a trailing slash (``/backups/``) is a directory, made if missing:
+    it must never become a file of that name.
+    """
+    if isinstance(target, str):
+        folder = target.endswith(("/", os.sep))
+        target = Path(target)
+        if folder:
+            target.mkdir(parents=True, exist_ok=True)
     if target.is_dir():
         target = target / backup_name(now, url)
     if target.exists() and not overwrite:
