@@ -19,7 +19,7 @@ def main() -> None:
         print("  Log in with your e-mail and password.")
     else:
         print("  No login exists yet. In another terminal, in this folder, run:")
-        print("    .venv/bin/flask --app milo_portal milo create-admin you@example.com")
+        print("    .venv/bin/flask --app milo_portal milo create-admin you@example.com --name \"Your Name\"")
         print("  (or `... milo demo-data` for a demo team: dana@demo.milo.test / demo-password-1)")
     print()
 

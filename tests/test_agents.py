@@ -22,6 +22,9 @@ def test_it_creates_an_agent_with_questions(auth, client, user):
     assert (agent.title, agent.role_level, agent.default_channel, agent.owner_id) == ("Barista", "entry", "sms", user.id)
     assert [q.text for q in agent.questions] == ["First?", "Second?"]
     assert len(agent.share_token) >= 22
+    # The next step it names fits what was made (it said "Add questions below" to an agent that had them).
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "It has 2 questions: press Share when you are ready." in page and "Add questions below" not in page
 
 
 def test_it_shows_field_errors_and_saves_nothing(auth, client, user):

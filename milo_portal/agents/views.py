@@ -67,7 +67,10 @@ def new():
             db.session.rollback()
             getattr(form, err.field or "title").errors.append(err.message)
         else:
-            flash(f"“{agent.title}” is ready. Add questions below, then press Share.", "success")
+            count = len(agent.questions)
+            next_step = (f"It has {count} question{'s' * (count != 1)}: press Share when you are ready."
+                         if count else "Add questions below, then press Share.")
+            flash(f"“{agent.title}” is ready. {next_step}", "success")
             return redirect(url_for("agents.detail", agent_id=agent.id))
     return render_template("agents/form.html", form=form, agent=None)
 
