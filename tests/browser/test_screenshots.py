@@ -28,9 +28,13 @@ def _demo() -> dict:
     db.session.commit()
     agent = db.session.scalars(select(Agent).order_by(Agent.id)).first()
     people = db.session.scalars(select(Candidate).where(Candidate.agent_id == agent.id).order_by(Candidate.id)).all()
-    waiting = next(c for c in people if c.stage == "invited")
     done = next(c for c in people if c.stage == "completed")
     moment = now()
+    # The candidate whose link is shown: invited today, as most people who open it are.
+    waiting = Candidate(agent_id=agent.id, name="Sam Waiting", email="sam.waiting@example.com", stage="invited",
+                        timezone="Europe/London", invited_at=moment, deadline_at=moment + timedelta(days=5))
+    db.session.add(waiting)
+    db.session.flush()
     for i, c in enumerate(people[:6]):
         status = MessageStatus.FAILED if i < 2 else MessageStatus.SCHEDULED
         db.session.add(Message(candidate_id=c.id, kind="reminder", step=9, channel="email", status=status,
