@@ -107,3 +107,15 @@ def test_without_javascript_the_form_uploads_and_reviews(live_server, browser, t
         assert "Added 1 candidate and queued their invites." in page.locator("main").inner_text()
     finally:
         context.close()
+
+
+def test_the_invite_checkbox_can_be_clicked_past_its_hint(live_server, page):
+    """Defect: the grey hint after "Invite automatically" was laid over its own checkbox
+    (Pico pulls an `input + small` hint up under the field), so a click never reached it."""
+    make_user("rita@example.com", "Rita Recruiter")
+    make_agent("Picker")
+    login(page, live_server, "rita@example.com", PASSWORD)
+    page.goto(live_server.url("/candidates/uploads/new"))
+    box = page.get_by_label("Invite automatically")
+    box.uncheck(timeout=5000)
+    expect(box).not_to_be_checked()
