@@ -108,13 +108,27 @@ def counts(session: Session, defs: Defs, conds: list, whos: Iterable[str], by: s
 
 
 def agent_funnels(session: Session, agent_ids: list[int]) -> dict[int, dict]:
-    """Each agent's all-time funnel (the Metrics page's definitions) and completion rate."""
+    """Each agent's all-time funnel (the Metrics page's definitions) and completion rate.
+
+    Two grouped reads, no per-candidate lookup: the stages from the candidates themselves,
+    and the failed invites (the only event fact "delivered" needs: delivered = invited −
+    failed) from the few failure events. Same counts as ``counts`` with these definitions.
+    """
     if not agent_ids:
         return {}
-    # Machine opens and local time are not needed here: no zones to look up.
-    defs = Defs(dialect_of(session), [])
+    kept = [C.erased_at.is_(None), C.agent_id.in_(agent_ids), d.INVITED]
+    rows = session.execute(select(C.agent_id, func.count().label("invited"), _sum(d.CLICKED).label("clicked"),
+                                  _sum(STARTED).label("started"), _sum(COMPLETED).label("completed"))
+                           .where(*kept).group_by(C.agent_id)).all()
+    failed = dict(session.execute(
+        select(C.agent_id, func.count(distinct(C.id)))
+        .select_from(Event).join(Message, Message.id == Event.message_id).join(C, C.id == Event.candidate_id)
+        .where(Event.type.in_(("failed", "bounced")), Message.kind == "invite", *kept, not_(d.CLICKED))
+        .group_by(C.agent_id)).all())
+    found = {r.agent_id: {"invited": int(r.invited), "delivered": int(r.invited) - int(failed.get(r.agent_id, 0)),
+                          "clicked": int(r.clicked), "started": int(r.started), "completed": int(r.completed)}
+             for r in rows}
     whos = ("invited", "delivered", "clicked", "started", "completed")
-    found = counts(session, defs, [C.erased_at.is_(None), C.agent_id.in_(agent_ids), d.INVITED], whos, by="agent")
     out = {}
     for agent_id in agent_ids:
         row = found.get(agent_id) or {w: 0 for w in whos}
