@@ -311,6 +311,7 @@ class Defs:
         self.local = Local(dialect, offsets)
         weekday, hour = self.local.parts(C.invited_at)
         self.weekday, self.hour = weekday, hour
+        self.window = window
         lo, hi = window
         minute = hour * 60
         self.facts = {

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
-from sqlalchemy import String, and_, case, cast, distinct, exists, func, literal, not_, select, union_all, update
+from sqlalchemy import String, and_, case, cast, distinct, exists, func, literal, not_, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
 from ..models import Agent, Answer, Candidate, Event, Message, MessageStatus, Question, Settings, Template
@@ -67,13 +67,23 @@ def counts_many(session: Session, defs: Defs, conds: list, specs: dict[str, str 
     """
     dims = sorted({by for by in specs.values() if by})
     facts, grouped = defs.grouped_facts()
-    columns = [case((expr, 1), else_=0).label(name) for name, expr in facts.items()]
-    columns += [(grouped[dim] if dim in grouped else defs.dimension(dim)).label("dim_" + dim) for dim in dims]
+    # The candidate-local weekday × hour is computed once per candidate (the costliest
+    # expression); the Friday and send-window facts are read from it.
+    local = [name for name in ("friday", "outside") if name in facts]
+    columns = [case((expr, 1), else_=0).label(name) for name, expr in facts.items() if name not in local]
+    columns.append((defs.weekday * 24 + defs.hour).label("local_heat"))
+    columns += [(grouped[dim] if dim in grouped else defs.dimension(dim)).label("dim_" + dim)
+                for dim in dims if dim != "heat"]
     inner = (select(*columns).select_from(C).outerjoin(Event, Event.candidate_id == C.id)
-             .where(*conds).group_by(C.id).subquery("metrics_facts"))
-    who = d.stage_conditions(lambda name: inner.c[name] == 1)
+             .where(*conds).group_by(C.id).cte("metrics_facts").prefix_with("MATERIALIZED"))
+    heat = inner.c.local_heat
+    minute = (heat % 24) * 60
+    lo, hi = defs.window
+    derived = {"friday": and_(heat >= 4 * 24, heat < 5 * 24), "outside": or_(minute + 59 < lo, minute >= hi)}
+    who = d.stage_conditions(lambda name: derived[name] if name in derived else inner.c[name] == 1)
     mask = sum((case((who[w], 1 << i), else_=0) for i, w in enumerate(ALL_WHOS)), literal(0))
-    base = (select(mask.label("mask"), *[inner.c["dim_" + dim] for dim in dims])
+    base = (select(mask.label("mask"), *[(heat if dim == "heat" else inner.c["dim_" + dim]).label("dim_" + dim)
+                                        for dim in dims])
             .cte("metrics_base").prefix_with("MATERIALIZED"))
     parts = []
     for spec, by in specs.items():
@@ -110,22 +120,23 @@ def counts(session: Session, defs: Defs, conds: list, whos: Iterable[str], by: s
 def agent_funnels(session: Session, agent_ids: list[int]) -> dict[int, dict]:
     """Each agent's all-time funnel (the Metrics page's definitions) and completion rate.
 
-    Two grouped reads, no per-candidate lookup: the stages from the candidates themselves,
-    and the failed invites (the only event fact "delivered" needs: delivered = invited −
-    failed) from the few failure events. Same counts as ``counts`` with these definitions.
+    One statement of two grouped reads, no per-candidate lookup: the stages from the
+    candidates themselves, and the failed invites (the only event fact "delivered" needs:
+    delivered = invited − failed) from the few failure events. Same counts as ``counts``.
     """
     if not agent_ids:
         return {}
     kept = [C.erased_at.is_(None), C.agent_id.in_(agent_ids), d.INVITED]
-    rows = session.execute(select(C.agent_id, func.count().label("invited"), _sum(d.CLICKED).label("clicked"),
-                                  _sum(STARTED).label("started"), _sum(COMPLETED).label("completed"))
-                           .where(*kept).group_by(C.agent_id)).all()
-    failed = dict(session.execute(
-        select(C.agent_id, func.count(distinct(C.id)))
-        .select_from(Event).join(Message, Message.id == Event.message_id).join(C, C.id == Event.candidate_id)
-        .where(Event.type.in_(("failed", "bounced")), Message.kind == "invite", *kept, not_(d.CLICKED))
-        .group_by(C.agent_id)).all())
-    found = {r.agent_id: {"invited": int(r.invited), "delivered": int(r.invited) - int(failed.get(r.agent_id, 0)),
+    stages = (select(C.agent_id.label("agent_id"), func.count().label("invited"), _sum(d.CLICKED).label("clicked"),
+                     _sum(STARTED).label("started"), _sum(COMPLETED).label("completed"))
+              .where(*kept).group_by(C.agent_id).subquery("stages"))
+    failed = (select(C.agent_id.label("agent_id"), func.count(distinct(C.id)).label("failed"))
+              .select_from(Event).join(Message, Message.id == Event.message_id).join(C, C.id == Event.candidate_id)
+              .where(Event.type.in_(("failed", "bounced")), Message.kind == "invite", *kept, not_(d.CLICKED))
+              .group_by(C.agent_id).subquery("failed"))
+    rows = session.execute(select(stages, func.coalesce(failed.c.failed, 0).label("failed"))
+                           .outerjoin(failed, failed.c.agent_id == stages.c.agent_id)).all()
+    found = {r.agent_id: {"invited": int(r.invited), "delivered": int(r.invited) - int(r.failed),
                           "clicked": int(r.clicked), "started": int(r.started), "completed": int(r.completed)}
              for r in rows}
     whos = ("invited", "delivered", "clicked", "started", "completed")
