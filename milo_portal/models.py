@@ -302,8 +302,9 @@ class Candidate(db.Model):
         Index("ix_candidate_sort_stage", "stage", "id"),
         Index("ix_candidate_agent_sort_added", "agent_id", "created_at", "id"),
         Index("ix_candidate_agent_sort_activity", "agent_id", "last_activity_at", "id"),
-        # Every agent's funnel (the agents list) from a narrow index, in agent order.
-        Index("ix_candidate_funnel", "agent_id", "invited_at", "clicked_at", "started_at", "completed_at", "stage"),
+        # Every agent's funnel (the agents list) from a narrow index alone, in agent order.
+        Index("ix_candidate_funnel", "agent_id", "invited_at", "clicked_at", "started_at", "completed_at", "stage",
+              "erased_at"),
         Index("ix_candidate_import_batch_id", "import_batch_id"),
     )
     # Search indexes that the models do not describe (SQLite: an FTS5 trigram table kept by

@@ -179,3 +179,15 @@ def test_make_winner_the_only_variant(auth, client, data):
     assert response.status_code == 302 and response.headers["Location"].endswith("/metrics?period=90")
     db.session.expire_all()
     assert (db.session.get(Template, first.id).active, db.session.get(Template, second.id).active) == (False, True)
+
+
+def test_agent_funnels_count_all_time_with_the_page_definitions(data):
+    """The agents list's funnels: every invite of all time; a bounced invite is not delivered."""
+    funnels = services.agent_funnels(db.session, [data["agent_a"], data["agent_b"]])
+    # Picker: P1–P5, P9, P12 invited; P4's invite bounced; clicked and started P1, P5, P9; completed P1, P9.
+    assert {k: v for k, v in funnels[data["agent_a"]].items() if k != "completion"} == {
+        "invited": 7, "delivered": 6, "clicked": 3, "started": 3, "completed": 2}
+    assert funnels[data["agent_a"]]["completion"] == pytest.approx(2 / 6)
+    # Engineer: P6, P7, P8, P11 invited; clicked P7, P8; started and completed P8.
+    assert {k: v for k, v in funnels[data["agent_b"]].items() if k != "completion"} == {
+        "invited": 4, "delivered": 4, "clicked": 2, "started": 1, "completed": 1}

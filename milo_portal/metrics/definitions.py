@@ -311,6 +311,7 @@ class Defs:
         self.local = Local(dialect, offsets)
         weekday, hour = self.local.parts(C.invited_at)
         self.weekday, self.hour = weekday, hour
+        self.window = window
         lo, hi = window
         minute = hour * 60
         self.facts = {
@@ -322,6 +323,26 @@ class Defs:
             "friday": weekday == 4, "outside": or_(minute + 59 < lo, minute >= hi),
         }
         self.who = stage_conditions(self.facts.__getitem__)
+
+    def grouped_facts(self) -> tuple[dict, dict]:
+        """The facts and the event-based dimensions for a candidate LEFT JOIN event GROUP BY candidate.
+
+        The same facts as ``facts`` (which the drill-down uses on single candidates), but every
+        event fact is an aggregate over the candidate's events: the page reads each cohort
+        candidate's events once, in one pass, instead of one lookup per fact per candidate.
+        """
+        def any_event(cond):
+            return func.max(case((cond, 1), else_=0)) == 1
+
+        invite = (exists().where(Message.id == Event.message_id, Message.kind == "invite")
+                  .correlate(Event))
+        failed = func.max(case((Event.type.in_(("failed", "bounced")), case((invite, 1), else_=0)), else_=0)) == 1
+        facts = dict(self.facts, opened_event=any_event(Event.type == "opened"),
+                     machine_event=any_event(Event.type == "machine_opened"), invite_failed=failed)
+        n = func.coalesce(func.sum(case((and_(Event.type.in_(FOLLOWUP_TYPES),
+                                              or_(C.completed_at.is_(None), Event.at < C.completed_at)), 1),
+                                        else_=0)), 0)
+        return facts, {"followups": case((n >= 3, 3), else_=n)}
 
     def dimension(self, name: str):
         """The SQL expression a by-table groups by."""

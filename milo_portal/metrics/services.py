@@ -12,10 +12,10 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
-from sqlalchemy import String, and_, case, cast, distinct, exists, func, literal, not_, select, union_all, update
+from sqlalchemy import String, and_, case, cast, distinct, exists, func, literal, not_, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
-from ..models import Agent, Answer, Candidate, Message, MessageStatus, Question, Settings, Template
+from ..models import Agent, Answer, Candidate, Event, Message, MessageStatus, Question, Settings, Template
 from . import definitions as d
 from .definitions import BUCKETS, COMPLETED, FUNNEL, STARTED, Defs, Filters
 
@@ -57,28 +57,41 @@ INT_DIMENSIONS = ("agent", "followups", "heat", "bucket")
 
 
 def counts_many(session: Session, defs: Defs, conds: list, specs: dict[str, str | None]) -> dict:
-    """Every who-count per value of each spec's dimension (None: overall), in ONE statement.
+    """Every who-count per value of each spec's dimension (None: overall).
 
-    The candidates are read once into a materialized table of their facts and dimension
-    values (each EXISTS and subquery evaluated once per candidate); every count and every
-    group-by then reads those rows. Returns {spec: {key: {who: n}}} (key None overall).
+    One pass reads the cohort's candidates with their events (LEFT JOIN, GROUP BY candidate:
+    each event fact is an aggregate, not a lookup per candidate) into a materialized table
+    of dimension values and one integer whose bits are the stage conditions the candidate
+    meets. Each spec then counts candidates per (value, bits) in ONE statement, and Python
+    adds the few hundred counts into the who-counts. Returns {spec: {key: {who: n}}}.
     """
     dims = sorted({by for by in specs.values() if by})
-    columns = [case((expr, 1), else_=0).label(name) for name, expr in defs.facts.items()]
-    columns += [defs.dimension(dim).label("dim_" + dim) for dim in dims]
-    base = select(*columns).where(*conds).cte("metrics_base").prefix_with("MATERIALIZED")
-    who = d.stage_conditions(lambda name: base.c[name] == 1)
-    sums = [_sum(who[w]).label(w) for w in ALL_WHOS]
+    facts, grouped = defs.grouped_facts()
+    # The candidate-local weekday × hour is computed once per candidate (the costliest
+    # expression); the Friday and send-window facts are read from it.
+    local = [name for name in ("friday", "outside") if name in facts]
+    columns = [case((expr, 1), else_=0).label(name) for name, expr in facts.items() if name not in local]
+    columns.append((defs.weekday * 24 + defs.hour).label("local_heat"))
+    columns += [(grouped[dim] if dim in grouped else defs.dimension(dim)).label("dim_" + dim)
+                for dim in dims if dim != "heat"]
+    inner = (select(*columns).select_from(C).outerjoin(Event, Event.candidate_id == C.id)
+             .where(*conds).group_by(C.id).cte("metrics_facts").prefix_with("MATERIALIZED"))
+    heat = inner.c.local_heat
+    minute = (heat % 24) * 60
+    lo, hi = defs.window
+    derived = {"friday": and_(heat >= 4 * 24, heat < 5 * 24), "outside": or_(minute + 59 < lo, minute >= hi)}
+    who = d.stage_conditions(lambda name: derived[name] if name in derived else inner.c[name] == 1)
+    mask = sum((case((who[w], 1 << i), else_=0) for i, w in enumerate(ALL_WHOS)), literal(0))
+    base = (select(mask.label("mask"), *[(heat if dim == "heat" else inner.c["dim_" + dim]).label("dim_" + dim)
+                                        for dim in dims])
+            .cte("metrics_base").prefix_with("MATERIALIZED"))
     parts = []
     for spec, by in specs.items():
-        if by is None:
-            parts.append(select(literal(spec).label("spec"), cast(literal(None), String).label("key"), *sums)
-                         .select_from(base))
-        else:
-            key = cast(base.c["dim_" + by], String)
-            parts.append(select(literal(spec).label("spec"), key.label("key"), *sums).select_from(base)
-                         .group_by(key))
-    out: dict = {spec: {} for spec in specs}
+        key = cast(base.c["dim_" + by], String) if by else cast(literal(None), String)
+        group = [key, base.c.mask] if by else [base.c.mask]
+        parts.append(select(literal(spec).label("spec"), key.label("key"), base.c.mask.label("mask"),
+                            func.count().label("n")).select_from(base).group_by(*group))
+    out: dict = {spec: ({None: {w: 0 for w in ALL_WHOS}} if by is None else {}) for spec, by in specs.items()}
     for row in session.execute(union_all(*parts) if len(parts) > 1 else parts[0]).all():
         by = specs[row.spec]
         if by is None:
@@ -87,7 +100,10 @@ def counts_many(session: Session, defs: Defs, conds: list, specs: dict[str, str 
             continue  # no value for this dimension (e.g. a share-link tag of a non-share-link candidate)
         else:
             key = int(row.key) if by in INT_DIMENSIONS else row.key
-        out[row.spec][key] = {w: int(row._mapping[w]) for w in ALL_WHOS}
+        found = out[row.spec].setdefault(key, {w: 0 for w in ALL_WHOS})
+        for i, w in enumerate(ALL_WHOS):
+            if row.mask >> i & 1:
+                found[w] += int(row.n)
     return out
 
 
@@ -102,13 +118,28 @@ def counts(session: Session, defs: Defs, conds: list, whos: Iterable[str], by: s
 
 
 def agent_funnels(session: Session, agent_ids: list[int]) -> dict[int, dict]:
-    """Each agent's all-time funnel (the Metrics page's definitions) and completion rate."""
+    """Each agent's all-time funnel (the Metrics page's definitions) and completion rate.
+
+    One statement of two grouped reads, no per-candidate lookup: the stages from the
+    candidates themselves, and the failed invites (the only event fact "delivered" needs:
+    delivered = invited − failed) from the few failure events. Same counts as ``counts``.
+    """
     if not agent_ids:
         return {}
-    # Machine opens and local time are not needed here: no zones to look up.
-    defs = Defs(dialect_of(session), [])
+    kept = [C.erased_at.is_(None), C.agent_id.in_(agent_ids), d.INVITED]
+    stages = (select(C.agent_id.label("agent_id"), func.count().label("invited"), _sum(d.CLICKED).label("clicked"),
+                     _sum(STARTED).label("started"), _sum(COMPLETED).label("completed"))
+              .where(*kept).group_by(C.agent_id).subquery("stages"))
+    failed = (select(C.agent_id.label("agent_id"), func.count(distinct(C.id)).label("failed"))
+              .select_from(Event).join(Message, Message.id == Event.message_id).join(C, C.id == Event.candidate_id)
+              .where(Event.type.in_(("failed", "bounced")), Message.kind == "invite", *kept, not_(d.CLICKED))
+              .group_by(C.agent_id).subquery("failed"))
+    rows = session.execute(select(stages, func.coalesce(failed.c.failed, 0).label("failed"))
+                           .outerjoin(failed, failed.c.agent_id == stages.c.agent_id)).all()
+    found = {r.agent_id: {"invited": int(r.invited), "delivered": int(r.invited) - int(r.failed),
+                          "clicked": int(r.clicked), "started": int(r.started), "completed": int(r.completed)}
+             for r in rows}
     whos = ("invited", "delivered", "clicked", "started", "completed")
-    found = counts(session, defs, [C.erased_at.is_(None), C.agent_id.in_(agent_ids), d.INVITED], whos, by="agent")
     out = {}
     for agent_id in agent_ids:
         row = found.get(agent_id) or {w: 0 for w in whos}
