@@ -1,6 +1,6 @@
 """metrics: the agents' funnel index also holds erased_at
 
-Revision ID: 0013_metrics_facts
+Revision ID: 0013_agent_funnel_index
 Revises: 0012_operations
 
 ``ix_candidate_funnel`` gains ``erased_at``: the agents' funnels count only candidates not
@@ -10,7 +10,7 @@ erased, and without that column in the index every candidate row was read from t
 from alembic import op
 
 
-revision = '0013_metrics_facts'
+revision = '0013_agent_funnel_index'
 down_revision = '0012_operations'
 branch_labels = None
 depends_on = None
