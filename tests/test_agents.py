@@ -76,7 +76,7 @@ def test_list_shows_the_funnel_with_the_metrics_definitions(auth, client):
     db.session.commit()
     body = client.get("/agents").get_data(as_text=True)
     row = body.split(agent.title)[1].split("</tr>")[0]
-    cells = [c.split("</td>")[0].strip() for c in row.split('<td class="num">')[1:]]
+    cells = [c.split(">", 1)[1].split("</td>")[0].strip() for c in row.split('<td class="num"')[1:]]
     # waiting, invited, clicked, started, completed (reached), completion of delivered, expired
     assert cells[:5] == ["1", "4", "3", "3", "2"] and cells[6] == "0"
     assert cells[5].endswith("50 %") and 'aria-label="Funnel: 4 invited, 3 clicked' in cells[5]

@@ -308,7 +308,7 @@ def test_agent_pages_show_exact_counts_per_stage(auth, client):
     assert counts == expected
     body = client.get("/agents").get_data(as_text=True)
     row = body[body.index(">Welder</a>"):].split("</tr>")[0]
-    cells = [int(n) for n in re.findall(r'<td class="num">(\d+)</td>', row)]
+    cells = [int(n) for n in re.findall(r'<td class="num"[^>]*>(\d+)</td>', row)]
     # Waiting and expired are current stages (maintained counts); the funnel counts the stages
     # the invited reached (the Metrics page's definitions), from their timestamps.
     invited = [p for p in people if p.agent_id == one.id and p.invited_at is not None]
