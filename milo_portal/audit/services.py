@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from ..candidates.services import csv_safe
 from ..headers import one_line
 from ..models import AuditEntry, User
 from ..transactions import read_only, write_unit
@@ -115,12 +116,6 @@ def kinds_in_use(session: Session) -> list[tuple[str, str]]:
     return [(k, label) for k, label in KINDS.items()] + [(k, k.replace("_", " ")) for k in sorted(found - set(KINDS))]
 
 
-def _csv_safe(value) -> str:
-    from ..candidates.services import csv_safe
-
-    return csv_safe(value)
-
-
 def export_csv(session: Session, filters: AuditFilters) -> Iterator[str]:
     """Stream the matching entries as CSV (oldest first, formula cells neutralised)."""
     read_only(session)
@@ -129,7 +124,7 @@ def export_csv(session: Session, filters: AuditFilters) -> Iterator[str]:
     writer.writerow(["id", "at (UTC)", "person", "kind", "detail", "address"])
     query = _query(filters).order_by(AuditEntry.id)
     for e in session.scalars(query.execution_options(yield_per=1000)):
-        writer.writerow([_csv_safe(v) for v in (e.id, e.at.isoformat(timespec="seconds"), e.actor, e.kind,
+        writer.writerow([csv_safe(v) for v in (e.id, e.at.isoformat(timespec="seconds"), e.actor, e.kind,
                                                   e.detail, e.address)])
         if buf.tell() > 64 * 1024:
             yield buf.getvalue()

@@ -15,6 +15,7 @@ from typing import Iterable
 from sqlalchemy import String, and_, case, cast, distinct, exists, func, literal, not_, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
+from ..candidates.services import csv_safe  # noqa: F401  (one neutraliser for every CSV; tests use it here)
 from ..models import Agent, Answer, Candidate, Event, Message, MessageStatus, Question, Settings, Template
 from . import definitions as d
 from .definitions import BUCKETS, COMPLETED, FUNNEL, STARTED, Defs, Filters
@@ -576,14 +577,6 @@ def people_condition(session: Session, f: Filters, who: str, dim: str | None, ra
 
 
 # --- CSV ------------------------------------------------------------------------------------
-
-def csv_safe(value) -> str:
-    """A cell that a spreadsheet will not run as a formula (= + - @ tab CR get a leading ')."""
-    text = "" if value is None else str(value)
-    if text and text[0] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + text
-    return text
-
 
 def to_csv(header: list[str], rows: Iterable[Iterable]) -> str:
     """One table as CSV text, every cell neutralised."""
