@@ -55,7 +55,11 @@ def browser():
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"Chromium is required for the browser tests and was not found at {CHROMIUM} "
                     "(apt-get install chromium, or set MILO_CHROMIUM).")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    # Assertions that wait (expect(...).to_be_visible() and the like) wait as long as page
+    # actions do: a loaded machine can take more than Playwright's default 5 s to answer.
+    expect.set_options(timeout=10_000)
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
