@@ -52,6 +52,7 @@ def test_drop_two_files_fix_a_column_confirm_and_the_invite_goes_out(live_server
     page.goto(live_server.url(f"/agents/{agent_id}"))
     page.get_by_text("Add Candidates").click()
     page.get_by_role("link", name="Bulk upload").click()
+    page.wait_for_load_state()  # the drop zone's script runs before the page's load event
     expect(page.get_by_label("Interview")).to_have_value(str(agent_id))
     progress: list[int] = []
     page.expose_function("reportProgress", lambda value: progress.append(value))
