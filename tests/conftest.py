@@ -50,7 +50,7 @@ def _empty_all_tables() -> None:
     # The rows the migrations make, as a fresh installation has them.
     from milo_portal.models import JobLease, Settings
 
-    db.session.add_all([Settings(id=1), JobLease(name="planner")])
+    db.session.add_all([Settings(id=1)] + [JobLease(name=name) for name in ("planner", "daily", "backup")])
     db.session.commit()
 
 

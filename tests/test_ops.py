@@ -189,3 +189,39 @@ def test_the_app_refuses_to_start_on_a_database_newer_than_the_code(app, tmp_pat
 def test_the_schema_check_passes_on_this_versions_database(runner):
     result = runner.invoke(args=["milo", "check-schema"])
     assert result.exit_code == 0 and "one this version knows" in result.output
+
+
+def test_two_workers_creating_a_missing_job_lease_at_once_do_not_collide(app):
+    """A periodic job's lease row made by one worker while another makes it too: on
+    PostgreSQL a get-then-insert failed the second with a duplicate key (seen under gunicorn)."""
+    import threading
+
+    from sqlalchemy import delete
+    from sqlalchemy.orm import Session
+
+    from milo_portal.models import JobLease
+    from milo_portal.ops.jobs import take_until
+
+    db.session.execute(delete(JobLease).where(JobLease.name == "race"))
+    db.session.commit()
+    moment = now()
+    first = db.engine.connect()
+    first_tx = first.begin()
+    first.execute(JobLease.__table__.insert().values(name="race"))  # the other worker's insert, not yet committed
+    outcome: list[object] = []
+
+    def second_worker() -> None:
+        with app.app_context(), Session(db.engine) as session:
+            try:
+                outcome.append(take_until(session, "race", "second", moment, moment + timedelta(hours=1)))
+            except Exception as err:  # the failure this test guards against
+                outcome.append(err)
+
+    thread = threading.Thread(target=second_worker)
+    thread.start()
+    thread.join(0.5)  # it now waits on the first worker's row (PostgreSQL) or write lock (SQLite)
+    first_tx.commit()
+    first.close()
+    thread.join(30)
+    assert outcome == [True]
+    assert db.session.get(JobLease, "race").holder == "second"

@@ -263,15 +263,24 @@ def lease_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"[:120]
 
 
+def ensure_lease_row(session: Session, name: str) -> None:
+    """Create the named lease row when missing (migrations create the known ones).
+
+    An insert that ignores a conflict: two workers on PostgreSQL creating it at once must
+    not fail one of them with a duplicate key (a get-then-add would).
+    """
+    dialect = session.get_bind().dialect.name
+    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(JobLease).values(name=name)
+    session.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
+
+
 def take_lease(session: Session, name: str, holder: str, now: datetime, ttl: timedelta) -> bool:
     """Take (or keep) the named lease until ``now + ttl``; False while another holder has it.
 
     One conditional UPDATE decides, so two processes asking at once cannot both win.
     """
     with write_unit(session) as work:
-        if work.get(JobLease, name) is None:
-            work.add(JobLease(name=name))
-            work.flush()
+        ensure_lease_row(work, name)
         taken = work.execute(
             update(JobLease).where(JobLease.name == name,
                                    or_(JobLease.until.is_(None), JobLease.until <= now, JobLease.holder == holder))

@@ -17,6 +17,7 @@ from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
 from .. import audit
+from ..followups.services import ensure_lease_row
 from ..models import JobLease
 from ..transactions import end_transaction, write_unit
 from . import backup, health, retention
@@ -30,9 +31,7 @@ DAILY, BACKUP = "daily", "backup"
 def take_until(session: Session, name: str, holder: str, now: datetime, until: datetime) -> bool:
     """Take the named job's lease when it is free (``until`` passed) and hold it to ``until``."""
     with write_unit(session) as work:
-        if work.get(JobLease, name) is None:
-            work.add(JobLease(name=name))
-            work.flush()
+        ensure_lease_row(work, name)
         return work.execute(
             update(JobLease).where(JobLease.name == name, or_(JobLease.until.is_(None), JobLease.until <= now))
             .values(holder=holder, until=until).execution_options(synchronize_session=False)).rowcount == 1
