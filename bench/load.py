@@ -401,7 +401,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupted)  # a kill ends in the finally below too, which stops gunicorn
     try:
         if reuse:
-            print(f"database: reused as it is ({url.split('@')[-1]})")
+            print(f"database: reused, migrated to the code's schema ({url.split('@')[-1]})")
+            subprocess.run([str(BIN / "flask"), "--app", "milo_portal", "db", "upgrade"], env=env, cwd=ROOT,
+                           check=True, capture_output=True)
         else:
             build_database(url, args.candidates, env)
         if args.backlog == "send":
