@@ -24,10 +24,11 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
     or_,
     select,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .extensions import db
@@ -273,6 +274,14 @@ class Question(db.Model):
     text: Mapped[str] = mapped_column(Text)
 
     agent: Mapped[Agent] = relationship(back_populates="questions")
+
+
+# How many questions an agent has, without loading them: the candidate pages say "5 questions"
+# on every view, and loading the list for that cost a second query per page. Deferred, so only
+# the statements that ask for it (``undefer``) pay for the subquery.
+Agent.question_count = column_property(
+    select(func.count(Question.id)).where(Question.agent_id == Agent.id).correlate_except(Question)
+    .scalar_subquery(), deferred=True)
 
 
 # --- candidates ---------------------------------------------------------------------------

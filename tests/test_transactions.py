@@ -67,6 +67,20 @@ def test_a_repeat_visit_to_a_candidate_link_is_one_read_transaction_that_writes_
     assert db.session.scalar(select(Event.id).where(Event.type == "visited")) is not None
 
 
+def test_a_repeat_visit_reads_everything_the_page_shows_in_one_statement(client):
+    """The candidate, their interview, its owner, how many questions it has and the team's help
+    line come in one statement: the questions list and the settings row were two more reads on
+    every view of every candidate page."""
+    db.session.execute(db.update(Settings).values(support_email="help@acme.example"))
+    agent = make_agent(questions=("One?", "Two?", "Three?"))
+    url = f"/i/{_candidate(agent).token}"
+    client.get(url)
+    with recorded() as again:
+        page = client.get(url).get_data(as_text=True)
+    assert len(again["statements"]) == 1, again["statements"]
+    assert "<strong>3</strong> questions" in page and "help@acme.example" in page
+
+
 def test_get_requests_begin_deferred_and_posts_begin_immediate(client):
     """Defect: every transaction began IMMEDIATE, so any GET held the write lock while it ran."""
     if db.engine.dialect.name != "sqlite":

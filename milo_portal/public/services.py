@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, joinedload, undefer
 from sqlalchemy.orm.attributes import set_committed_value
 from ua_parser import parse as parse_ua
 
@@ -16,7 +16,7 @@ from .. import ratelimit
 from ..candidates import services as candidates
 from ..candidates import stages
 from ..errors import DomainError
-from ..models import Agent, Answer, Candidate, Message, Stage
+from ..models import Agent, Answer, Candidate, Message, Settings, Stage
 
 MAX_ANSWER_LENGTH = 5000
 TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -40,32 +40,58 @@ def device_class(user_agent: str | None) -> str:
     return "desktop"
 
 
-# One query for the candidate, their interview and its owner (named in the help line), one
-# for its questions: every candidate page needs them. Built once: every page view runs it,
-# and building the statement and its cache key costs more than SQLite takes to answer it.
+# One query for the candidate, their interview, its owner (named in the help line), how many
+# questions it has, and the team's help line: every candidate page needs them. Built once:
+# every page view runs it, and building the statement and its cache key costs more than
+# SQLite takes to answer it. The questions themselves load only on the pages that show one.
 _agent = joinedload(Candidate.agent)
-_BY_TOKEN = select(Candidate).where(Candidate.token == bindparam("token")).options(
-    _agent.selectinload(Agent.questions), _agent.joinedload(Agent.owner))
+HELP_COLUMNS = (Settings.id, Settings.support_email, Settings.support_phone, Settings.company_name)
+_BY_TOKEN = (select(Candidate, *HELP_COLUMNS).outerjoin(Settings, Settings.id == 1)
+             .where(Candidate.token == bindparam("token"))
+             .options(_agent.undefer(Agent.question_count), _agent.joinedload(Agent.owner)))
+
+
+@dataclass(frozen=True)
+class HelpLine:
+    """Whom a candidate can ask for help: the team settings' contact fields."""
+
+    support_email: str | None
+    support_phone: str | None
+    company_name: str | None
+
+    @classmethod
+    def from_row(cls, row) -> "HelpLine | None":
+        """The help line from a row of ``HELP_COLUMNS``; None when the settings row is missing."""
+        settings_id, email, phone, company = row
+        return None if settings_id is None else cls(email, phone, company)
+
+
+def find_with_help(session: Session, token: str) -> tuple[Candidate | None, HelpLine | None]:
+    """The live candidate with this link token (or None) and the team's help line, in one query."""
+    if not TOKEN_SHAPE.match(token or ""):
+        return None, None
+    row = session.execute(_BY_TOKEN, {"token": token}).first()
+    if row is None:
+        return None, None
+    candidate, help_line = row[0], HelpLine.from_row(row[1:])
+    if candidate.erased_at is not None:
+        return None, help_line
+    # The index finds the row; the final comparison does not leak timing.
+    if not hmac.compare_digest(candidate.token.encode(), token.encode()):
+        return None, help_line
+    return candidate, help_line
 
 
 def find_by_token(session: Session, token: str) -> Candidate | None:
     """The live candidate with this link token, or None (wrong, rotated and erased alike)."""
-    if not TOKEN_SHAPE.match(token or ""):
-        return None
-    candidate = session.scalar(_BY_TOKEN, {"token": token})
-    if candidate is None or candidate.erased_at is not None:
-        return None
-    # The index finds the row; the final comparison does not leak timing.
-    if not hmac.compare_digest(candidate.token.encode(), token.encode()):
-        return None
-    return candidate
+    return find_with_help(session, token)[0]
 
 
 def find_agent_by_share_token(session: Session, token: str) -> Agent | None:
     """The agent with this share token, or None."""
     if not TOKEN_SHAPE.match(token or ""):
         return None
-    agent = session.scalar(select(Agent).where(Agent.share_token == token))
+    agent = session.scalar(select(Agent).where(Agent.share_token == token).options(undefer(Agent.question_count)))
     if agent is None or not hmac.compare_digest(agent.share_token.encode(), token.encode()):
         return None
     return agent

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import abort, current_app, redirect, render_template, request, url_for
+from flask import abort, current_app, g, redirect, render_template, request, url_for
 
 from .. import ratelimit
 from ..candidates import services as candidates
@@ -20,16 +20,17 @@ from .services import State
 
 def get_public_candidate(token: str) -> Candidate:
     """The candidate behind a link token, or 404 with no hint."""
-    candidate = services.find_by_token(db.session, token)
+    candidate, g.help_line = services.find_with_help(db.session, token)
     if candidate is None:
         abort(404)
     return candidate
 
 
 def _help() -> dict:
-    settings = get_settings(db.session)
-    return {"support_email": settings.support_email, "support_phone": settings.support_phone,
-            "company_name": settings.company_name}
+    """The help line under every candidate page (read with the candidate when there is one)."""
+    line = g.get("help_line") or get_settings(db.session)
+    return {"support_email": line.support_email, "support_phone": line.support_phone,
+            "company_name": line.company_name}
 
 
 def _page(template: str, candidate: Candidate | None = None, status: int = 200, **ctx):
