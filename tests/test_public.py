@@ -526,3 +526,24 @@ def test_machine_opens_are_recorded_apart_and_move_nothing(client):
     client.get(pixel, headers={"User-Agent": IPHONE})
     db.session.refresh(c)
     assert c.stage == Stage.OPENED and _events(c, "opened") == 1
+
+
+def test_completing_cancels_what_was_still_queued_for_the_candidate(client):
+    """Defect (trial): a completed candidate's queued invite stayed "Scheduled" in the outbox
+    until the dispatcher met it. Completing now cancels every queued message at once; a
+    message already sent keeps its status."""
+    c = _candidate(stage=Stage.STARTED, started_at=now())
+    later = now() + timedelta(days=1)
+    db.session.add_all([
+        Message(candidate_id=c.id, kind="invite", step=1, channel="email", status="sent", scheduled_for=now(), sent_at=now()),
+        Message(candidate_id=c.id, kind="nudge", step=1, channel="email", scheduled_for=later),
+        Message(candidate_id=c.id, kind="reminder", step=2, channel="sms", scheduled_for=later),
+    ])
+    db.session.commit()
+    for n in (1, 2, 3):
+        client.post(f"/i/{c.token}/q/{n}", {"answer": f"Answer {n}"})
+    assert client.post(f"/i/{c.token}/submit").status_code == 302
+    statuses = {m.kind: (m.status, m.last_error) for m in db.session.query(Message).filter_by(candidate_id=c.id)}
+    assert statuses == {"invite": ("sent", None),
+                        "nudge": ("cancelled", "Candidate completed the interview"),
+                        "reminder": ("cancelled", "Candidate completed the interview")}

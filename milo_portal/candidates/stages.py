@@ -12,7 +12,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from ..models import Candidate, Event, Stage
+from ..models import Candidate, Event, Message, MessageStatus, Stage
 
 _ORDER = {stage: i for i, stage in enumerate(Stage.FUNNEL)}
 
@@ -74,6 +74,13 @@ def move(session: Session, candidate: Candidate, target: str, now: datetime, *,
     # The row now holds these values: mirror them on the object without another query.
     for key, value in values.items():
         set_committed_value(candidate, key, value)
+    if target == Stage.COMPLETED:
+        # Nothing queued may go to someone who finished. The dispatcher would cancel it when
+        # due; cancelling it now keeps the outbox and the candidate page truthful meanwhile.
+        session.execute(
+            update(Message).where(Message.candidate_id == candidate.id, Message.status == MessageStatus.SCHEDULED)
+            .values(status=MessageStatus.CANCELLED, last_error="Candidate completed the interview", lease_until=None)
+            .execution_options(synchronize_session=False))
     _announce(session, candidate, target, now, channel)
     return True
 
