@@ -411,6 +411,26 @@ def test_ids_of_candidates_removed_by_undo_are_never_given_to_someone_else(auth,
     assert candidates.list_candidates(db.session, candidates.ListFilters(agent_id=agent.id)).total == 1
 
 
+def test_the_review_lets_the_recruiter_correct_a_resumes_name_email_and_phone(auth, client, folder, clock):
+    """Works without JavaScript: the Save button posts the review form; the correction is what gets created."""
+    agent = make_agent()
+    upload(client, agent, {"cv.txt": b"Curriculum Vitae\nJob seeker profile\nreach me: nobody@example\n"})
+    batch = only_batch()
+    page = client.get(f"/candidates/uploads/{batch.id}").get_data(as_text=True)
+    assert 'name="fix-0-name"' in page and "Add 0" not in page and "invalid" in page
+    response = client.post(f"/candidates/uploads/{batch.id}/correct",
+                           {"fix": "0", "fix-0-name": "Ana  Souza", "fix-0-email": "ana@example.com", "fix-0-phone": "",
+                            "channel": "email", "invite": "1"})
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert "Add 1 candidate and invite them" in page and "corrected in the review" in page
+    client.post(f"/candidates/uploads/{batch.id}/confirm", {"channel": "email", "invite": "1"})
+    person = db.session.scalars(select(Candidate)).one()
+    assert (person.name, person.email) == ("Ana Souza", "ana@example.com")
+    wrong = client.post(f"/candidates/uploads/{batch.id}/correct", {"fix": "7"})
+    assert wrong.status_code == 303  # no longer in review: back to the batch page
+
+
 def test_the_report_says_what_undo_did_to_each_created_row(auth, client, folder, clock):
     """Defect: the report still said "created" for rows Undo had removed."""
     agent = make_agent()

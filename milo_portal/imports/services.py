@@ -223,6 +223,22 @@ def choose_sheet(session: Session, root: Path, batch: ImportBatch, table_key: st
     _save_items(batch_folder(root, batch), items)
 
 
+def correct_resume(root: Path, batch: ImportBatch, key: str, name: str, email: str, phone: str) -> None:
+    """Put the recruiter's name, e-mail and phone in place of what was read from a resume.
+
+    Kept beside the files (like a chosen sheet), so the review and the confirm use them;
+    the database is not written.
+    """
+    items = load_items(root, batch)
+    index = int(key) if key.isdigit() else -1
+    if not (0 <= index < len(items)) or not isinstance(items[index], Resume):
+        raise DomainError("Choose a resume of this upload to correct.")
+    resume = items[index]
+    resume.name, resume.email, resume.phone = (" ".join(v.split())[:parsers.MAX_CELL] for v in (name, email, phone))
+    resume.where = "corrected in the review"
+    _save_items(batch_folder(root, batch), items)
+
+
 def _source_file(root: Path, batch: ImportBatch, name: str) -> Path | None:
     names = batch.filenames.split("\n")
     if name not in names:
@@ -246,6 +262,7 @@ class RowResult:
     source_detail: str = ""
     external_id: str = ""
     where: str = ""
+    key: str = ""  # a resume's item in the upload, for correcting what was read from it
     contact: object = None  # CleanContact for a new row
 
 
@@ -357,7 +374,7 @@ def review(session: Session, batch: ImportBatch, items: list, mapping: dict, cha
             continue
         if isinstance(item, Resume):
             row = RowResult(item.file, 0, "new", name=item.name, email=item.email, phone=item.phone,
-                            where=item.where)
+                            where=item.where, key=key)
             if item.error:
                 row.outcome, row.reason = "invalid", item.error
             rows = [(row, country, "")]

@@ -192,6 +192,22 @@ def sheet(batch_id: int):
     return _review_page(batch, mapping)
 
 
+@bp.post("/candidates/uploads/<int:batch_id>/correct")
+@reads_only
+def correct(batch_id: int):
+    """Correct the name, e-mail and phone read from one resume (kept with the files, not in the database)."""
+    batch = get_batch(batch_id)
+    if batch.status != ImportBatch.REVIEW:
+        return redirect(url_for("imports.show", batch_id=batch.id), 303)
+    key = request.form.get("fix", "")
+    try:
+        services.correct_resume(upload_root(), batch, key, *(request.form.get(f"fix-{key}-{field}", "")
+                                                              for field in ("name", "email", "phone")))
+    except DomainError as err:
+        flash(err.message, "error")
+    return _review_page(batch, _form_mapping(batch))
+
+
 def _confirm(batch: ImportBatch, mapping: dict):
     channel = request.form.get("channel", "")
     target = url_for("imports.show", batch_id=batch.id)
