@@ -95,6 +95,11 @@ def dispatch_command(at: str | None, dry_run: bool) -> None:
         if not (result.would_send or result.moved or result.cancelled):
             click.echo("  nothing is due")
         return
+    from .followups.services import lease_holder
+    from .imports.services import tick_step as imports_step
+
+    # Queued bulk uploads first, to the end (no proxy waits on a command), so their invites go below.
+    uploads = imports_step(db.session, instant, lease_holder(), budget=None)
     planned = plan(db.session, instant)
     result = dispatch(db.session, instant)
     from .integrations.outbound import tick_step
@@ -108,6 +113,8 @@ def dispatch_command(at: str | None, dry_run: bool) -> None:
     click.echo(result.summary())
     if events.delivered or events.retried or events.failed:
         click.echo(events.summary())
+    if uploads:
+        click.echo(f"Bulk uploads created: {uploads}")
 
 
 @milo_cli.command("schedule")

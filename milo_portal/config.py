@@ -202,6 +202,9 @@ class Config:
         # Operations: where the nightly backups go, when /healthz calls the scheduler stale,
         # and the bearer token a Prometheus server scrapes /ops/metrics with.
         self.MILO_BACKUP_DIR = env_str("MILO_BACKUP_DIR", str(INSTANCE_DIR / "backups"))
+        # Where bulk uploads wait for their review and creating: every process (web workers,
+        # the scheduler, `flask milo dispatch`) must see the same folder.
+        self.MILO_IMPORT_DIR = env_str("MILO_IMPORT_DIR", str(INSTANCE_DIR / "imports"))
         self.MILO_HEALTH_MAX_TICK_AGE = env_int("MILO_HEALTH_MAX_TICK_AGE", max(10 * self.MILO_TICK_SECONDS, 300),
                                                 minimum=1)
         self.MILO_METRICS_TOKEN = env_str("MILO_METRICS_TOKEN")

@@ -563,7 +563,8 @@ class ImportBatch(db.Model):
     DONE = "done"
     UNDONE = "undone"
     # Which status may follow which (one conditional UPDATE makes each move).
-    MOVES = {REVIEW: (CREATING,), CREATING: (DONE, REVIEW), DONE: (UNDONE,), UNDONE: ()}
+    # creating → undone: Undo pressed while the rows were still going in.
+    MOVES = {REVIEW: (CREATING,), CREATING: (DONE, REVIEW, UNDONE), DONE: (UNDONE,), UNDONE: ()}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     agent_id: Mapped[int] = mapped_column(ForeignKey("agent.id", ondelete="CASCADE"))
@@ -585,6 +586,13 @@ class ImportBatch(db.Model):
     # Written after each chunk while creating: a batch whose heartbeat stopped was abandoned.
     heartbeat_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     undone_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # Who is creating the rows (the confirm request for a small batch, a scheduler tick for a
+    # large one) and until when: one conditional UPDATE takes the batch when ``worker_until``
+    # has passed, so one process works a batch at a time and a dead one's batch is resumed.
+    worker: Mapped[Optional[str]] = mapped_column(String(64))
+    worker_until: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # Rows of the review handled so far (their ImportRow rows exist): a resumed create starts here.
+    rows_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     removed_count: Mapped[int] = mapped_column(Integer, default=0)
     kept_count: Mapped[int] = mapped_column(Integer, default=0)
     note: Mapped[Optional[str]] = mapped_column(Text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
@@ -226,39 +227,143 @@ def test_a_creating_batch_is_hidden_from_lists_counts_planner_and_dispatcher(app
     assert len(followups._due_ids(db.session, NOW + timedelta(days=3), ["email"], 100)) == 7
 
 
-def test_a_batch_left_creating_by_a_crash_is_removed_on_the_next_start(app, database_url, folder, monkeypatch):
-    agent = make_agent()
-    crashed = ImportBatch(agent_id=agent.id, status=ImportBatch.CREATING, filenames="x.csv",
-                          created_at=NOW - timedelta(hours=1), heartbeat_at=NOW - timedelta(minutes=30))
-    going = ImportBatch(agent_id=agent.id, status=ImportBatch.CREATING, filenames="y.csv", created_at=NOW,
-                        heartbeat_at=NOW - timedelta(seconds=5))  # a chunk landed 5 s ago: left alone
-    db.session.add_all([crashed, going])
-    db.session.commit()
-    for batch, email in ((crashed, "half@example.com"), (going, "busy@example.com")):
-        person = Candidate(agent_id=agent.id, name="P", email=email, source="bulk", import_batch_id=batch.id,
-                           deadline_at=NOW + timedelta(days=7), created_at=NOW)
-        db.session.add(person)
-        db.session.flush()
-        db.session.add_all([Message(candidate_id=person.id, kind="invite", step=1, channel="email",
-                                    scheduled_for=NOW, status=MessageStatus.SCHEDULED),
-                            ImportRow(batch_id=batch.id, filename="x.csv", row_number=2, outcome="created",
-                                      candidate_id=person.id)])
-    db.session.commit()
-    assert tally.count(db.session, agent.id) == 0  # hidden rows are not counted
-    db.session.commit()
-    from milo_portal.imports import views
+VICTIM = """
+import sys, time
+from milo_portal import create_app
+from milo_portal.extensions import db
+from milo_portal.imports import services
+from tests.conftest import at
 
-    monkeypatch.setattr(views, "now", lambda: NOW)
-    restarted = create_app(TestConfig, database_url=database_url)
-    restarted.config["MILO_IMPORT_DIR"] = str(folder)
-    assert restarted.test_client().get("/healthz").status_code == 200
-    with restarted.app_context():
-        db.engine.dispose()
+real = services._create_chunk
+def slow(work, *args, **kwargs):
+    made = real(work, *args, **kwargs)
+    time.sleep(0.05)  # inside the chunk's transaction: the kill may land before its commit
+    return made
+services._create_chunk = slow
+app = create_app()
+with app.app_context():
+    services.work_queued(db.session, services.import_root(), at("2026-11-24T10:00:00"), "victim", budget=None,
+                         chunk=50, adapt=False)
+"""
+
+
+def _big_upload(client, agent, n: int) -> ImportBatch:
+    rows = [["Name", "Email"]] + [[f"Person {i}", f"p{i}@example.com"] for i in range(n)]
+    upload(client, agent, {"big.csv": csv_bytes(rows)})
+    batch = only_batch()
+    response = client.post(f"/candidates/uploads/{batch.id}/confirm", {"channel": "email", "invite": "1"})
+    assert response.status_code == 303
+    return only_batch()
+
+
+def test_a_large_create_killed_midway_resumes_and_creates_and_invites_each_row_once(
+        app, auth, client, database_url, folder, clock, team_settings):
+    """SIGKILL a process creating a queued batch mid-way; a restarted `flask milo dispatch` finishes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time as wall
+
+    from tests.servers import SmtpSink
+
+    root = Path(__file__).resolve().parent.parent
+    agent = make_agent()
+    batch = _big_upload(client, agent, 1500)
+    assert (batch.status, batch.rows_done) == ("creating", 0)  # queued: the request created nothing
+    assert db.session.scalar(select(func.count()).select_from(Candidate)) == 0
+    sink = SmtpSink().start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MILO_", "MAIL_", "TWILIO_"))}
+    env.update(MILO_DATABASE_URL=database_url, MILO_SECRET_KEY="x" * 32, MILO_SCHEDULER="0",
+               MILO_PUBLIC_BASE_URL="https://jobs.example.test", MAIL_SERVER="127.0.0.1", MAIL_PORT=str(sink.port),
+               MILO_IMPORT_DIR=str(folder), PYTHONUNBUFFERED="1")
+    try:
+        victim = subprocess.Popen([sys.executable, "-c", VICTIM], cwd=root, env=env)
+        deadline = wall.monotonic() + 120
+        while wall.monotonic() < deadline:
+            db.session.expire_all()
+            if only_batch().rows_done >= 400:
+                break
+            db.session.rollback()
+            wall.sleep(0.02)
+        db.session.rollback()
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=30)
+        stopped = only_batch()
+        db.session.rollback()
+        assert stopped.status == "creating" and 400 <= stopped.rows_done < 1500, stopped.rows_done
+        assert stopped.worker == "victim"
+        landed = db.session.scalar(select(func.count()).select_from(Candidate))
+        assert landed == stopped.rows_done  # each chunk's rows and its progress landed together
+        db.session.rollback()
+        # Restarted: while the dead worker's hold lasts nobody takes the batch; once it ran out, one does.
+        for when, expected in (("2026-11-24T10:01:00+00:00", "creating"), ("2026-11-24T10:03:00+00:00", "done")):
+            out = subprocess.run([sys.executable, "-m", "flask", "--app", "milo_portal", "milo", "dispatch", "--at",
+                                  when], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+            assert out.returncode == 0, out.stdout + out.stderr
+            db.session.expire_all()
+            assert only_batch().status == expected
+            db.session.rollback()
+        for minute in (4, 5, 6):  # a tick sends up to its batch size: the next ones send the rest
+            if len(sink.messages) >= 1500:
+                break
+            subprocess.run([sys.executable, "-m", "flask", "--app", "milo_portal", "milo", "dispatch", "--at",
+                            f"2026-11-24T10:0{minute}:00+00:00"], cwd=root, env=env, timeout=300, check=True,
+                           capture_output=True)
+        sink.wait_for(1500)
+        wall.sleep(0.3)  # a second send of anyone would arrive now
+        received = Counter(m.rcpt_tos[0] for m in sink.messages)
+    finally:
+        sink.stop()
+    assert len(received) == 1500 and set(received.values()) == {1}
     db.session.expire_all()
-    assert [c.email for c in db.session.scalars(select(Candidate))] == ["busy@example.com"]
-    assert db.session.scalar(select(func.count()).select_from(Message)) == 1
-    assert [b.id for b in db.session.scalars(select(ImportBatch))] == [going.id]
+    emails = [e for (e,) in db.session.execute(select(Candidate.email))]
+    assert len(emails) == len(set(emails)) == 1500
+    assert db.session.scalar(select(func.count()).select_from(Message)) == 1500
+    assert db.session.scalar(select(func.count()).select_from(ImportRow)) == 1500
+    done = only_batch()
+    assert (done.created_count, done.rows_done, done.worker, done.folder) == (1500, 1500, None, None)
+    assert tally.count(db.session, agent.id) == 1500
+
+
+def test_a_large_batch_is_queued_and_its_page_polls_until_done(app, auth, client, folder, clock):
+    """Confirm returns at once; the page shows the progress and polls; a tick finishes it."""
+    agent = make_agent()
+    batch = _big_upload(client, agent, 1200)
+    page = client.get(f"/candidates/uploads/{batch.id}").get_data(as_text=True)
+    assert 'hx-trigger="every 2s"' in page and 'http-equiv="refresh"' in page
+    assert "Waiting to start adding 1,200 rows" in page
+    services.work_queued(db.session, folder, NOW, "tick", budget=0.0001, chunk=100, adapt=False)
+    part = client.get(f"/candidates/uploads/{batch.id}?progress=1", headers={"HX-Request": "true"})
+    assert "Adding 100 of 1,200" in part.get_data(as_text=True) and 'hx-trigger="every 2s"' in part.get_data(True)
+    assert candidates.list_candidates(db.session, candidates.ListFilters(agent_id=agent.id)).total == 0
+    db.session.rollback()
+    assert services.work_queued(db.session, folder, NOW, "tick", budget=None) == 1
+    done = client.get(f"/candidates/uploads/{batch.id}?progress=1", headers={"HX-Request": "true"})
+    assert done.headers.get("HX-Refresh") == "true"
+    page = client.get(f"/candidates/uploads/{batch.id}").get_data(as_text=True)
+    assert "every 2s" not in page and "1,200</strong> created" in page
+    assert candidates.list_candidates(db.session, candidates.ListFilters(agent_id=agent.id)).total == 1200
+
+
+def test_undo_while_a_large_batch_is_being_created_stops_it_and_removes_what_landed(app, auth, client, folder,
+                                                                                  clock):
+    agent = make_agent()
+    batch = _big_upload(client, agent, 1200)
+    services.work_queued(db.session, folder, NOW, "tick", budget=0.0001, chunk=300, adapt=False)
+    assert db.session.scalar(select(func.count()).select_from(Candidate)) == 300
+    db.session.rollback()
+    response = client.post(f"/candidates/uploads/{batch.id}/undo")
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "Stopped while adding. Removed 300 candidates." in page
+    db.session.expire_all()
+    assert db.session.scalar(select(func.count()).select_from(Candidate)) == 0
+    assert db.session.scalar(select(func.count()).select_from(Message)) == 0
+    assert (only_batch().status, only_batch().removed_count) == ("undone", 300)
+    assert services.work_queued(db.session, folder, NOW + timedelta(hours=1), "tick") == 0  # nothing resumes it
     assert tally.count(db.session, agent.id) == 0
+    report = client.get(f"/candidates/uploads/{batch.id}/report.csv").get_data(as_text=True)
+    assert report.count("removed by Undo") == 300 and ",created," not in report
 
 
 def test_undo_removes_those_not_contacted_and_keeps_the_others_saying_why(auth, client, folder, clock):
@@ -277,13 +382,70 @@ def test_undo_removes_those_not_contacted_and_keeps_the_others_saying_why(auth, 
     page = client.get(response.headers["Location"]).get_data(as_text=True)
     assert "Removed 2 candidates; kept 1 who were already contacted: invite already sent (1)." in page
     db.session.expire_all()
-    assert [x.email for x in db.session.scalars(select(Candidate))] == ["a@example.com"]
-    assert db.session.scalar(select(func.count()).select_from(Message)) == 1
+    assert [x.email for x in db.session.scalars(select(Candidate).where(Candidate.erased_at.is_(None)))] \
+        == ["a@example.com"]
+    assert [m.status for m in db.session.scalars(select(Message).order_by(Message.id))] == ["sent", "cancelled",
+                                                                                           "cancelled"]
     assert tally.count(db.session, agent.id) == 1
+    assert candidates.list_candidates(db.session, candidates.ListFilters(agent_id=agent.id)).total == 1
     batch = only_batch()
     assert (batch.status, batch.removed_count, batch.kept_count) == ("undone", 2, 1)
     again = client.post(f"/candidates/uploads/{batch.id}/undo")
     assert "already undone" in client.get(again.headers["Location"]).get_data(as_text=True)
+
+
+def test_ids_of_candidates_removed_by_undo_are_never_given_to_someone_else(auth, client, folder, clock):
+    """Defect: Undo deleted rows, and SQLite (no AUTOINCREMENT) handed their ids to the next candidates."""
+    agent = make_agent()
+    upload(client, agent, {"a.csv": csv_bytes([["Name", "Email"], ["A", "a@example.com"], ["B", "b@example.com"]])})
+    batch = only_batch()
+    client.post(f"/candidates/uploads/{batch.id}/confirm", {"channel": "email", "invite": "1"})
+    first_ids = set(db.session.scalars(select(Candidate.id)))
+    client.post(f"/candidates/uploads/{batch.id}/undo")
+    db.session.expire_all()
+    assert db.session.execute(select(ImportBatch.status)).scalar() == "undone"
+    contact = candidates.clean_contact(candidates.ContactData(name="Someone else", email="c@example.com"), "US", "UTC")
+    later, _ = candidates.add_candidate(db.session, agent, contact, NOW + timedelta(days=7), NOW)
+    db.session.commit()
+    assert later.id not in first_ids
+    assert candidates.list_candidates(db.session, candidates.ListFilters(agent_id=agent.id)).total == 1
+
+
+def test_the_review_lets_the_recruiter_correct_a_resumes_name_email_and_phone(auth, client, folder, clock):
+    """Works without JavaScript: the Save button posts the review form; the correction is what gets created."""
+    agent = make_agent()
+    upload(client, agent, {"cv.txt": b"Curriculum Vitae\nJob seeker profile\nreach me: nobody@example\n"})
+    batch = only_batch()
+    page = client.get(f"/candidates/uploads/{batch.id}").get_data(as_text=True)
+    assert 'name="fix-0-name"' in page and "Add 0" not in page and "invalid" in page
+    response = client.post(f"/candidates/uploads/{batch.id}/correct",
+                           {"fix": "0", "fix-0-name": "Ana  Souza", "fix-0-email": "ana@example.com", "fix-0-phone": "",
+                            "channel": "email", "invite": "1"})
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert "Add 1 candidate and invite them" in page and "corrected in the review" in page
+    client.post(f"/candidates/uploads/{batch.id}/confirm", {"channel": "email", "invite": "1"})
+    person = db.session.scalars(select(Candidate)).one()
+    assert (person.name, person.email) == ("Ana Souza", "ana@example.com")
+    wrong = client.post(f"/candidates/uploads/{batch.id}/correct", {"fix": "7"})
+    assert wrong.status_code == 303  # no longer in review: back to the batch page
+
+
+def test_the_report_says_what_undo_did_to_each_created_row(auth, client, folder, clock):
+    """Defect: the report still said "created" for rows Undo had removed."""
+    agent = make_agent()
+    upload(client, agent, {"a.csv": csv_bytes([["Name", "Email"], ["A", "a@example.com"], ["B", "b@example.com"],
+                                               ["Bad", "nope"]])})
+    batch = only_batch()
+    client.post(f"/candidates/uploads/{batch.id}/confirm", {"channel": "email", "invite": "1"})
+    a = db.session.scalars(select(Candidate).where(Candidate.email == "a@example.com")).one()
+    sent = db.session.scalars(select(Message).where(Message.candidate_id == a.id)).one()
+    sent.status, sent.sent_at = MessageStatus.SENT, NOW
+    db.session.commit()
+    client.post(f"/candidates/uploads/{batch.id}/undo")
+    report = list(csv.reader(io.StringIO(client.get(f"/candidates/uploads/{batch.id}/report.csv").get_data(True))))
+    assert [(r[1], r[2]) for r in report[1:]] == [("2", "kept: already contacted"), ("3", "removed by Undo"),
+                                                 ("4", "invalid")]
 
 
 def test_the_report_lists_every_row_and_neutralises_formula_cells(auth, client, folder, clock):

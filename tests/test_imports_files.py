@@ -140,3 +140,16 @@ def test_xml_entities_in_an_xlsx_are_not_expanded():
             target.writestr(info, content)
     [item] = parsers.read_file("laughs.xlsx", out.getvalue(), "US")
     assert isinstance(item, Problem) and "could not be read as an Excel" in item.reason
+
+
+@pytest.mark.parametrize("text, name", [
+    ("Ana Souza | ana@example.com | +1 415 555 2671\nSenior Data Analyst\n", "Ana Souza"),
+    ("Resume\n\nSenior Data Analyst\nAna Souza\nana@example.com\n", "Ana Souza"),
+    ("ana@example.com\n+1 415 555 2671\nANA SOUZA\nSoftware Engineer\n", "Ana Souza"),
+    ("Curriculum Vitae: Jean Dupont\nSoftware Engineer\n", "Jean Dupont"),
+    ("Name: Ana Souza-Lima\nData Analyst\n", "Ana Souza-Lima"),
+])
+def test_a_txt_resume_takes_the_first_line_that_looks_like_a_persons_name(text, name):
+    """Defect: a .txt resume's job title (its second line) was taken as the name."""
+    resume = parsers.read_txt("cv.txt", text.encode(), "US")
+    assert resume.name == name

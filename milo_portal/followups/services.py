@@ -717,6 +717,9 @@ def tick(session: Session, now: datetime, holder: str | None = None) -> tuple[Pl
     from ..integrations.outbound import tick_step  # outbound candidate events: their own outbox
 
     tick_step(session, now)
+    from ..imports.services import tick_step as imports_step  # large bulk uploads, chunk by chunk
+
+    imports_step(session, now, holder)
     after_tick(session, now, holder)  # heartbeat, daily jobs (retention, audit), nightly backup
     return planned, dispatched
 

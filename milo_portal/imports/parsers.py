@@ -250,6 +250,39 @@ NAME_WORD = re.compile(r"^[^\W\d_][^\W\d_.'’-]*(?:[.'’-][^\W\d_]*)*\.?$")
 NOT_NAMES = {"curriculum", "vitae", "resume", "résumé", "cv", "lebenslauf", "profile", "profil", "contact"}
 
 
+# Words of headings and job titles: a line made of them is not a person's name.
+NOT_NAME_WORDS = NOT_NAMES | {
+    "about", "address", "analyst", "assistant", "consultant", "designer", "developer", "director", "education",
+    "engineer", "experience", "junior", "lead", "manager", "objective", "personal", "phone", "professional",
+    "senior", "skills", "specialist", "summary", "technician", "details", "information", "references", "email",
+    "e-mail", "mobile", "telephone", "page", "of", "the", "and", "for", "in", "at", "developer", "nurse", "teacher",
+    "lebenslauf", "bewerbung", "currículo", "curriculo", "hoja", "vida", "sales", "marketing", "data", "software"}
+# "Name:", "Resume of", "CV -" before a name; the separators that put a name beside other things.
+NAME_LABEL = re.compile(r"^(?:(?:full\s+)?name|nom|nombre|naam|nome|resume|résumé|cv|curriculum\s+vitae)"
+                        r"(?:\s+of)?\s*[:\-–—]?\s+", re.IGNORECASE)
+NAME_SEPARATORS = re.compile(r"\s*(?:[|•·,;\t]|\s[-–—]\s)\s*")
+
+
+def _name_in(text: str, default_country: str) -> str:
+    """A person's name on this line (before any e-mail, phone or title beside it), or ""."""
+    text = EMAIL_RE.sub(" | ", text)
+    for match in phonenumbers.PhoneNumberMatcher(text, (default_country or "US").upper()):
+        text = text.replace(match.raw_string, " | ")
+    for part in NAME_SEPARATORS.split(text.strip()):
+        part = NAME_LABEL.sub("", part.strip())
+        words = part.split()
+        if not (2 <= len(words) <= 5 and len(part) <= 60 and all(NAME_WORD.match(w) for w in words)):
+            continue
+        if NOT_NAME_WORDS & {w.lower().strip(".") for w in words}:
+            continue
+        if all(w.isupper() for w in words):  # ANA SOUZA → Ana Souza
+            words = [w.capitalize() for w in words]
+        elif not any(w[0].isupper() for w in words):  # a line of prose, not a name
+            continue
+        return " ".join(words)
+    return ""
+
+
 def _lines(pages: list[str]) -> list[tuple[int, int, str]]:
     out = []
     for page_number, page in enumerate(pages, start=1):
@@ -284,11 +317,10 @@ def extract_contact(name: str, pages: list[str], default_country: str, paged: bo
                 break
         if resume.email and resume.phone:
             break
-    for page, line, text in lines[:12]:
-        words = text.replace(",", " ").split()
-        if 2 <= len(words) <= 5 and len(text) <= 60 and all(NAME_WORD.match(w) for w in words) \
-                and not NOT_NAMES & {w.lower() for w in words}:
-            resume.name = " ".join(words)
+    for page, line, text in lines[:15]:
+        person = _name_in(text, default_country)
+        if person:
+            resume.name = person
             found.insert(0, f"name on {_where(page, line, paged)}")
             break
     resume.where = "; ".join(found) or "nothing recognisable was found"

@@ -4,8 +4,11 @@ The life of a batch (``ImportBatch``): ``review`` (files read into a temporary f
 nothing created) → ``creating`` (rows go in by chunks, each a short write unit; the
 batch's candidates are hidden from lists, counts, the planner and the dispatcher) →
 ``done`` (one short unit flips the status and adds the counts, so everything appears at
-once) → ``undone``. A batch abandoned while creating (the process died) is removed whole by
-``remove_abandoned``. Candidates are validated with the same rules as one added by hand
+once) → ``undone``. A small batch is created inside the confirm request; a large one by
+the scheduler's tick (``work_queued``). One worker holds a creating batch at a time
+(``worker``/``worker_until``); each chunk moves ``rows_done`` in the same transaction as its
+rows, so a batch whose process died is resumed by the next tick after the last chunk that
+landed, never creating a row twice. Candidates are validated with the same rules as one added by hand
 (``candidates.services.clean_contact``: e-mail, phone, time zone from the phone), the same
 duplicate rule (same e-mail, or lacking one the same phone, in this interview), the same
 deadline rule (counted again from the moment the invite goes) and the same invite timing
@@ -16,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import re
 import secrets
 import shutil
@@ -29,11 +33,12 @@ from pathlib import Path
 from typing import Iterator
 
 import phonenumbers
-from sqlalchemy import delete, exists, func, insert, select, update
+from flask import current_app
+from sqlalchemy import delete, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..candidates.services import (CHANNEL_LABELS, ContactData, ContactErrors, clean_contact, csv_safe,
-                                   deadline_from_date, default_deadline_date)
+                                   deadline_from_date, default_deadline_date, erase_candidate)
 from ..errors import DomainError
 from ..followups.rules import next_allowed, rules_for
 from ..forms_common import timezone_names
@@ -44,15 +49,22 @@ from ..transactions import end_transaction, read_only, write_unit
 from . import parsers
 from .parsers import Problem, Resume, Table, UploadRefused
 
+log = logging.getLogger(__name__)
+
 # Rows per write unit at first; each next unit is sized from how long the last one took, to
 # hold the write lock about CHUNK_TARGET (a candidate's insert touches a dozen indexes, the
 # search index, its event, invite and report row: well under a millisecond, but it adds up).
 CHUNK = 200
 CHUNK_TARGET = 0.04  # seconds
 CHUNK_RANGE = (50, 2000)
-# A batch whose heartbeat is older than this while "creating" was abandoned (a chunk takes
-# milliseconds; the heartbeat moves after each one).
-ABANDONED_AFTER = timedelta(minutes=2)
+# How long a worker holds a creating batch; renewed by each chunk (a chunk takes
+# milliseconds), so a batch whose hold ran out has lost its worker and the next tick resumes it.
+WORKER_HOLD = timedelta(minutes=2)
+# Batches of at most this many rows are created inside the confirm request; larger ones by
+# the scheduler's tick (or ``flask milo dispatch``), the batch page showing the progress.
+INLINE_ROWS = 1000
+# Seconds of creating per tick, so sending is not held up for long by a 50,000-row upload.
+TICK_BUDGET = 20.0
 # Files of a batch never confirmed are removed after this long.
 KEEP_FILES = timedelta(days=1)
 SHOWN_ROWS = 200
@@ -211,6 +223,22 @@ def choose_sheet(session: Session, root: Path, batch: ImportBatch, table_key: st
     _save_items(batch_folder(root, batch), items)
 
 
+def correct_resume(root: Path, batch: ImportBatch, key: str, name: str, email: str, phone: str) -> None:
+    """Put the recruiter's name, e-mail and phone in place of what was read from a resume.
+
+    Kept beside the files (like a chosen sheet), so the review and the confirm use them;
+    the database is not written.
+    """
+    items = load_items(root, batch)
+    index = int(key) if key.isdigit() else -1
+    if not (0 <= index < len(items)) or not isinstance(items[index], Resume):
+        raise DomainError("Choose a resume of this upload to correct.")
+    resume = items[index]
+    resume.name, resume.email, resume.phone = (" ".join(v.split())[:parsers.MAX_CELL] for v in (name, email, phone))
+    resume.where = "corrected in the review"
+    _save_items(batch_folder(root, batch), items)
+
+
 def _source_file(root: Path, batch: ImportBatch, name: str) -> Path | None:
     names = batch.filenames.split("\n")
     if name not in names:
@@ -234,6 +262,7 @@ class RowResult:
     source_detail: str = ""
     external_id: str = ""
     where: str = ""
+    key: str = ""  # a resume's item in the upload, for correcting what was read from it
     contact: object = None  # CleanContact for a new row
 
 
@@ -311,10 +340,16 @@ def _checked(name: str, email: str, phone: str, tz: str, channel: str, country: 
         return err
 
 
-def _existing(session: Session, agent_id: int, emails: list[str], phones: list[str]) -> tuple[set, set]:
-    """E-mails and phones (of these) already in this interview, read in slices of 500."""
+def _existing(session: Session, agent_id: int, emails: list[str], phones: list[str],
+              own_batch: int | None = None) -> tuple[set, set]:
+    """E-mails and phones (of these) already in this interview, read in slices of 500.
+
+    ``own_batch``: leave out the candidates of this batch (a resumed create reviews its rows again).
+    """
     found_emails, found_phones = set(), set()
-    base = (Candidate.agent_id == agent_id, Candidate.erased_at.is_(None))
+    base = [Candidate.agent_id == agent_id, Candidate.erased_at.is_(None)]
+    if own_batch is not None:
+        base.append(or_(Candidate.import_batch_id.is_(None), Candidate.import_batch_id != own_batch))
     for i in range(0, len(emails), 500):
         found_emails.update(session.scalars(select(Candidate.email).where(
             *base, Candidate.email.in_(emails[i:i + 500]))))
@@ -324,7 +359,8 @@ def _existing(session: Session, agent_id: int, emails: list[str], phones: list[s
     return found_emails, found_phones
 
 
-def review(session: Session, batch: ImportBatch, items: list, mapping: dict, channel: str) -> Review:
+def review(session: Session, batch: ImportBatch, items: list, mapping: dict, channel: str,
+           own_batch: int | None = None) -> Review:
     """Every row as new, duplicate (of a candidate, or of an earlier row) or invalid with the reason."""
     settings = get_settings(session)
     country, zone = settings.default_country, settings.default_timezone
@@ -338,7 +374,7 @@ def review(session: Session, batch: ImportBatch, items: list, mapping: dict, cha
             continue
         if isinstance(item, Resume):
             row = RowResult(item.file, 0, "new", name=item.name, email=item.email, phone=item.phone,
-                            where=item.where)
+                            where=item.where, key=key)
             if item.error:
                 row.outcome, row.reason = "invalid", item.error
             rows = [(row, country, "")]
@@ -369,17 +405,17 @@ def review(session: Session, batch: ImportBatch, items: list, mapping: dict, cha
                 else:
                     row.contact = checked
             results.append(row)
-    _mark_duplicates(session, batch.agent_id, results)
+    _mark_duplicates(session, batch.agent_id, results, own_batch)
     counts = Counter(r.outcome for r in results)
     return Review(results, tables, counts)
 
 
-def _mark_duplicates(session: Session, agent_id: int, results: list[RowResult]) -> None:
+def _mark_duplicates(session: Session, agent_id: int, results: list[RowResult], own_batch: int | None = None) -> None:
     """The duplicate rule of adding by hand: the same e-mail, or (lacking one) the same phone."""
     fresh = [r for r in results if r.outcome == "new"]
     emails = sorted({r.contact.email for r in fresh if r.contact.email})
     phones = sorted({r.contact.phone for r in fresh if not r.contact.email})
-    taken_emails, taken_phones = _existing(session, agent_id, emails, phones)
+    taken_emails, taken_phones = _existing(session, agent_id, emails, phones, own_batch)
     seen_emails: dict[str, RowResult] = {}
     seen_phones: dict[str, RowResult] = {}
     for r in fresh:
@@ -424,66 +460,180 @@ def move(session: Session, batch_id: int, source: str, target: str, **values) ->
     return result.rowcount == 1
 
 
-def confirm(session: Session, root: Path, batch: ImportBatch, mapping: dict, channel: str, invite: bool,
-            now: datetime, actor_id: int | None, chunk: int = CHUNK, adapt: bool = True) -> Created:
-    """Create the batch's new rows as candidates (and queue their invites), all or nothing.
+class _LostBatch(Exception):
+    """The batch was taken from this worker (Undo, or its hold ran out): stop without writing."""
 
-    The batch is claimed first (review → creating, one conditional UPDATE), so a second
-    click or a reload finds it taken and creates nothing. Rows then go in by chunks, each a
-    short write unit; the candidates stay hidden until the last chunk lands and the batch
-    becomes done. Any failure removes what was created and puts the batch back in review.
+
+def confirm(session: Session, root: Path, batch: ImportBatch, mapping: dict, channel: str, invite: bool,
+            now: datetime, actor_id: int | None, chunk: int = CHUNK, adapt: bool = True,
+            inline: int = INLINE_ROWS) -> Created:
+    """Claim the batch for creating (review → creating); create it now if small, else queue it.
+
+    The claim is one conditional UPDATE, so a second click or a reload finds it taken and
+    creates nothing. A batch of at most ``inline`` rows is created in this call (a 20-row
+    upload is instant); a larger one is left for the scheduler's tick (``work_queued``) and
+    its page shows the progress. Either way rows go in by chunks, hidden until the last one.
     """
     if channel not in CHANNELS:
         raise DomainError("Choose a channel from the list.")
+    now_inline = batch.total_rows <= inline
+    holder = f"confirm-{secrets.token_hex(6)}"
     with write_unit(session) as work:
         claimed = move(work, batch.id, ImportBatch.REVIEW, ImportBatch.CREATING, heartbeat_at=now,
-                       mapping=json.dumps(mapping), channel=channel, invite=invite)
+                       mapping=json.dumps(mapping), channel=channel, invite=invite, created_by_id=actor_id,
+                       rows_done=0, worker=holder if now_inline else None,
+                       worker_until=now + WORKER_HOLD if now_inline else None)
     if not claimed:
         session.refresh(batch)
         return Created(batch, False)
+    if now_inline:
+        _work(session, root, batch.id, holder, now, None, chunk, adapt)
+    session.refresh(batch)
+    return Created(batch, True)
+
+
+def take_batch(session: Session, batch_id: int, holder: str, now: datetime) -> bool:
+    """Take a creating batch whose hold has passed (one conditional UPDATE); whether it was taken."""
+    with write_unit(session) as work:
+        return work.execute(update(ImportBatch).where(
+            ImportBatch.id == batch_id, ImportBatch.status == ImportBatch.CREATING,
+            or_(ImportBatch.worker_until.is_(None), ImportBatch.worker_until <= now))
+            .values(worker=holder, worker_until=now + WORKER_HOLD)
+            .execution_options(synchronize_session=False)).rowcount == 1
+
+
+def work_queued(session: Session, root: Path, now: datetime, holder: str, budget: float | None = TICK_BUDGET,
+                chunk: int = CHUNK, adapt: bool = True) -> int:
+    """Create (or resume, or finish undoing) the batches left creating; how many it worked on.
+
+    Run by every scheduler tick and by ``flask milo dispatch``. Each batch is taken by one
+    conditional UPDATE, so one process works it at a time; a batch whose worker died is
+    taken again once its hold runs out and resumes after the last chunk that landed.
+    ``budget``: seconds of work for this call (the next tick goes on), None for no limit.
+    """
+    waiting = list(session.scalars(select(ImportBatch.id).where(
+        ImportBatch.status == ImportBatch.CREATING,
+        or_(ImportBatch.worker_until.is_(None), ImportBatch.worker_until <= now)).order_by(ImportBatch.id)))
+    end_transaction(session)
+    started, worked, holder = time.monotonic(), 0, holder[:64]
+    for batch_id in waiting:
+        left = None if budget is None else budget - (time.monotonic() - started)
+        if worked and left is not None and left <= 0:
+            break
+        if not take_batch(session, batch_id, holder, now):
+            continue
+        worked += 1
+        try:
+            _work(session, root, batch_id, holder, now, left, chunk, adapt)
+        except Exception:  # that batch went back to review with a note; the others go on
+            log.exception("Creating bulk upload %s failed", batch_id)
+    return worked
+
+
+def _work(session: Session, root: Path, batch_id: int, holder: str, now: datetime, budget: float | None,
+          chunk: int, adapt: bool) -> None:
+    """Create a taken batch's rows from ``rows_done`` on, chunk by chunk, then show them all at once.
+
+    Each chunk's write unit first moves ``rows_done`` on with a conditional UPDATE that
+    also checks this worker still holds the batch and Undo was not pressed, then writes the
+    candidates, events, invites and report rows of those rows: a chunk lands whole or not
+    at all, and never twice. A failure (not a lost hold) removes what was created and
+    puts the batch back in review; a killed process leaves it to the next tick.
+    """
     started = time.monotonic()
+    read_only(session)
+    batch = session.get(ImportBatch, batch_id)
+    session.refresh(batch)
+    if batch.undone_at is not None:
+        end_transaction(session)
+        _stop_undone(session, root, batch_id, holder, now)
+        return
     try:
-        read_only(session)  # the review reads thousands of rows: not under the write lock
         items = load_items(root, batch)
-        result = review(session, batch, items, mapping, channel)
+        # This batch's own candidates (landed before an interruption) are not duplicates of
+        # its rows: the review comes out as it did the first time.
+        result = review(session, batch, items, parse_mapping(batch.mapping), batch.channel, own_batch=batch.id)
         del items  # the rows now live in ``result`` alone
         agent = session.get(Agent, batch.agent_id)
         rules = rules_for(get_settings(session), agent)
+        channel, invite, actor_id, folder = batch.channel, batch.invite, batch.created_by_id, batch.folder
+        first = i = batch.rows_done
         end_transaction(session)
-        prepared = _prepare(batch, agent, rules, result.rows, channel, invite, now, actor_id)
-        created: Counter = Counter()
-        i, size, beat = 0, chunk, started
-        while i < len(result.rows):
+        rows = result.rows
+        prepared = _prepare(batch, agent, rules, rows[first:], channel, invite, now, actor_id)
+        size, beat = chunk, started
+        while i < len(rows):
+            if i > first and budget is not None and time.monotonic() - started > budget:
+                _let_go(session, batch_id, holder, now)  # at least one chunk per turn; the next tick goes on
+                return
             began = time.monotonic()
-            heartbeat = None
-            if began - beat > 5:  # often enough for ABANDONED_AFTER, not a write per chunk
-                heartbeat, beat = now + timedelta(seconds=began - started), began
+            later = now + timedelta(seconds=began - started)
+            end = min(i + size, len(rows))
             with write_unit(session) as work:
-                created.update(_create_chunk(work, batch, agent, result.rows[i:i + size], prepared[i:i + size],
-                                             channel, invite, now, actor_id, heartbeat))
-            i += size
+                moved = work.execute(update(ImportBatch).where(
+                    ImportBatch.id == batch_id, ImportBatch.status == ImportBatch.CREATING,
+                    ImportBatch.worker == holder, ImportBatch.undone_at.is_(None), ImportBatch.rows_done == i)
+                    .values(rows_done=end, heartbeat_at=later, worker_until=later + WORKER_HOLD)
+                    .execution_options(synchronize_session=False)).rowcount
+                if moved != 1:
+                    raise _LostBatch()
+                _create_chunk(work, batch, agent, rows[i:end], prepared[i - first:end - first],
+                              channel, invite, now, actor_id)
+            i = end
             if adapt:
                 took = max(time.monotonic() - began, 0.001)
                 size = int(min(max(size * CHUNK_TARGET / took, CHUNK_RANGE[0]), CHUNK_RANGE[1], size * 2))
-        counts = Counter(r.outcome for r in result.rows)
         with write_unit(session) as work:
-            done = move(work, batch.id, ImportBatch.CREATING, ImportBatch.DONE, finished_at=now, folder=None,
-                        heartbeat_at=None, total_rows=len(result.rows), created_count=sum(created.values()),
-                        duplicate_count=counts["duplicate"], error_count=counts["invalid"])
-            if not done:
-                raise DomainError("This upload was stopped while it was being created: nothing was added.")
+            # Counted from the table: a resumed create did not see the first chunks' outcomes.
+            outcomes = dict(work.execute(select(ImportRow.outcome, func.count()).where(ImportRow.batch_id == batch_id)
+                                         .group_by(ImportRow.outcome)).all())
+            created = work.execute(select(Candidate.stage, func.count()).where(
+                Candidate.import_batch_id == batch_id, Candidate.erased_at.is_(None)).group_by(Candidate.stage)).all()
+            done = work.execute(update(ImportBatch).where(
+                ImportBatch.id == batch_id, ImportBatch.status == ImportBatch.CREATING,
+                ImportBatch.worker == holder, ImportBatch.undone_at.is_(None))
+                .values(status=ImportBatch.DONE, finished_at=now, folder=None, heartbeat_at=None, worker=None,
+                        worker_until=None, total_rows=len(rows), created_count=outcomes.get("created", 0),
+                        duplicate_count=outcomes.get("duplicate", 0), error_count=outcomes.get("invalid", 0))
+                .execution_options(synchronize_session=False)).rowcount
+            if done != 1:
+                raise _LostBatch()
             # The triggers skipped this batch's candidates while it was creating: count them now,
             # in the same transaction that shows them.
-            for stage, n in created.items():
+            for stage, n in created:
                 work.add(CandidateCount(agent_id=agent.id, stage=stage, source="bulk", channel=channel, n=n,
                                         folded=False))
+    except _LostBatch:
+        session.rollback()
+        return
     except BaseException:
         session.rollback()
-        _discard_created(session, batch.id, ImportBatch.REVIEW)
+        _discard_created(session, batch_id, ImportBatch.REVIEW)
         raise
-    _remove_folder(root, batch.folder)
-    session.refresh(batch)
-    return Created(batch, True)
+    _remove_folder(root, folder)
+
+
+def import_root() -> Path:
+    """The folder holding uploads under review (one sub-folder per batch): MILO_IMPORT_DIR or the instance's."""
+    configured = current_app.config.get("MILO_IMPORT_DIR")
+    return Path(configured) if configured else Path(current_app.instance_path) / "imports"
+
+
+def tick_step(session: Session, now: datetime, holder: str, budget: float | None = TICK_BUDGET) -> int:
+    """The scheduler tick's part: work the queued bulk uploads; never fails the tick."""
+    try:
+        return work_queued(session, import_root(), now, holder, budget)
+    except Exception:
+        session.rollback()
+        log.exception("Working the queued bulk uploads failed; the next tick tries again")
+        return 0
+
+
+def _let_go(session: Session, batch_id: int, holder: str, now: datetime) -> None:
+    """Free a batch this worker holds, for the next tick to go on with."""
+    with write_unit(session) as work:
+        work.execute(update(ImportBatch).where(ImportBatch.id == batch_id, ImportBatch.worker == holder)
+                     .values(worker=None, worker_until=None).execution_options(synchronize_session=False))
 
 
 def _prepare(batch: ImportBatch, agent: Agent, rules, rows: list[RowResult], channel: str, invite: bool,
@@ -515,8 +665,7 @@ def _prepare(batch: ImportBatch, agent: Agent, rules, rows: list[RowResult], cha
 
 
 def _create_chunk(work: Session, batch: ImportBatch, agent: Agent, rows: list[RowResult], prepared: list,
-                  channel: str, invite: bool, now: datetime, actor_id: int | None,
-                  heartbeat: datetime | None) -> Counter:
+                  channel: str, invite: bool, now: datetime, actor_id: int | None) -> Counter:
     """One write unit: this slice's candidates, their events and invites, and its report rows."""
     fresh = [(r, v) for r, v in zip(rows, prepared) if v is not None]
     # Re-checked inside the unit: someone may have added one of these people since the review.
@@ -559,8 +708,6 @@ def _create_chunk(work: Session, batch: ImportBatch, agent: Agent, rows: list[Ro
         candidate_id=made.get(id(r)), name=(r.name or None) and r.name[:200],
         email=(r.email or None) and r.email[:254], phone=(r.phone or None) and r.phone[:40],
         external_id=r.external_id or None) for r in rows])
-    if heartbeat is not None:
-        conn.execute(update(ImportBatch.__table__).where(ImportBatch.id == batch.id).values(heartbeat_at=heartbeat))
     return Counter({Stage.INVITED if by_hand else Stage.ADDED: len(made)})
 
 
@@ -584,8 +731,8 @@ def _discard_created(session: Session, batch_id: int, then: str | None) -> None:
                 work.execute(delete(ImportBatch).where(ImportBatch.id == batch_id,
                                                        ImportBatch.status == ImportBatch.CREATING))
             else:
-                move(work, batch_id, ImportBatch.CREATING, then, heartbeat_at=None,
-                     note="Creating stopped on an error; nothing was added. Try again.")
+                move(work, batch_id, ImportBatch.CREATING, then, heartbeat_at=None, worker=None, worker_until=None,
+                     rows_done=0, note="Creating stopped on an error; nothing was added. Try again.")
             return
 
 
@@ -600,18 +747,14 @@ def cancel(session: Session, root: Path, batch: ImportBatch) -> None:
 
 
 def remove_abandoned(session: Session, root: Path, now: datetime) -> int:
-    """Remove batches left "creating" by a process that died, and files never confirmed.
+    """Remove batches never confirmed (after a day) and their files, and folders no batch names.
 
-    Decided in a read first, so a call with nothing to do writes nothing.
+    A batch left *creating* by a process that died is not removed: the next tick resumes it
+    (``work_queued``). Decided in a read first, so a call with nothing to do writes nothing.
     """
-    stale = list(session.scalars(select(ImportBatch.id).where(
-        ImportBatch.status == ImportBatch.CREATING,
-        func.coalesce(ImportBatch.heartbeat_at, ImportBatch.created_at) < now - ABANDONED_AFTER)))
     old = list(session.execute(select(ImportBatch.id, ImportBatch.folder).where(
         ImportBatch.status == ImportBatch.REVIEW, ImportBatch.created_at < now - KEEP_FILES)))
     end_transaction(session)
-    for batch_id in stale:
-        _discard_created(session, batch_id, None)
     for batch_id, folder in old:
         with write_unit(session) as work:
             work.execute(delete(ImportBatch).where(ImportBatch.id == batch_id, ImportBatch.status == ImportBatch.REVIEW))
@@ -623,7 +766,7 @@ def remove_abandoned(session: Session, root: Path, now: datetime) -> int:
             # A folder no batch names (a failed upload) older than a day.
             if path.name not in kept and path.stat().st_mtime < (now - KEEP_FILES).timestamp():
                 _remove_folder(root, path.name)
-    return len(stale)
+    return len(old)
 
 
 # --- undo and the report ------------------------------------------------------------------
@@ -659,11 +802,29 @@ def _kept_reason(stage: str, visited, sent: bool) -> str | None:
     return None
 
 
-def undo(session: Session, batch: ImportBatch, now: datetime, actor_id: int | None) -> UndoResult:
+# Candidates erased per write unit by Undo (each erase is a handful of statements).
+UNDO_CHUNK = 50
+
+
+def undo(session: Session, batch: ImportBatch, now: datetime, actor_id: int | None,
+         root: Path | None = None) -> UndoResult:
     """Remove the batch's candidates nobody has contacted yet (queued invites cancelled first).
 
-    In chunks; each re-checks in SQL that nothing went out since it looked.
+    Removing is erasing, as a candidate's Delete does (``candidates.services.erase_candidate``):
+    the row stays as a tombstone, so its id is never given to someone else. In chunks; each
+    re-checks in SQL that nothing went out since it looked. Pressed while the batch is still
+    being created, it stops the creating and removes what landed (nobody saw or was sent it).
     """
+    holder = f"undo-{secrets.token_hex(6)}"
+    with write_unit(session) as work:
+        stopping = work.execute(update(ImportBatch).where(
+            ImportBatch.id == batch.id, ImportBatch.status == ImportBatch.CREATING, ImportBatch.undone_at.is_(None))
+            .values(undone_at=now, worker=holder, worker_until=now + WORKER_HOLD)
+            .execution_options(synchronize_session=False)).rowcount == 1
+    if stopping:
+        result = _stop_undone(session, root, batch.id, holder, now)
+        session.refresh(batch)
+        return result
     with write_unit(session) as work:
         if not move(work, batch.id, ImportBatch.DONE, ImportBatch.UNDONE, undone_at=now):
             raise DomainError("This upload was already undone (or is not finished).")
@@ -674,8 +835,8 @@ def undo(session: Session, batch: ImportBatch, now: datetime, actor_id: int | No
     removed, reasons = 0, Counter()
     contacted = exists().where(Message.candidate_id == Candidate.id, Message.status.in_(CONTACTED))
     untouched = (Candidate.stage.in_((Stage.ADDED, Stage.INVITED)), Candidate.visited_at.is_(None), ~contacted)
-    for i in range(0, len(ids), CHUNK):
-        chunk = ids[i:i + CHUNK]
+    for i in range(0, len(ids), UNDO_CHUNK):
+        chunk = ids[i:i + UNDO_CHUNK]
         with write_unit(session) as work:
             rows = work.execute(select(Candidate.id, Candidate.stage, Candidate.visited_at, contacted)
                                 .where(Candidate.id.in_(chunk))).all()
@@ -683,12 +844,15 @@ def undo(session: Session, batch: ImportBatch, now: datetime, actor_id: int | No
                 reason = _kept_reason(stage, visited, sent)
                 if reason:
                     reasons[reason] += 1
-            gone = select(Candidate.id).where(Candidate.id.in_(chunk), *untouched)
-            work.execute(update(Message).where(Message.candidate_id.in_(gone), Message.status == MessageStatus.SCHEDULED)
-                         .values(status=MessageStatus.CANCELLED, last_error="Bulk upload undone")
-                         .execution_options(synchronize_session=False))
-            removed += work.execute(delete(Candidate).where(Candidate.id.in_(chunk), *untouched)
-                                    .execution_options(synchronize_session=False)).rowcount
+            gone = list(work.scalars(select(Candidate).where(Candidate.id.in_(chunk), *untouched)))
+            if gone:
+                work.execute(update(Message).where(Message.candidate_id.in_([c.id for c in gone]),
+                                                   Message.status == MessageStatus.SCHEDULED)
+                             .values(status=MessageStatus.CANCELLED, last_error="Bulk upload undone")
+                             .execution_options(synchronize_session=False))
+            for person in gone:
+                erase_candidate(work, person, now, actor_id)
+            removed += len(gone)
     result = UndoResult(removed, len(ids) - removed, reasons)
     with write_unit(session) as work:
         work.execute(update(ImportBatch).where(ImportBatch.id == batch.id).values(
@@ -697,7 +861,41 @@ def undo(session: Session, batch: ImportBatch, now: datetime, actor_id: int | No
     return result
 
 
+def _stop_undone(session: Session, root: Path | None, batch_id: int, holder: str, now: datetime) -> UndoResult:
+    """Finish an Undo pressed while creating: remove what landed, then mark the batch undone.
+
+    The batch stays *creating* (hidden, never counted) until its last candidate is gone, so
+    the counts never see them; a process that dies meanwhile leaves it to the next tick.
+    """
+    while True:
+        with write_unit(session) as work:
+            ids = list(work.scalars(select(Candidate.id).where(Candidate.import_batch_id == batch_id).limit(CHUNK)))
+            if ids:
+                work.execute(delete(Candidate).where(Candidate.id.in_(ids)))
+                continue
+            removed = work.scalar(select(func.count()).select_from(ImportRow).where(
+                ImportRow.batch_id == batch_id, ImportRow.outcome == "created"))
+            result = UndoResult(removed, 0, Counter())
+            folder = work.scalar(select(ImportBatch.folder).where(ImportBatch.id == batch_id))
+            move(work, batch_id, ImportBatch.CREATING, ImportBatch.UNDONE, worker=None, worker_until=None,
+                 heartbeat_at=None, folder=None, removed_count=removed, kept_count=0,
+                 note=f"Stopped while adding. {result.summary()}")
+            break
+    if root is not None:
+        _remove_folder(root, folder)
+    return result
+
+
 REPORT_HEADER = ["file", "row", "outcome", "reason", "name", "email", "phone", "external id", "candidate id"]
+
+
+def _outcome(batch: ImportBatch, row: ImportRow, erased_at: datetime | None) -> str:
+    """A report row's outcome as it is now: a created row of an undone batch says what Undo did."""
+    if row.outcome != "created" or batch.undone_at is None:
+        return row.outcome
+    if row.candidate_id is None or (erased_at is not None and erased_at >= batch.undone_at):
+        return "removed by Undo"
+    return "created (erased later)" if erased_at is not None else "kept: already contacted"
 
 
 def report_csv(session: Session, batch: ImportBatch) -> Iterator[str]:
@@ -705,10 +903,11 @@ def report_csv(session: Session, batch: ImportBatch) -> Iterator[str]:
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(REPORT_HEADER)
-    query = select(ImportRow).where(ImportRow.batch_id == batch.id).order_by(ImportRow.id)
-    for r in session.scalars(query.execution_options(yield_per=1000)):
-        writer.writerow([csv_safe(v) for v in (r.filename, r.row_number or "", r.outcome, r.reason, r.name, r.email,
-                                               r.phone, r.external_id, r.candidate_id)])
+    query = (select(ImportRow, Candidate.erased_at).outerjoin(Candidate, Candidate.id == ImportRow.candidate_id)
+             .where(ImportRow.batch_id == batch.id).order_by(ImportRow.id))
+    for r, erased_at in session.execute(query.execution_options(yield_per=1000)):
+        writer.writerow([csv_safe(v) for v in (r.filename, r.row_number or "", _outcome(batch, r, erased_at), r.reason,
+                                               r.name, r.email, r.phone, r.external_id, r.candidate_id)])
         if buf.tell() > 64 * 1024:
             yield buf.getvalue()
             buf.seek(0)

@@ -36,8 +36,7 @@ def get_batch(batch_id: int) -> ImportBatch:
 
 def upload_root() -> Path:
     """The folder holding uploads under review (one sub-folder per batch)."""
-    configured = current_app.config.get("MILO_IMPORT_DIR")
-    return Path(configured) if configured else Path(current_app.instance_path) / "imports"
+    return services.import_root()
 
 
 @bp.before_app_request
@@ -158,6 +157,11 @@ def show(batch_id: int):
     batch = get_batch(batch_id)
     if batch.status == ImportBatch.REVIEW:
         return _review_page(batch, services.parse_mapping(batch.mapping))
+    if request.htmx and request.args.get("progress"):
+        # The poll of a batch being created: its progress line, or a reload once it is done.
+        if batch.status != ImportBatch.CREATING:
+            return "", 200, {"HX-Refresh": "true"}
+        return render_template("imports/_progress.html", batch=batch)
     return render_template("imports/batch.html", batch=batch, channel_labels=CHANNEL_LABELS)
 
 
@@ -188,6 +192,22 @@ def sheet(batch_id: int):
     return _review_page(batch, mapping)
 
 
+@bp.post("/candidates/uploads/<int:batch_id>/correct")
+@reads_only
+def correct(batch_id: int):
+    """Correct the name, e-mail and phone read from one resume (kept with the files, not in the database)."""
+    batch = get_batch(batch_id)
+    if batch.status != ImportBatch.REVIEW:
+        return redirect(url_for("imports.show", batch_id=batch.id), 303)
+    key = request.form.get("fix", "")
+    try:
+        services.correct_resume(upload_root(), batch, key, *(request.form.get(f"fix-{key}-{field}", "")
+                                                              for field in ("name", "email", "phone")))
+    except DomainError as err:
+        flash(err.message, "error")
+    return _review_page(batch, _form_mapping(batch))
+
+
 def _confirm(batch: ImportBatch, mapping: dict):
     channel = request.form.get("channel", "")
     target = url_for("imports.show", batch_id=batch.id)
@@ -197,7 +217,16 @@ def _confirm(batch: ImportBatch, mapping: dict):
     except DomainError as err:
         flash(err.message, "error")
         return redirect(target, 303)
-    if done.created_now:
+    if done.created_now and done.batch.status == ImportBatch.CREATING:
+        # A large batch: the scheduler creates it; the batch page shows how far it got.
+        b = done.batch
+        audit.record(db.session, current_user, "bulk_upload",
+                     f"upload {b.id}: {b.total_rows} rows queued for creating (interview {b.agent_id})",
+                     address=request.remote_addr)
+        db.session.commit()
+        flash(f"Adding the {b.total_rows:,} rows in the background: this page shows how far it got. "
+              f"The candidates appear all at once when the last row is in.", "info")
+    elif done.created_now:
         b = done.batch
         audit.record(db.session, current_user, "bulk_upload",
                      f"upload {b.id}: {b.created_count} created, {b.duplicate_count} duplicate, {b.error_count} invalid "
@@ -238,7 +267,7 @@ def cancel(batch_id: int):
 def undo(batch_id: int):
     batch = get_batch(batch_id)
     try:
-        result = services.undo(db.session, batch, now(), current_user.id)
+        result = services.undo(db.session, batch, now(), current_user.id, upload_root())
     except DomainError as err:
         flash(err.message, "error")
     else:
