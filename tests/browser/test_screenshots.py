@@ -51,6 +51,7 @@ def _pages(ids: dict) -> list[tuple[str, str]]:
         ("agents", "/agents"), ("agent", f"/agents/{ids['agent']}"), ("candidates", "/candidates"),
         ("candidate", f"/candidates/{ids['done']}"), ("outbox", "/outbox?status=failed"), ("templates", "/templates"),
         ("template-editor", "/templates/invite/email/A"), ("settings", "/settings"), ("team", "/team"),
+        ("upload", "/candidates/uploads/new"), ("uploads", "/candidates/uploads"),
     ]
 
 
