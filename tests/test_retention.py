@@ -187,3 +187,44 @@ def test_erasing_removes_what_other_ways_in_kept_of_the_person(app):
     row = db.session.query(ImportRow).one()
     assert (row.name, row.email, row.phone, row.external_id) == (None, None, None, None)
     assert db.session.query(IntegrationDelivery).one().body is None
+
+
+def test_the_daily_job_purges_login_attempts_the_throttling_no_longer_reads_in_short_units(app, monkeypatch):
+    """login_attempt rows were kept forever; the daily job now deletes those older than 30
+    days (or the per-address window, if longer), a few per write unit."""
+    from milo_portal.auth import services as auth_services
+    from milo_portal.models import LoginAttempt
+
+    for days in (400, 45, 30.5, 29, 1 / 24):
+        db.session.add(LoginAttempt(at=NOW - timedelta(days=days), email="rita@example.com", address="192.0.2.7",
+                                    success=days > 100))
+    db.session.commit()
+    units = []
+    real = auth_services.write_unit
+
+    def counting(session):
+        units.append(1)
+        return real(session)
+
+    monkeypatch.setattr(auth_services, "write_unit", counting)
+    monkeypatch.setattr(auth_services, "PURGE_CHUNK", 2)
+    assert jobs.daily(db.session, NOW, "test:1")
+    db.session.expire_all()
+    kept = sorted(NOW - a.at for a in db.session.query(LoginAttempt))
+    assert kept == [timedelta(hours=1), timedelta(days=29)]
+    assert len(units) == 2  # 3 old rows, 2 per unit: a full unit, then the last one
+    db.session.commit()
+
+
+def test_a_per_address_window_longer_than_a_month_keeps_the_attempts_it_counts(app):
+    from milo_portal.models import LoginAttempt
+
+    app.config["MILO_LOGIN_WINDOW_MINUTES"] = 60 * 24 * 60  # 60 days
+    for days in (90, 59):
+        db.session.add(LoginAttempt(at=NOW - timedelta(days=days), email="x@example.com", address="192.0.2.8",
+                                    success=False))
+    db.session.commit()
+    assert jobs.daily(db.session, NOW, "test:1")
+    db.session.expire_all()
+    assert [NOW - a.at for a in db.session.query(LoginAttempt)] == [timedelta(days=59)]
+    db.session.commit()

@@ -5,12 +5,13 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash
 
 from ..errors import DomainError
 from ..models import LoginAttempt, User
+from ..transactions import write_unit
 from . import sessions
 
 MIN_PASSWORD_LENGTH = 10
@@ -28,6 +29,12 @@ FIRST_DELAY = timedelta(minutes=1)
 # How long an address's failures on one account are remembered (a success from that address
 # on that account forgets them), so a slow guesser keeps waiting longer and longer.
 PAIR_MEMORY = timedelta(hours=24)
+# Login attempts are kept only for the throttling, which reads back at most PAIR_MEMORY or
+# the per-address window; the audit log is the lasting record of logins (with the address).
+# A month is far past what the throttling reads and still lets an operator look at last
+# week's guessing in the table itself.
+ATTEMPTS_KEPT = timedelta(days=30)
+PURGE_CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,22 @@ def authenticate(session: Session, email: str, password: str, address: str, now:
     if not ok:
         raise DomainError(WRONG_CREDENTIALS)
     return user
+
+
+def purge_login_attempts(session: Session, now: datetime, address_window: timedelta) -> int:
+    """Delete attempts the throttling can no longer read (older than ATTEMPTS_KEPT, or the
+    per-address window if that is longer), in short write units; return how many went."""
+    cutoff = now - max(ATTEMPTS_KEPT, PAIR_MEMORY, address_window)
+    removed = 0
+    while True:
+        with write_unit(session) as work:
+            ids = list(work.scalars(select(LoginAttempt.id).where(LoginAttempt.at < cutoff)
+                                    .order_by(LoginAttempt.id).limit(PURGE_CHUNK)))
+            if ids:
+                work.execute(delete(LoginAttempt).where(LoginAttempt.id.in_(ids)))
+        removed += len(ids)
+        if len(ids) < PURGE_CHUNK:
+            return removed
 
 
 def log_in(session: Session, email: str, password: str, address: str, user_agent: str | None,

@@ -1,5 +1,5 @@
 """What the scheduler's tick does after dispatching: the heartbeat, the daily jobs
-(retention, audit purge) and the nightly backup.
+(retention, audit purge, old login attempts) and the nightly backup.
 
 Each periodic job runs in one process per period across all workers: its ``job_lease``
 row is taken by one conditional UPDATE (``until`` in the past), which also sets when it
@@ -17,6 +17,7 @@ from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
 from .. import audit
+from ..auth.services import purge_login_attempts
 from ..followups.services import ensure_lease_row
 from ..models import JobLease
 from ..transactions import end_transaction, write_unit
@@ -57,7 +58,8 @@ def after_tick(session: Session, now: datetime, holder: str) -> None:
 
 
 def daily(session: Session, now: datetime, holder: str) -> bool:
-    """Once a day: erase personal data past retention, delete old audit entries. False if not due."""
+    """Once a day: erase personal data past retention, delete old audit entries and login
+    attempts the throttling no longer reads. False if not due."""
     if not take_until(session, DAILY, holder, now, now + timedelta(days=1)):
         return False
     settings = get_ops_settings(session)
@@ -73,6 +75,9 @@ def daily(session: Session, now: datetime, holder: str) -> bool:
     if purged:
         with write_unit(session) as work:
             audit.record(work, None, "audit_purged", f"{purged} entries older than {audit_days} days removed", now=now)
+    attempts = purge_login_attempts(session, now, timedelta(minutes=current_app.config["MILO_LOGIN_WINDOW_MINUTES"]))
+    if attempts:
+        event("login_attempts_purged", count=attempts)
     if more:
         _release_now(session, DAILY, now)  # a backlog: the next tick goes on with it
     return True
