@@ -51,6 +51,8 @@ def _pages(ids: dict) -> list[tuple[str, str]]:
         ("agents", "/agents"), ("agent", f"/agents/{ids['agent']}"), ("candidates", "/candidates"),
         ("candidate", f"/candidates/{ids['done']}"), ("outbox", "/outbox?status=failed"), ("templates", "/templates"),
         ("template-editor", "/templates/invite/email/A"), ("settings", "/settings"), ("team", "/team"),
+        # Every agent, source, channel, variant and the heat map of the demo history: the widest tables.
+        ("metrics", "/metrics?period=90"),
     ]
 
 
