@@ -720,7 +720,7 @@ def table_csv(figures: dict, table: str) -> tuple[list[str], list[list]] | None:
     if table == "funnel":
         rows = [[s.label, s.count, _r(s.step_rate), _r(s.overall)] for s in figures["funnel"]["steps"]]
         rows += [[d.WHO_LABELS[k], v, "", ""] for k, v in figures["funnel"]["counts"].items() if k not in FUNNEL]
-        return ["stage", "candidates", "rate from previous step", "rate of delivered"], rows
+        return ["stage", "candidates", "rate from previous step", "rate of delivered + link only"], rows
     if table == "times":
         return (["step", "candidates", "median (s)", "p90 (s)"],
                 [[s["label"], s["n"], _r(s["median"]), _r(s["p90"])] for s in figures["times"]["steps"]])
@@ -731,9 +731,10 @@ def table_csv(figures: dict, table: str) -> tuple[list[str], list[list]] | None:
                 [[q["agent"], q["position"], q["text"], q["reached"], q["answered"], q["left"], _r(q["median"])]
                  for q in figures["questions"]["rows"]])
     if table.startswith("by-") and table[3:] in figures["by"]:
-        return (["value", "invited", "delivered", "started", "completed", "completion rate"],
-                [[r["label"], r["invited"], r["delivered"], r["started"], r["completed"], _r(r["completion"])]
-                 for r in figures["by"][table[3:]]])
+        # "link only" last: the earlier columns keep their places for existing spreadsheets.
+        return (["value", "invited", "delivered", "started", "completed", "completion rate", "link only"],
+                [[r["label"], r["invited"], r["delivered"], r["started"], r["completed"], _r(r["completion"]),
+                  r["link_only"]] for r in figures["by"][table[3:]]])
     if table == "heat":
         return (["weekday", "hour", "invited", "delivered", "completed", "completion rate"],
                 [[WEEKDAYS[k // 24], k % 24, v["invited"], v["delivered"], v["completed"], _r(v["completion"])]
