@@ -186,8 +186,8 @@ def test_agent_funnels_count_all_time_with_the_page_definitions(data):
     funnels = services.agent_funnels(db.session, [data["agent_a"], data["agent_b"]])
     # Picker: P1–P5, P9, P12 invited; P4's invite bounced; clicked and started P1, P5, P9; completed P1, P9.
     assert {k: v for k, v in funnels[data["agent_a"]].items() if k != "completion"} == {
-        "invited": 7, "delivered": 6, "clicked": 3, "started": 3, "completed": 2}
+        "invited": 7, "delivered": 6, "link_only": 0, "clicked": 3, "started": 3, "completed": 2, "reached": 6}
     assert funnels[data["agent_a"]]["completion"] == pytest.approx(2 / 6)
     # Engineer: P6, P7, P8, P11 invited; clicked P7, P8; started and completed P8.
     assert {k: v for k, v in funnels[data["agent_b"]].items() if k != "completion"} == {
-        "invited": 4, "delivered": 4, "clicked": 2, "started": 1, "completed": 1}
+        "invited": 4, "delivered": 4, "link_only": 0, "clicked": 2, "started": 1, "completed": 1, "reached": 4}

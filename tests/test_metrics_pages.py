@@ -104,7 +104,7 @@ def test_every_table_exports_to_csv_with_formula_cells_neutralised(auth, client,
         response = client.get(f"/metrics/{table}.csv?{QS}")
         assert response.status_code == 200 and response.mimetype == "text/csv", table
     rows = list(csv.reader(io.StringIO(client.get(f"/metrics/by-src.csv?{QS}").get_data(as_text=True))))
-    assert ["'=HYPERLINK(\"http://x\")", "1", "1", "0", "0", "0.0000"] in rows
+    assert ["'=HYPERLINK(\"http://x\")", "1", "1", "0", "0", "0.0000", "0"] in rows
     funnel = list(csv.reader(io.StringIO(client.get(f"/metrics/funnel.csv?{QS}").get_data(as_text=True))))
     assert funnel[1][:2] == ["invited", "10"] and funnel[6][:2] == ["completed", "2"]
     assert client.get(f"/metrics/nothing.csv?{QS}").status_code == 404

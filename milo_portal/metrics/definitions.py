@@ -50,6 +50,30 @@ COMPLETED = C.completed_at.is_not(None)
 STARTED = or_(C.started_at.is_not(None), COMPLETED)
 CLICKED = or_(C.clicked_at.is_not(None), STARTED)
 INVITED = C.invited_at.is_not(None)
+# Link-only candidates came in through the share link (or another link) and were never sent an
+# invite: they enter the funnel at "clicked" (and "started"), never count as invited or
+# delivered, and join the base the rates are measured against (see ``funnel_figures``).
+LINK_ONLY = and_(C.invited_at.is_(None), CLICKED)
+# When a link-only candidate entered the funnel: the share link clicks and starts at once.
+ENTERED_AT = func.coalesce(C.clicked_at, C.started_at, C.completed_at)
+
+
+def rate_of(part: int, whole: int) -> float | None:
+    """part / whole, or None when there is nobody to measure against."""
+    return part / whole if whole else None
+
+
+def funnel_figures(found: Mapping[str, int]) -> dict:
+    """The figures every funnel shows (Metrics page, by-tables, agents list, agent page).
+
+    The one definition of the base and the completion rate: the base ("reached") is the
+    delivered invites plus the link-only candidates, who enter the funnel at "clicked"
+    without an invite; completion is completed / reached.
+    """
+    out = dict(found)
+    out["reached"] = int(found.get("delivered", 0)) + int(found.get("link_only", 0))
+    out["completion"] = rate_of(int(found.get("completed", 0)), out["reached"])
+    return out
 
 
 def stage_conditions(fact) -> dict:
@@ -71,6 +95,7 @@ def stage_conditions(fact) -> dict:
         "clicked": clicked,
         "started": started,
         "completed": completed,
+        "link_only": and_(not_(invited), clicked),
         "failed": failed,
         "expired": fact("expired"),
         "opted_out": fact("opted_out"),
@@ -96,7 +121,8 @@ WHO_LABELS = {
     "opened but never clicked", "never_started": "never started", "clicked_not_started":
     "clicked but never started", "not_finished": "started, did not finish", "late_invite":
     f"invited more than {LATE_INVITE_HOURS} h after being added", "friday_invite": "first invite on a Friday",
-    "outside_window": "first invite outside the send window", "left_at": "left at this question",
+    "outside_window": "first invite outside the send window",
+    "link_only": "came through the share link, never invited", "left_at": "left at this question",
     "message_failed": "a message failed permanently",
 }
 
@@ -105,18 +131,33 @@ WHO_LABELS = {
 
 @dataclass(frozen=True)
 class Filters:
-    """The page's filters; the date range is by invite date, [since, until) in UTC."""
+    """The page's filters; the date range is by invite date, [since, until) in UTC.
+
+    The range is whole days in the team's time zone ``tz``, from ``first_day`` to
+    ``last_day`` both included; ``until`` is the midnight that ends ``last_day``.
+    """
 
     since: datetime
     until: datetime
     period: str = DEFAULT_PERIOD
-    start: date | None = None  # custom range, inclusive, in the recruiter's zone
+    start: date | None = None  # custom range, inclusive, in the team's zone
     end: date | None = None
     agent_id: int | None = None
     source: str | None = None
     src: str | None = None
     channel: str | None = None
     level: str | None = None
+    tz: str = "UTC"
+
+    @property
+    def first_day(self) -> date:
+        """The range's first day, in the team's zone."""
+        return self.since.astimezone(_zone(self.tz)).date()
+
+    @property
+    def last_day(self) -> date:
+        """The range's last day (included), in the team's zone."""
+        return (self.until.astimezone(_zone(self.tz)) - timedelta(microseconds=1)).date()
 
     def query(self, **over) -> dict:
         """The URL query that gives these filters back (``parse``'s input)."""
@@ -134,8 +175,13 @@ class Filters:
         return urlencode(self.query(**over))
 
     def drill(self) -> str:
-        """The filters with the range as absolute instants: a drill-down link stays put."""
-        values = {"since": self.since.isoformat(), "until": self.until.isoformat(), "agent_id": self.agent_id,
+        """The filters with the range as absolute instants: a drill-down link stays put.
+
+        The instants carry the team's UTC offset, so the list can say which days they cover.
+        """
+        zone = _zone(self.tz)
+        values = {"since": self.since.astimezone(zone).isoformat(), "until": self.until.astimezone(zone).isoformat(),
+                  "agent_id": self.agent_id,
                   "source": self.source, "src": self.src, "channel": self.channel, "level": self.level}
         return urlencode({k: v for k, v in values.items() if v not in ("", None)})
 
@@ -154,8 +200,23 @@ def _int(raw) -> int | None:
     return None
 
 
+def day_span(since: datetime, until: datetime) -> str:
+    """The days [since, until) covers, both ends included, in the instants' own offsets."""
+    first, last = since.date(), (until - timedelta(microseconds=1)).date()
+    return f"{_day(first)} to {_day(last)}"
+
+
+def _day(day: date) -> str:
+    return f"{day:%a} {day.day} {day:%b %Y}"
+
+
 def parse(args: Mapping, now: datetime, tz_name: str) -> tuple[Filters, dict[str, str]]:
-    """Filters from a URL query (unknown values dropped); the errors to show by their fields."""
+    """Filters from a URL query (unknown values dropped); the errors to show by their fields.
+
+    ``tz_name`` is the team's time zone: a range is whole days there, the last one today
+    (a preset) or the custom end date, both ends included, so a pasted link means the same
+    days to every recruiter.
+    """
     errors: dict[str, str] = {}
     zone = _zone(tz_name)
     period = args.get("period") or DEFAULT_PERIOD
@@ -189,6 +250,7 @@ def parse(args: Mapping, now: datetime, tz_name: str) -> tuple[Filters, dict[str
         src=(args.get("src") or "").strip()[:100] or None,
         channel=args.get("channel") if args.get("channel") in CHANNELS else None,
         level=args.get("level") if args.get("level") in ROLE_LEVELS else None,
+        tz=zone.key,
     )
     return filters, errors
 
@@ -223,9 +285,16 @@ def base_conditions(f: Filters) -> list:
     return conds
 
 
+def entered_between(since: datetime, until: datetime):
+    """SQL: invited in [since, until), or, never invited, entered through a link in it."""
+    return or_(and_(C.invited_at >= since, C.invited_at < until),
+               and_(C.invited_at.is_(None), ENTERED_AT >= since, ENTERED_AT < until))
+
+
 def cohort(f: Filters) -> list:
-    """The candidates the page is about: those the filters keep, invited in the date range."""
-    return base_conditions(f) + [C.invited_at >= f.since, C.invited_at < f.until]
+    """The candidates the page is about: those the filters keep, invited in the date range
+    (link-only candidates: who entered through the link in it)."""
+    return base_conditions(f) + [entered_between(f.since, f.until)]
 
 
 # --- candidate-local time -----------------------------------------------------------------

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from sqlalchemy import String, and_, case, cast, distinct, exists, func, literal, not_, or_, select, union_all, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from ..candidates.services import csv_safe  # noqa: F401  (one neutraliser for every CSV; tests use it here)
-from ..models import Agent, Answer, Candidate, Event, Message, MessageStatus, Question, Settings, Template
+from ..models import (Agent, Answer, Candidate, Event, Message, MessageStatus, Question, Settings, Template,
+                      TemplateVersion)
 from . import definitions as d
 from .definitions import BUCKETS, COMPLETED, FUNNEL, STARTED, Defs, Filters
 
@@ -46,9 +47,7 @@ def _sum(cond):
     return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
 
 
-def rate(part: int, whole: int) -> float | None:
-    """part / whole, or None when there is nobody to measure against."""
-    return part / whole if whole else None
+rate = d.rate_of
 
 
 # --- counts ---------------------------------------------------------------------------------
@@ -122,35 +121,35 @@ def agent_funnels(session: Session, agent_ids: list[int]) -> dict[int, dict]:
     """Each agent's all-time funnel (the Metrics page's definitions) and completion rate.
 
     One statement of two grouped reads, no per-candidate lookup: the stages from the
-    candidates themselves, and the failed invites (the only event fact "delivered" needs:
-    delivered = invited − failed) from the few failure events. Same counts as ``counts``.
+    candidates themselves (link-only candidates from "clicked" on), and the failed invites
+    (the only event fact "delivered" needs: delivered = invited − failed) from the few
+    failure events. Same counts as ``counts``, shaped by the same ``funnel_figures``.
     """
     if not agent_ids:
         return {}
-    kept = [C.erased_at.is_(None), C.agent_id.in_(agent_ids), d.INVITED]
-    stages = (select(C.agent_id.label("agent_id"), func.count().label("invited"), _sum(d.CLICKED).label("clicked"),
+    kept = [C.erased_at.is_(None), C.agent_id.in_(agent_ids), or_(d.INVITED, d.CLICKED)]
+    stages = (select(C.agent_id.label("agent_id"), _sum(d.INVITED).label("invited"),
+                     _sum(d.LINK_ONLY).label("link_only"), _sum(d.CLICKED).label("clicked"),
                      _sum(STARTED).label("started"), _sum(COMPLETED).label("completed"))
               .where(*kept).group_by(C.agent_id).subquery("stages"))
     failed = (select(C.agent_id.label("agent_id"), func.count(distinct(C.id)).label("failed"))
               .select_from(Event).join(Message, Message.id == Event.message_id).join(C, C.id == Event.candidate_id)
-              .where(Event.type.in_(("failed", "bounced")), Message.kind == "invite", *kept, not_(d.CLICKED))
+              .where(Event.type.in_(("failed", "bounced")), Message.kind == "invite", *kept, d.INVITED,
+                     not_(d.CLICKED))
               .group_by(C.agent_id).subquery("failed"))
     rows = session.execute(select(stages, func.coalesce(failed.c.failed, 0).label("failed"))
                            .outerjoin(failed, failed.c.agent_id == stages.c.agent_id)).all()
     found = {r.agent_id: {"invited": int(r.invited), "delivered": int(r.invited) - int(r.failed),
-                          "clicked": int(r.clicked), "started": int(r.started), "completed": int(r.completed)}
+                          "link_only": int(r.link_only), "clicked": int(r.clicked), "started": int(r.started),
+                          "completed": int(r.completed)}
              for r in rows}
-    whos = ("invited", "delivered", "clicked", "started", "completed")
-    out = {}
-    for agent_id in agent_ids:
-        row = found.get(agent_id) or {w: 0 for w in whos}
-        out[agent_id] = dict(row, completion=rate(row["completed"], row["delivered"]))
-    return out
+    whos = ("invited", "delivered", "link_only", "clicked", "started", "completed")
+    return {agent_id: d.funnel_figures(found.get(agent_id) or {w: 0 for w in whos}) for agent_id in agent_ids}
 
 
 @dataclass
 class Step:
-    """One funnel step: its count, the rate from the previous step and from delivered."""
+    """One funnel step: its count, the rate from the previous step and of the base (delivered + link-only)."""
 
     who: str
     label: str
@@ -161,20 +160,23 @@ class Step:
 
 def funnel(session: Session, defs: Defs, f: Filters, found: dict | None = None) -> dict:
     """The funnel and what is counted beside it (expired, opted out, failed, machine opens)."""
-    beside = ("failed", "expired", "opted_out", "machine_opened", "machine_opened_only", "visited_only",
-              "never_started", "not_finished", "opened_not_clicked", "clicked_not_started", "late_invite",
-              "friday_invite", "outside_window")
+    beside = ("link_only", "failed", "expired", "opted_out", "machine_opened", "machine_opened_only",
+              "visited_only", "never_started", "not_finished", "opened_not_clicked", "clicked_not_started",
+              "late_invite", "friday_invite", "outside_window")
     if found is None:
         found = counts(session, defs, d.cohort(f), FUNNEL + beside)
-    delivered = found["delivered"]
+    figures = d.funnel_figures(found)
     steps, previous = [], None
     for who in FUNNEL:
         n = found[who]
+        # Link-only candidates join at "clicked": that step is measured against those who
+        # opened an invite plus them, so no step rate can pass 100 %.
+        entering = previous + found["link_only"] if who == "clicked" else previous
         steps.append(Step(who, d.WHO_LABELS[who], n,
-                          rate(n, previous) if previous is not None else None,
-                          rate(n, delivered) if who != "invited" else None))
+                          rate(n, entering) if previous is not None else None,
+                          rate(n, figures["reached"]) if who != "invited" else None))
         previous = n
-    return {"steps": steps, "counts": found}
+    return {"steps": steps, "counts": found, "reached": figures["reached"], "completion": figures["completion"]}
 
 
 # --- time -----------------------------------------------------------------------------------
@@ -204,8 +206,10 @@ def times(session: Session, defs: Defs, f: Filters, histogram: dict | None = Non
     parts = []
     for key, _, a, b in TIME_STEPS:
         start, end = getattr(C, a), getattr(C, b)
+        # A share-link sign-up clicks and starts in one form post: its 0 s says nothing.
+        extra = [d.INVITED] if key == "click_start" else []
         parts.append(select(literal(key).label("step"), d.seconds_between(defs.dialect, start, end).label("d"))
-                     .where(*d.cohort(f), start.is_not(None), end.is_not(None)))
+                     .where(*d.cohort(f), start.is_not(None), end.is_not(None), *extra))
     found = {r.step: r for r in _percentiles(session, union_all(*parts).subquery(), ["step"])}
     steps = [{"key": key, "label": label, "n": int(found[key].n) if key in found else 0,
               "median": float(found[key].median) if key in found else None,
@@ -254,9 +258,10 @@ BY = ("source", "src", "channel", "agent", "level", "device", "followups")
 
 
 def by_dimension(session: Session, defs: Defs, f: Filters, name: str, found: dict | None = None) -> list[dict]:
-    """Delivered, started, completed and the completion rate per value of one dimension."""
+    """Delivered, link-only, started, completed and the completion rate per value of one dimension."""
     if found is None:
-        found = counts(session, defs, d.cohort(f), ("invited", "delivered", "started", "completed"), by=name)
+        found = counts(session, defs, d.cohort(f), ("invited", "delivered", "link_only", "started", "completed"),
+                       by=name)
     labels = {}
     if name == "agent":
         labels = dict(session.execute(select(Agent.id, Agent.title).where(Agent.id.in_(list(found)))).all())
@@ -269,7 +274,7 @@ def by_dimension(session: Session, defs: Defs, f: Filters, name: str, found: dic
             label = "3 or more" if key == 3 else str(key)
         elif name == "src" and key == "":
             label = "(no tag)"
-        rows.append(dict(row, key=key, label=str(label), completion=rate(row["completed"], row["delivered"]),
+        rows.append(dict(d.funnel_figures(row), key=key, label=str(label),
                          start_completion=rate(row["completed"], row["started"])))
     rows.sort(key=lambda r: (str(type(r["key"])), r["key"] if r["key"] is not None else ""))
     return rows
@@ -278,10 +283,10 @@ def by_dimension(session: Session, defs: Defs, f: Filters, name: str, found: dic
 def heat_map(session: Session, defs: Defs, f: Filters, found: dict | None = None) -> dict:
     """Invites and completion by candidate-local weekday × hour of the invite."""
     if found is None:
-        found = counts(session, defs, d.cohort(f), ("invited", "delivered", "completed"), by="heat")
+        found = counts(session, defs, d.cohort(f), ("invited", "delivered", "link_only", "completed"), by="heat")
     cells = {}
     for key, row in found.items():
-        cells[int(key)] = dict(row, completion=rate(row["completed"], row["delivered"]))
+        cells[int(key)] = d.funnel_figures(row)
     return {"cells": cells}
 
 
@@ -294,10 +299,13 @@ def _domain(dialect: str):
 
 
 def message_conditions(f: Filters) -> list:
-    """Messages created in the range, of candidates the other filters keep."""
-    conds = [Message.created_at >= f.since, Message.created_at < f.until,
-             Message.status.not_in((MessageStatus.CANCELLED, MessageStatus.SUPPRESSED))]
-    return conds
+    """Messages that were meant to go (not cancelled or suppressed), of the page's candidates.
+
+    The date range is the candidates' (``d.cohort``: invited in the range), as everywhere on
+    the page, never the messages' own dates: a reminder sent after the range to someone
+    invited in it counts, a reminder in the range to someone invited before it does not.
+    """
+    return [Message.status.not_in((MessageStatus.CANCELLED, MessageStatus.SUPPRESSED)), *d.cohort(f)]
 
 
 FAILED_PERMANENTLY = Message.status == MessageStatus.FAILED
@@ -306,8 +314,7 @@ FAILED_TEMPORARILY = (Message.status != MessageStatus.FAILED) & ((Message.attemp
 
 def deliverability(session: Session, defs: Defs, f: Filters) -> dict:
     """Sent, failed permanently and temporarily, per channel and per recipient domain (e-mail)."""
-    base = select().select_from(Message).join(C, C.id == Message.candidate_id).where(
-        *message_conditions(f), *d.base_conditions(f))
+    base = select().select_from(Message).join(C, C.id == Message.candidate_id).where(*message_conditions(f))
     figures = (func.count().label("messages"), _sum(Message.sent_at.is_not(None)).label("sent"),
                _sum(FAILED_PERMANENTLY).label("failed"), _sum(FAILED_TEMPORARILY).label("temporary"))
     channel_rows = session.execute(base.add_columns(Message.channel.label("key"), *figures)
@@ -324,8 +331,9 @@ def deliverability(session: Session, defs: Defs, f: Filters) -> dict:
 
 
 def message_failed_condition(f: Filters, defs: Defs, channel: str | None, domain: str | None):
-    """Candidates with a permanently failed message in the range (to ``channel`` / ``domain``)."""
-    conds = [Message.candidate_id == C.id, FAILED_PERMANENTLY, *message_conditions(f)]
+    """Candidates of the page with a permanently failed message (to ``channel`` / ``domain``)."""
+    # The caller keeps the page's candidates (``d.cohort``); here only the message's own facts.
+    conds = [Message.candidate_id == C.id, FAILED_PERMANENTLY]
     if channel:
         conds.append(Message.channel == channel)
     if domain:
@@ -433,6 +441,7 @@ class Flag:
     dim: str | None = None
     value: object = None
     count: int = 0
+    template: dict | None = None  # {kind, channel, variant}: the template the flag is about
 
 
 LOW_OPEN_RATE = 0.20          # opened / delivered, e-mail, with at least MIN_FLAG_BASE delivered
@@ -446,17 +455,122 @@ OUTSIDE_WINDOW_SHARE = 0.20
 LATE_INVITE_SHARE = 0.25
 PHONE_GAP = 0.15              # phone completion (of started) this far below desktop
 MIN_FLAG_BASE = 20
+# Opt-out spike after a template change: at least this many sends on each side of the change,
+# and the rate after at least SPIKE_FACTOR times the rate before and at least SPIKE_MIN_RATE.
+SPIKE_MIN_SENDS = 30
+SPIKE_FACTOR = 2.0
+SPIKE_MIN_RATE = 0.02
+# An opt-out counts against the last message sent on its channel before it, within this time.
+OPT_OUT_DAYS = 7
 
 
 def _pct(x: float | None) -> str:
     return "—" if x is None else f"{x * 100:.0f} %"
 
 
+def _opted_out_after(dialect: str, m):
+    """SQL: the candidate opted out of message ``m``'s channel after it, before any later
+    message on that channel and within OPT_OUT_DAYS (the message the opt-out answered)."""
+    later = aliased(Message)
+    return exists().where(
+        Event.candidate_id == m.candidate_id, Event.type == "opted_out", Event.channel == m.channel,
+        Event.at >= m.sent_at, d.seconds_between(dialect, m.sent_at, Event.at) < OPT_OUT_DAYS * 86400,
+        ~exists().where(later.candidate_id == m.candidate_id, later.channel == m.channel,
+                        later.sent_at > m.sent_at, later.sent_at <= Event.at))
+
+
+def _template_changes():
+    """Per kind and channel, the last change of its texts: the newest saved version of any of
+    its variants (an edit, a restore or a new variant), when there is more than the first."""
+    return (select(Template.kind.label("kind"), Template.channel.label("channel"),
+                   func.max(TemplateVersion.created_at).label("changed_at"))
+            .join(TemplateVersion, TemplateVersion.template_id == Template.id)
+            .group_by(Template.kind, Template.channel).having(func.count(TemplateVersion.id) >= 2)
+            .subquery("template_changes"))
+
+
+def optout_rates(session: Session, defs: Defs, f: Filters) -> list[dict]:
+    """Per template (kind and channel) that changed: messages sent to the page's candidates
+    before and after its last change, and how many of each an opt-out answered."""
+    changes = _template_changes()
+    m = aliased(Message)
+    after = m.sent_at >= changes.c.changed_at
+    opted = _opted_out_after(defs.dialect, m)
+    rows = session.execute(
+        select(changes.c.kind, changes.c.channel, changes.c.changed_at,
+               _sum(~after).label("before"), _sum(and_(~after, opted)).label("before_out"),
+               _sum(after).label("after"), _sum(and_(after, opted)).label("after_out"))
+        .select_from(m).join(TemplateVersion, TemplateVersion.id == m.template_version_id)
+        .join(Template, Template.id == TemplateVersion.template_id)
+        .join(changes, and_(changes.c.kind == Template.kind, changes.c.channel == Template.channel))
+        .join(C, C.id == m.candidate_id)
+        .where(m.sent_at.is_not(None), *d.cohort(f))
+        .group_by(changes.c.kind, changes.c.channel, changes.c.changed_at)
+        .order_by(changes.c.kind, changes.c.channel)).all()
+    out = []
+    for r in rows:
+        before, after_n = int(r.before), int(r.after)
+        out.append({"kind": r.kind, "channel": r.channel, "changed_at": r.changed_at, "before": before,
+                    "before_out": int(r.before_out), "after": after_n, "after_out": int(r.after_out),
+                    "before_rate": rate(int(r.before_out), before), "after_rate": rate(int(r.after_out), after_n)})
+    return out
+
+
+def is_optout_spike(row: dict) -> bool:
+    """The spike rule: enough sends on both sides, and the rate after is SPIKE_FACTOR times the
+    rate before and at least SPIKE_MIN_RATE."""
+    return (row["before"] >= SPIKE_MIN_SENDS and row["after"] >= SPIKE_MIN_SENDS
+            and row["after_rate"] >= SPIKE_MIN_RATE and row["after_rate"] >= SPIKE_FACTOR * row["before_rate"])
+
+
+def changed_variant(session: Session, kind: str, channel: str) -> str:
+    """The variant of this kind and channel whose text changed last (the one to look at)."""
+    return session.scalar(select(Template.variant).join(TemplateVersion, TemplateVersion.template_id == Template.id)
+                          .where(Template.kind == kind, Template.channel == channel)
+                          .order_by(TemplateVersion.created_at.desc(), TemplateVersion.id.desc()).limit(1)) or "A"
+
+
+def optout_spike_condition(session: Session, defs: Defs, raw: str | None):
+    """Candidates who opted out in answer to a message of template ``kind/channel`` sent after
+    its last change (the people behind an opt-out spike flag); None if unknown."""
+    kind, _, channel = (raw or "").partition("/")
+    changes = _template_changes()
+    changed_at = session.scalar(select(changes.c.changed_at).where(changes.c.kind == kind,
+                                                                   changes.c.channel == channel))
+    if changed_at is None:
+        return None
+    m = aliased(Message)
+    return exists().where(
+        m.candidate_id == C.id, m.sent_at >= changed_at, TemplateVersion.id == m.template_version_id,
+        Template.id == TemplateVersion.template_id, Template.kind == kind, Template.channel == channel,
+        _opted_out_after(defs.dialect, m))
+
+
 def red_flags(funnel_: dict, question_: dict, delivery: dict, devices: list[dict], email_funnel: dict,
-              min_base: int = MIN_FLAG_BASE) -> list[Flag]:
-    """The red flags the figures raise, each with its threshold and the best-practice fix."""
+              min_base: int = MIN_FLAG_BASE, optouts: Iterable[dict] = (),
+              variants: dict[tuple[str, str], str] | None = None) -> list[Flag]:
+    """The red flags the figures raise, each with its threshold and the best-practice fix.
+
+    ``optouts``: ``optout_rates`` rows; ``variants``: (kind, channel) → the variant to link to.
+    """
     c = funnel_["counts"]
     flags = []
+    for row in optouts:
+        if not is_optout_spike(row):
+            continue
+        name = f"{row['kind']} ({CHANNEL_NAMES.get(row['channel'], row['channel'])})"
+        flags.append(Flag(f"optout_{row['kind']}_{row['channel']}", f"Opt-outs rose after the {name} template changed",
+                          f"{_pct(row['after_rate'])} of {row['after']} messages sent since the change on "
+                          f"{row['changed_at']:%Y-%m-%d} were answered by an opt-out, against "
+                          f"{_pct(row['before_rate'])} of {row['before']} before it",
+                          f"at least {SPIKE_MIN_SENDS} sends on each side, and {SPIKE_FACTOR:.0f}× the rate before "
+                          f"and {_pct(SPIKE_MIN_RATE)} or more; an opt-out counts against the last message sent on its "
+                          f"channel in the {OPT_OUT_DAYS} days before it", "optout_spike",
+                          "Read the last change of the template: a pushier tone, a missing reason for the message or "
+                          "a changed sender makes people opt out. Restore the earlier version or soften the text.",
+                          value=f"{row['kind']}/{row['channel']}", count=row["after_out"],
+                          template={"kind": row["kind"], "channel": row["channel"],
+                                    "variant": (variants or {}).get((row["kind"], row["channel"]), "A")}))
     e_delivered, e_opened = email_funnel["delivered"], email_funnel["opened"]
     if e_delivered >= min_base and rate(e_opened, e_delivered) < LOW_OPEN_RATE:
         flags.append(Flag("low_open", "Low open rate", f"{_pct(rate(e_opened, e_delivered))} of "
@@ -518,6 +632,9 @@ def red_flags(funnel_: dict, question_: dict, delivery: dict, devices: list[dict
     return flags
 
 
+CHANNEL_NAMES = {"email": "e-mail", "sms": "SMS", "whatsapp": "WhatsApp"}
+
+
 # --- the whole page -------------------------------------------------------------------------
 
 def page(session: Session, f: Filters) -> dict:
@@ -531,11 +648,14 @@ def page(session: Session, f: Filters) -> dict:
     delivery = deliverability(session, defs, f)
     by = {name: by_dimension(session, defs, f, name, found=many[f"by-{name}"]) for name in BY}
     email = many["by-channel"].get("email") or {"delivered": 0, "opened": 0}
+    optouts = optout_rates(session, defs, f)
+    variants = {(r["kind"], r["channel"]): changed_variant(session, r["kind"], r["channel"])
+                for r in optouts if is_optout_spike(r)}
     return {
         "funnel": funnel_, "times": times(session, defs, f, histogram=many["bucket"]), "questions": question_,
         "by": by, "heat": heat_map(session, defs, f, found=many["heat"]), "delivery": delivery,
         "ab": ab_results(session, defs, f, found=many["variant"]),
-        "flags": red_flags(funnel_, question_, delivery, by["device"], email),
+        "flags": red_flags(funnel_, question_, delivery, by["device"], email, optouts=optouts, variants=variants),
     }
 
 
@@ -549,7 +669,10 @@ def people_condition(session: Session, f: Filters, who: str, dim: str | None, ra
         domain = raw if dim == "domain" else None
         if dim not in (None, "channel", "domain"):
             return None
-        return and_(*d.base_conditions(f), message_failed_condition(f, defs, channel, domain))
+        return and_(*d.cohort(f), message_failed_condition(f, defs, channel, domain))
+    if who == "optout_spike":
+        condition = optout_spike_condition(session, defs, raw)
+        return None if condition is None else and_(*d.cohort(f), condition)
     if who == "left_at":
         # raw is "agent_id:position": started, not completed, answered the questions before it only.
         try:
@@ -597,7 +720,7 @@ def table_csv(figures: dict, table: str) -> tuple[list[str], list[list]] | None:
     if table == "funnel":
         rows = [[s.label, s.count, _r(s.step_rate), _r(s.overall)] for s in figures["funnel"]["steps"]]
         rows += [[d.WHO_LABELS[k], v, "", ""] for k, v in figures["funnel"]["counts"].items() if k not in FUNNEL]
-        return ["stage", "candidates", "rate from previous step", "rate of delivered"], rows
+        return ["stage", "candidates", "rate from previous step", "rate of delivered + link only"], rows
     if table == "times":
         return (["step", "candidates", "median (s)", "p90 (s)"],
                 [[s["label"], s["n"], _r(s["median"]), _r(s["p90"])] for s in figures["times"]["steps"]])
@@ -608,9 +731,10 @@ def table_csv(figures: dict, table: str) -> tuple[list[str], list[list]] | None:
                 [[q["agent"], q["position"], q["text"], q["reached"], q["answered"], q["left"], _r(q["median"])]
                  for q in figures["questions"]["rows"]])
     if table.startswith("by-") and table[3:] in figures["by"]:
-        return (["value", "invited", "delivered", "started", "completed", "completion rate"],
-                [[r["label"], r["invited"], r["delivered"], r["started"], r["completed"], _r(r["completion"])]
-                 for r in figures["by"][table[3:]]])
+        # "link only" last: the earlier columns keep their places for existing spreadsheets.
+        return (["value", "invited", "delivered", "started", "completed", "completion rate", "link only"],
+                [[r["label"], r["invited"], r["delivered"], r["started"], r["completed"], _r(r["completion"]),
+                  r["link_only"]] for r in figures["by"][table[3:]]])
     if table == "heat":
         return (["weekday", "hour", "invited", "delivered", "completed", "completion rate"],
                 [[WEEKDAYS[k // 24], k % 24, v["invited"], v["delivered"], v["completed"], _r(v["completion"])]

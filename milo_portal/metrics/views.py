@@ -2,18 +2,31 @@
 from __future__ import annotations
 
 from flask import Response, abort, flash, redirect, render_template, request, url_for
-from flask_login import current_user
+from datetime import datetime
+
 from sqlalchemy import select
 
 from ..auth.forms import EmptyForm
 from ..clock import now
 from ..extensions import db
 from ..models import CHANNELS, ROLE_LEVELS, SOURCES, Agent, Template
+from ..settings.services import get_settings
 from . import bp, definitions, services
 
 
 def _filters():
-    return definitions.parse(request.args, now(), current_user.timezone)
+    # The team's zone, not the viewer's: a pasted link means the same days to everyone.
+    return definitions.parse(request.args, now(), get_settings(db.session).default_timezone)
+
+
+@bp.app_template_filter("metrics_days")
+def metrics_days(args: dict) -> str:
+    """A drill-down's range (``since``/``until`` of ``Filters.drill``) as the days it covers."""
+    try:
+        return definitions.day_span(datetime.fromisoformat(args.get("since", "")),
+                                    datetime.fromisoformat(args.get("until", "")))
+    except ValueError:
+        return ""
 
 
 def _context(filters, errors) -> dict:

@@ -52,6 +52,8 @@ def _pages(ids: dict) -> list[tuple[str, str]]:
         ("candidate", f"/candidates/{ids['done']}"), ("outbox", "/outbox?status=failed"), ("templates", "/templates"),
         ("template-editor", "/templates/invite/email/A"), ("settings", "/settings"), ("team", "/team"),
         ("upload", "/candidates/uploads/new"), ("uploads", "/candidates/uploads"),
+        # Every agent, source, channel, variant and the heat map of the demo history: the widest tables.
+        ("metrics", "/metrics?period=90"),
     ]
 
 
