@@ -228,3 +228,42 @@ def test_a_per_address_window_longer_than_a_month_keeps_the_attempts_it_counts(a
     db.session.expire_all()
     assert [NOW - a.at for a in db.session.query(LoginAttempt)] == [timedelta(days=59)]
     db.session.commit()
+
+
+def test_the_metrics_page_counts_the_same_before_and_after_retention_erases(app):
+    """Defect: the Metrics page left erased candidates out, so the daily erasure made last
+    season's invites, clicks and completions vanish from it, although their anonymous facts
+    are kept precisely so that it can count them."""
+    from werkzeug.datastructures import MultiDict
+
+    from milo_portal.metrics import definitions, services as metrics
+
+    agent = make_agent()
+    invited = NOW - timedelta(days=250)
+    for i, stage in enumerate((Stage.COMPLETED, Stage.COMPLETED, Stage.EXPIRED, Stage.OPTED_OUT, Stage.STARTED)):
+        c = Candidate(agent_id=agent.id, name=f"P{i}", email=f"p{i}@example.com", stage=stage, timezone="UTC",
+                      created_at=invited, invited_at=invited, clicked_at=invited + timedelta(hours=1),
+                      started_at=invited + timedelta(hours=2), last_activity_at=invited + timedelta(hours=3))
+        if stage == Stage.COMPLETED:
+            c.completed_at = invited + timedelta(hours=3)
+        db.session.add(c)
+        db.session.flush()
+        ended = {Stage.COMPLETED: "completed", Stage.EXPIRED: "expired", Stage.OPTED_OUT: "opted_out"}.get(stage)
+        if ended:
+            db.session.add(Event(candidate_id=c.id, agent_id=agent.id, type=ended, at=invited + timedelta(hours=3)))
+    db.session.commit()
+    f, errors = definitions.parse(MultiDict({"period": "custom", "from": (invited - timedelta(days=1)).date().isoformat(),
+                                             "to": (invited + timedelta(days=1)).date().isoformat()}), NOW, "UTC")
+    assert not errors
+
+    def figures():
+        db.session.expire_all()
+        found = metrics.funnel(db.session, metrics.defs_for(db.session, f), f)["counts"]
+        return {who: found[who] for who in ("invited", "clicked", "started", "completed", "expired", "opted_out")}
+
+    before = figures()
+    assert before == {"invited": 5, "clicked": 5, "started": 5, "completed": 2, "expired": 1, "opted_out": 1}
+    assert jobs.daily(db.session, NOW, "test:1") is True
+    db.session.expire_all()
+    assert db.session.query(Candidate).filter(Candidate.erased_at.is_not(None)).count() == 4  # all but the live one
+    assert figures() == before

@@ -26,7 +26,8 @@ def upgrade():
 
 
 def downgrade():
-    with op.batch_alter_table('import_batch', schema=None) as batch_op:
-        batch_op.drop_column('rows_done')
-        batch_op.drop_column('worker_until')
-        batch_op.drop_column('worker')
+    # Plain DROP COLUMN (SQLite 3.35+), not a batch rebuild: the candidate_count triggers name
+    # import_batch, and SQLite refuses to rename a rebuilt table while a trigger names it.
+    op.drop_column('import_batch', 'rows_done')
+    op.drop_column('import_batch', 'worker_until')
+    op.drop_column('import_batch', 'worker')

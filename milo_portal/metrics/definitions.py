@@ -270,8 +270,13 @@ def parse_drill(args: Mapping) -> Filters | None:
 
 
 def base_conditions(f: Filters) -> list:
-    """Who the filters keep, apart from the date range: not erased, agent, source, channel, level."""
-    conds = [C.erased_at.is_(None)]
+    """Who the filters keep, apart from the date range: agent, source, channel, level.
+
+    Erased candidates count: erasure removes a person's data, not what happened (the stage
+    and its times stay, anonymous), so last season's figures do not shrink when retention
+    erases them. The drill-down lists leave them out, having nothing to show.
+    """
+    conds = []
     if f.agent_id:
         conds.append(C.agent_id == f.agent_id)
     if f.source:

@@ -127,7 +127,7 @@ def agent_funnels(session: Session, agent_ids: list[int]) -> dict[int, dict]:
     """
     if not agent_ids:
         return {}
-    kept = [C.erased_at.is_(None), C.agent_id.in_(agent_ids), or_(d.INVITED, d.CLICKED)]
+    kept = [C.agent_id.in_(agent_ids), or_(d.INVITED, d.CLICKED)]  # erased too, as on the Metrics page
     stages = (select(C.agent_id.label("agent_id"), _sum(d.INVITED).label("invited"),
                      _sum(d.LINK_ONLY).label("link_only"), _sum(d.CLICKED).label("clicked"),
                      _sum(STARTED).label("started"), _sum(COMPLETED).label("completed"))
