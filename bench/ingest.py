@@ -121,6 +121,10 @@ def run(size: int, url: str | None, folder: Path) -> dict:
         services._create_chunk = chunk
         started = time.perf_counter()
         done = services.confirm(db.session, root, batch, mapping, "email", True, moment, user_id)
+        confirm_s = time.perf_counter() - started  # a large batch is only queued here
+        # ...and created by the scheduler's worker, measured to the end (one uninterrupted call).
+        services.work_queued(db.session, root, moment, "bench", budget=None)
+        db.session.refresh(done.batch)
         create_s = time.perf_counter() - started
         memory_mb = peak_mb()  # before the raw insert below adds its own
         services._create_chunk = timed
@@ -128,7 +132,7 @@ def run(size: int, url: str | None, folder: Path) -> dict:
         db.session.commit()
         fresh = [r for r in result.rows if r.outcome == "new"]
         raw_s = raw_insert(other_id, user_id, raw_batch_id, fresh, moment)
-        figures = dict(size=size, created=created, read_s=read_s, review_s=review_s, create_s=create_s, raw_s=raw_s,
+        figures = dict(size=size, created=created, confirm_s=confirm_s, read_s=read_s, review_s=review_s, create_s=create_s, raw_s=raw_s,
                        ratio=(created / create_s) / (len(fresh) / raw_s), chunk_max_ms=max(chunks) * 1000,
                        chunk_p50_ms=statistics.median(chunks) * 1000, chunks=len(chunks), memory_mb=memory_mb,
                        dialect=db.engine.dialect.name)
@@ -148,6 +152,7 @@ def main() -> None:
             print(f"{f['dialect']} {f['size']:,} rows ({f['created']:,} created):")
             print(f"  review  {f['review_s']:6.2f} s (reading the file {f['read_s']:.2f} s)"
                   f"   goal < {GOALS['review_s']} s at 10,000 rows")
+            print(f"  confirm {f['confirm_s']:6.2f} s (the request: the batch is queued for the scheduler's worker)")
             print(f"  create  {f['create_s']:6.2f} s, {f['created'] / f['create_s']:7.0f} rows/s, invites queued,"
                   f" {f['chunks']} chunks: longest {f['chunk_max_ms']:.0f} ms, median {f['chunk_p50_ms']:.0f} ms"
                   f"   goal < {GOALS['create_s']} s at 10,000 rows")
