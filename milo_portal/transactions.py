@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from flask import current_app, has_app_context, has_request_context, request
-from sqlalchemy import event
+from sqlalchemy import delete, event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import Pool
 from sqlalchemy.orm import Session, scoped_session
@@ -257,6 +257,20 @@ def write_unit(session) -> Iterator[Session]:
         raise
     finally:
         real.expire_on_commit = keep
+
+
+def delete_in_units(session, model, condition, chunk: int = 1000) -> int:
+    """Delete the rows of ``model`` matching ``condition`` in write units of ``chunk`` rows,
+    oldest id first; return how many went (rule 4: each unit holds the lock briefly)."""
+    removed = 0
+    while True:
+        with write_unit(session) as work:
+            ids = list(work.scalars(select(model.id).where(condition).order_by(model.id).limit(chunk)))
+            if ids:
+                work.execute(delete(model).where(model.id.in_(ids)))
+        removed += len(ids)
+        if len(ids) < chunk:
+            return removed
 
 
 def read_only(session) -> None:

@@ -6,6 +6,7 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import event
 
 from milo_portal.extensions import db
 from milo_portal.models import Answer, AuditEntry, Candidate, Event, Message, MessageStatus, OpsSettings, Stage
@@ -199,20 +200,22 @@ def test_the_daily_job_purges_login_attempts_the_throttling_no_longer_reads_in_s
         db.session.add(LoginAttempt(at=NOW - timedelta(days=days), email="rita@example.com", address="192.0.2.7",
                                     success=days > 100))
     db.session.commit()
-    units = []
-    real = auth_services.write_unit
+    deletes = []
 
-    def counting(session):
-        units.append(1)
-        return real(session)
+    def on_execute(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().upper().startswith("DELETE FROM LOGIN_ATTEMPT"):
+            deletes.append(conn.in_transaction())
 
-    monkeypatch.setattr(auth_services, "write_unit", counting)
     monkeypatch.setattr(auth_services, "PURGE_CHUNK", 2)
-    assert jobs.daily(db.session, NOW, "test:1")
+    event.listen(db.engine, "before_cursor_execute", on_execute)
+    try:
+        assert jobs.daily(db.session, NOW, "test:1")
+    finally:
+        event.remove(db.engine, "before_cursor_execute", on_execute)
     db.session.expire_all()
     kept = sorted(NOW - a.at for a in db.session.query(LoginAttempt))
     assert kept == [timedelta(hours=1), timedelta(days=29)]
-    assert len(units) == 2  # 3 old rows, 2 per unit: a full unit, then the last one
+    assert len(deletes) == 2  # 3 old rows, 2 per unit: a full unit, then the last one
     db.session.commit()
 
 

@@ -8,13 +8,13 @@ from datetime import date, datetime, time, timedelta
 from typing import Iterator
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..candidates.services import csv_safe
 from ..headers import one_line
 from ..models import AuditEntry, User
-from ..transactions import read_only, write_unit
+from ..transactions import delete_in_units, read_only
 
 # Kinds the app records, with a label for the filter. Other kinds are accepted as they come
 # (an area added later records its own) and appear in the filter once they exist.
@@ -136,16 +136,7 @@ def export_csv(session: Session, filters: AuditFilters) -> Iterator[str]:
 def purge(session: Session, now: datetime, keep_days: int) -> int:
     """Delete entries older than ``keep_days``, in short units; return how many went."""
     cutoff = now - timedelta(days=keep_days)
-    removed = 0
-    while True:
-        with write_unit(session) as work:
-            ids = list(work.scalars(select(AuditEntry.id).where(AuditEntry.at < cutoff)
-                                    .order_by(AuditEntry.id).limit(PURGE_CHUNK)))
-            if ids:
-                work.execute(delete(AuditEntry).where(AuditEntry.id.in_(ids)))
-        removed += len(ids)
-        if len(ids) < PURGE_CHUNK:
-            return removed
+    return delete_in_units(session, AuditEntry, AuditEntry.at < cutoff, PURGE_CHUNK)
 
 
 def snapshot(obj, names) -> dict:

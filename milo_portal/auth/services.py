@@ -5,13 +5,13 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash
 
 from ..errors import DomainError
 from ..models import LoginAttempt, User
-from ..transactions import write_unit
+from ..transactions import delete_in_units
 from . import sessions
 
 MIN_PASSWORD_LENGTH = 10
@@ -157,16 +157,7 @@ def purge_login_attempts(session: Session, now: datetime, address_window: timede
     """Delete attempts the throttling can no longer read (older than ATTEMPTS_KEPT, or the
     per-address window if that is longer), in short write units; return how many went."""
     cutoff = now - max(ATTEMPTS_KEPT, PAIR_MEMORY, address_window)
-    removed = 0
-    while True:
-        with write_unit(session) as work:
-            ids = list(work.scalars(select(LoginAttempt.id).where(LoginAttempt.at < cutoff)
-                                    .order_by(LoginAttempt.id).limit(PURGE_CHUNK)))
-            if ids:
-                work.execute(delete(LoginAttempt).where(LoginAttempt.id.in_(ids)))
-        removed += len(ids)
-        if len(ids) < PURGE_CHUNK:
-            return removed
+    return delete_in_units(session, LoginAttempt, LoginAttempt.at < cutoff, PURGE_CHUNK)
 
 
 def log_in(session: Session, email: str, password: str, address: str, user_agent: str | None,
