@@ -4,6 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 FLASK   := $(BIN)/flask --app milo_portal
 STAMP   := $(VENV)/.installed
+PORT    ?= 5000
 
 .PHONY: setup run test browser assets migrate clean screenshots
 
@@ -28,8 +29,8 @@ migrate: $(STAMP)
 	$(FLASK) db upgrade
 
 run: setup
-	@$(BIN)/python -m milo_portal.firstrun
-	$(FLASK) run --host 127.0.0.1 --port 5000
+	@PORT=$(PORT) $(BIN)/python -m milo_portal.firstrun
+	MILO_PUBLIC_BASE_URL=$${MILO_PUBLIC_BASE_URL:-http://127.0.0.1:$(PORT)} $(FLASK) run --host 127.0.0.1 --port $(PORT)
 
 test: setup browser
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -1,6 +1,8 @@
 """Printed by ``make run`` before the server starts: how to log in the first time."""
 from __future__ import annotations
 
+import os
+
 from sqlalchemy import select
 
 from . import create_app
@@ -10,11 +12,14 @@ from .models import User
 
 def main() -> None:
     """Tell a first-time user how to create the first login, or where to log in."""
+    # Only a question to the database: this short-lived process must not start the scheduler
+    # (a tick cut off by its exit would leave claimed messages to wait out their lease).
+    os.environ["MILO_SCHEDULER"] = "0"
     app = create_app()
     with app.app_context():
         has_user = db.session.scalar(select(User.id).limit(1)) is not None
     print()
-    print("  Milo Portal is starting on http://127.0.0.1:5000")
+    print(f"  Milo Portal is starting on http://127.0.0.1:{os.environ.get('PORT') or 5000}")
     if has_user:
         print("  Log in with your e-mail and password.")
     else:

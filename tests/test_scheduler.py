@@ -76,3 +76,22 @@ def test_the_debug_reloader_starts_it_once(app, monkeypatch, reloader_child, exp
             assert should_start(app) is expected
     finally:
         app.testing, app.debug = True, False
+
+
+def test_the_first_run_message_starts_no_scheduler_and_names_the_port(app, database_url, monkeypatch, capsys):
+    """Defect: `make run` printed its login hint from a short process whose app started the
+    scheduler (no CLI context looked like a server), so a tick could claim messages and be
+    cut off by the process's exit; and it always named port 5000."""
+    from milo_portal import firstrun
+    from milo_portal.followups import scheduler as clock
+
+    started = []
+    monkeypatch.setattr(clock.scheduler, "start", lambda *a, **k: started.append("start"))
+    monkeypatch.setattr(clock.scheduler, "add_job", lambda *a, **k: started.append("job"))
+    monkeypatch.setenv("MILO_SCHEDULER", "1")  # as a server would have it; restored after the test
+    monkeypatch.setenv("MILO_DATABASE_URL", database_url)
+    monkeypatch.setenv("PORT", "8080")
+    db.session.commit()
+    firstrun.main()
+    assert started == []
+    assert "starting on http://127.0.0.1:8080" in capsys.readouterr().out
