@@ -25,7 +25,10 @@ assets: node_modules/.package-lock.json
 	cp node_modules/htmx.org/dist/htmx.min.js static/vendor/htmx.min.js
 	cp node_modules/@picocss/pico/css/pico.min.css static/vendor/pico.min.css
 
+# The schema check first: a database a newer version has upgraded gets its plain message,
+# not Alembic's "Can't locate revision".
 migrate: $(STAMP)
+	$(FLASK) milo check-schema >/dev/null
 	$(FLASK) db upgrade
 
 run: setup

@@ -5,14 +5,16 @@ import importlib
 import importlib.util
 import json
 import logging
+import sys
 
+import click
 from flask import Flask, Response, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from .compression import init_compression
-from .config import ROOT, Config
+from .config import ROOT, Config, ConfigError
 from .extensions import csrf, db, htmx, login_manager, mail, migrate
 from . import transactions  # noqa: F401  (the SQLite connect/begin rules: see that module)
 from .proxy import TrustedProxyFix
@@ -35,6 +37,12 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
+def _serving_from_flask_run() -> bool:
+    """Whether this app is being built for the `flask run` server."""
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and ctx.command.name == "run"
+
+
 def create_app(config_class=Config, **config_kwargs) -> Flask:
     """Build the Flask app: bind extensions, register blueprints, commands and handlers."""
     app = Flask(
@@ -43,7 +51,20 @@ def create_app(config_class=Config, **config_kwargs) -> Flask:
         static_folder=str(ROOT / "static"),
         instance_path=str(ROOT / "instance"),
     )
-    app.config.from_object(config_class(**config_kwargs))
+    try:
+        app.config.from_object(config_class(**config_kwargs))
+    except ConfigError as err:
+        if config_class is not Config:
+            raise  # a test's or a script's own configuration: let it see the error
+        # The operator's environment: one line naming the variable, not a stack trace.
+        print(f"Milo Portal cannot start: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if _serving_from_flask_run():
+        # `flask run` builds the app here (gunicorn goes through wsgi.py, which checks first):
+        # a database a newer version has upgraded is never served nor ticked on.
+        from .ops.schema import refuse_newer_database
+
+        refuse_newer_database(app.config["SQLALCHEMY_DATABASE_URI"])
 
     if app.config["MILO_TRUSTED_PROXIES"]:
         app.wsgi_app = TrustedProxyFix(

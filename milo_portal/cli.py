@@ -175,10 +175,9 @@ def backup_command(path) -> None:
         for line in outcome.commands:
             click.echo(f"  {line}")
         return
-    from . import audit
+    from .ops.jobs import record_backup
 
-    audit.record(db.session, None, "backup", f"{outcome.path.name} ({outcome.size:,} bytes), from the command line")
-    db.session.commit()
+    record_backup(db.session, now(), outcome, "from the command line")
     click.echo(f"Backed up to {outcome.path} ({outcome.size:,} bytes); integrity check passed.")
 
 

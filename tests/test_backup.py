@@ -81,6 +81,24 @@ def test_a_folder_written_with_a_slash_is_made_and_gets_a_dated_file_and_an_audi
     assert entry.actor and "from the command line" in entry.detail
 
 
+def test_a_backup_from_the_command_line_is_the_last_backup_settings_and_monitoring_show(app, runner, client, auth,
+                                                                                        tmp_path):
+    """Defect (trial): a `milo backup` run from cron never showed as the last backup: Settings
+    said "none yet", /healthz had last_at null and milo_last_backup_timestamp_seconds stayed 0,
+    so the README's suggested alert fired for a team that backs up every night."""
+    _people(1)
+    result = runner.invoke(args=["milo", "backup", f"{tmp_path}/"])
+    assert result.exit_code == 0, result.output
+    name = next(tmp_path.glob("milo-*")).name
+    health = client.get("/healthz").get_json()
+    assert health["backup"]["last_at"] is not None and health["backup"]["last_size_bytes"] > 0, health
+    settings = " ".join(client.get("/settings").get_data(as_text=True).split())
+    assert name in settings and "none yet" not in settings
+    lines = dict(line.rsplit(" ", 1) for line in client.get("/ops/metrics").get_data(as_text=True).splitlines()
+                 if line and not line.startswith("#"))
+    assert float(lines["milo_last_backup_timestamp_seconds"]) > 0
+
+
 def test_restore_refuses_a_damaged_file_and_needs_yes_to_replace_data(app, runner, tmp_path):
     ids = _people(3)
     good = tmp_path / "good.backup"

@@ -75,7 +75,7 @@ def test_prometheus_metrics_need_a_login_or_the_scrape_token(app, client, user):
     assert client.get("/ops/metrics").status_code == 401
     assert client.get("/ops/metrics", headers={"Authorization": "Bearer wrong-token-0000000"}).status_code == 401
     response = client.get("/ops/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
-    assert response.status_code == 200 and response.mimetype == "text/plain"
+    assert response.status_code == 200 and response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
     lines = dict(line.rsplit(" ", 1) for line in response.get_data(as_text=True).splitlines()
                  if line and not line.startswith("#"))
     assert float(lines["milo_outbox_oldest_due_age_seconds"]) >= 12 * 60
@@ -184,6 +184,33 @@ def test_the_app_refuses_to_start_on_a_database_newer_than_the_code(app, tmp_pat
     checked = subprocess.run([sys.executable, "-m", "flask", "--app", "milo_portal", "milo", "check-schema"], cwd=ROOT,
                              env=env, capture_output=True, text=True, timeout=120)
     assert checked.returncode == 1 and "a newer version has upgraded it" in checked.stderr
+
+
+def test_flask_run_refuses_a_database_newer_than_the_code_too(app, tmp_path):
+    """Defect (trial): only the WSGI entry point checked; `flask run` served such a database
+    and its scheduler wrote to it (a message's attempts went 0 -> 1)."""
+    from tests.servers import free_port
+
+    url = _future_database(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MILO_")}
+    env.update(MILO_DATABASE_URL=url, MILO_SECRET_KEY="x" * 32, MILO_SCHEDULER="1")
+    served = subprocess.run([sys.executable, "-m", "flask", "--app", "milo_portal", "run", "--port", str(free_port())],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert served.returncode == 3, served.stderr[-2000:]
+    assert "refuses to start" in served.stderr and "Traceback" not in served.stderr
+
+
+def test_a_bad_setting_stops_the_app_with_one_line_naming_it_not_a_stack_trace(tmp_path):
+    """Defect (trial): MILO_METRICS_TOKEN=short stopped start-up with a 44-line traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MILO_")}
+    env.update(MILO_DATABASE_URL=f"sqlite:///{tmp_path / 'x.sqlite3'}", MILO_SECRET_KEY="x" * 32,
+               MILO_METRICS_TOKEN="short")
+    for command in ([sys.executable, "-c", "import wsgi"],
+                    [sys.executable, "-m", "flask", "--app", "milo_portal", "milo", "check-schema"]):
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert "cannot start: MILO_METRICS_TOKEN must be at least 16 characters" in done.stderr
+        assert "Traceback" not in done.stderr
 
 
 def test_the_schema_check_passes_on_this_versions_database(runner):

@@ -113,9 +113,17 @@ def nightly_backup(session: Session, now: datetime, holder: str) -> bool:
             row = ops_settings_for_update(work)
             row.last_backup_error, row.last_backup_error_at = str(err)[:1000], now
         return True
+    record_backup(session, now, outcome, "nightly")
+    return True
+
+
+def record_backup(session: Session, now: datetime, outcome, origin: str) -> None:
+    """Record a finished backup: Settings, /healthz and /ops/metrics show the last one, and the
+    audit log has an entry. The same for a nightly backup and one from the command line, so
+    a team that backs up from cron is not told "none yet" (nor alerted) by its monitoring."""
     with write_unit(session) as work:
         row = ops_settings_for_update(work)
         row.last_backup_at, row.last_backup_size, row.last_backup_path = now, outcome.size, str(outcome.path)[:1000]
         row.last_backup_error = row.last_backup_error_at = None
-    event("backup", size=outcome.size, file=outcome.path.name)
-    return True
+        audit.record(work, None, "backup", f"{outcome.path.name} ({outcome.size:,} bytes), {origin}", now=now)
+    event("backup", size=outcome.size, file=outcome.path.name, origin=origin)

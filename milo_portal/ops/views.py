@@ -87,4 +87,4 @@ def prometheus():
         abort(401)
     cfg = current_app.config
     found = health.check(db.session, now(), cfg["MILO_HEALTH_MAX_TICK_AGE"], cfg["MILO_SCHEDULER"])
-    return Response(metrics.render(found), mimetype="text/plain; version=0.0.4; charset=utf-8")
+    return Response(metrics.render(found), content_type="text/plain; version=0.0.4; charset=utf-8")
