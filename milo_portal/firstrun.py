@@ -18,6 +18,8 @@ def main() -> None:
     app = create_app()
     with app.app_context():
         has_user = db.session.scalar(select(User.id).limit(1)) is not None
+        db.session.remove()
+        db.engine.dispose()  # close the connection now, not whenever the process lets go of it
     print()
     print(f"  Milo Portal is starting on http://127.0.0.1:{os.environ.get('PORT') or 5000}")
     if has_user:
