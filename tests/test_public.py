@@ -547,3 +547,37 @@ def test_completing_cancels_what_was_still_queued_for_the_candidate(client):
     assert statuses == {"invite": ("sent", None),
                         "nudge": ("cancelled", "Candidate completed the interview"),
                         "reminder": ("cancelled", "Candidate completed the interview")}
+
+
+def test_the_candidates_pages_set_no_cookie_and_their_forms_need_no_csrf_token(client):
+    """The link token is the candidate's only credential: no session cookie, no CSRF token.
+
+    The share page, whose link is public, keeps its CSRF token.
+    """
+    c = _candidate()
+    for response in (client.get(f"/i/{c.token}"),
+                     client.post(f"/i/{c.token}/start", {"name": "Ada", "email": "ada@example.com"}, csrf=False),
+                     client.get(f"/i/{c.token}/q/1"),
+                     client.post(f"/i/{c.token}/q/1", {"answer": "One"}, csrf=False)):
+        assert response.status_code in (200, 302)
+        assert "Set-Cookie" not in response.headers
+        assert 'name="csrf_token"' not in response.get_data(as_text=True)
+    for n in (2, 3):
+        client.post(f"/i/{c.token}/q/{n}", {"answer": f"Answer {n}"}, csrf=False)
+    assert client.post(f"/i/{c.token}/submit", csrf=False).headers["Location"] == f"/i/{c.token}/done"
+    db.session.refresh(c)
+    assert c.stage == Stage.COMPLETED
+    agent = c.agent
+    assert 'name="csrf_token"' in client.get(f"/s/{agent.share_token}").get_data(as_text=True)
+    assert client.post(f"/s/{agent.share_token}", {"name": "Eve", "email": "eve@example.com"},
+                       csrf=False).status_code == 400
+
+
+def test_a_question_page_shows_the_saved_answer_and_an_out_of_range_number_goes_on(client):
+    """The question page reads the questions and the candidate's answers as plain rows."""
+    c = _candidate(stage=Stage.STARTED)
+    client.post(f"/i/{c.token}/q/1", {"answer": "First & <best>"}, csrf=False)
+    page = client.get(f"/i/{c.token}/q/1").get_data(as_text=True)
+    assert "First &amp; &lt;best&gt;" in page and "Question 1 of 3" in page
+    assert client.get(f"/i/{c.token}/q/9").headers["Location"] == f"/i/{c.token}/q/2"
+    assert client.get(f"/i/{c.token}").headers["Location"] == f"/i/{c.token}/q/2"

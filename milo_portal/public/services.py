@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session, joinedload, undefer
 from sqlalchemy.orm.attributes import set_committed_value
 from ua_parser import parse as parse_ua
@@ -16,7 +16,7 @@ from .. import ratelimit
 from ..candidates import services as candidates
 from ..candidates import stages
 from ..errors import DomainError
-from ..models import Agent, Answer, Candidate, Message, Settings, Stage
+from ..models import Agent, Answer, Candidate, Message, Question, Settings, Stage, User
 
 MAX_ANSWER_LENGTH = 5000
 TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -95,6 +95,125 @@ def find_agent_by_share_token(session: Session, token: str) -> Agent | None:
     if agent is None or not hmac.compare_digest(agent.share_token.encode(), token.encode()):
         return None
     return agent
+
+
+# --- what the pages read ----------------------------------------------------------------------
+# Showing a candidate page writes nothing, so it reads plain rows into frozen views rather
+# than ORM objects: building instances, their identity map and lazy loads cost the page more
+# than SQLite takes to answer. A page that must write (the first visit, an expiry) re-reads
+# the candidate as an ORM object inside its write unit (``reload``); the POSTs, which write
+# anyway, use ``find_with_help``.
+
+@dataclass(frozen=True, slots=True)
+class OwnerView:
+    """The agent's owner, named in the help line when the team set none."""
+
+    name: str
+    email: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentView:
+    """What candidate pages show of an interview agent."""
+
+    id: int
+    title: str
+    company: str
+    description: str
+    duration_minutes: int
+    deadline_days: int
+    external_url: str | None
+    archived_at: datetime | None
+    share_token: str
+    question_count: int
+    owner: OwnerView | None
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateView:
+    """What candidate pages show and decide on for one candidate (read-only)."""
+
+    id: int
+    agent_id: int
+    token: str
+    name: str | None
+    email: str | None
+    phone: str | None
+    timezone: str | None
+    stage: str
+    deadline_at: datetime | None
+    visited_at: datetime | None
+    opted_out_email: bool
+    agent: AgentView
+
+
+@dataclass(frozen=True, slots=True)
+class QuestionView:
+    """One question of the interview and this candidate's answer to it, if any."""
+
+    id: int
+    text: str
+    answered: bool
+    body: str | None
+
+
+_c, _a, _u, _s, _q, _ans = (m.__table__ for m in (Candidate, Agent, User, Settings, Question, Answer))
+_CANDIDATE_COLUMNS = (_c.c.id, _c.c.agent_id, _c.c.token, _c.c.name, _c.c.email, _c.c.phone, _c.c.timezone,
+                      _c.c.stage, _c.c.deadline_at, _c.c.visited_at, _c.c.opted_out_email)
+_AGENT_COLUMNS = (_a.c.title, _a.c.company, _a.c.description, _a.c.duration_minutes, _a.c.deadline_days,
+                  _a.c.external_url, _a.c.archived_at, _a.c.share_token,
+                  select(func.count(_q.c.id)).where(_q.c.agent_id == _a.c.id).scalar_subquery())
+# Plain Core over the tables, run on the session's connection: no ORM loading step at all.
+_VIEW_BY_TOKEN = (select(*_CANDIDATE_COLUMNS, *_AGENT_COLUMNS, _u.c.name, _u.c.email, _c.c.erased_at,
+                         _s.c.id, _s.c.support_email, _s.c.support_phone, _s.c.company_name)
+                  .join(_a, _a.c.id == _c.c.agent_id)
+                  .outerjoin(_u, _u.c.id == _a.c.owner_id)
+                  .outerjoin(_s, _s.c.id == 1)
+                  .where(_c.c.token == bindparam("token")))
+_QUESTIONS = (select(_q.c.id, _q.c.text, _ans.c.id.is_not(None), _ans.c.body)
+              .outerjoin(_ans, (_ans.c.question_id == _q.c.id) & (_ans.c.candidate_id == bindparam("candidate")))
+              .where(_q.c.agent_id == bindparam("agent"))
+              .order_by(_q.c.position))
+
+
+def view_with_help(session: Session, token: str) -> tuple[CandidateView | None, HelpLine | None]:
+    """The live candidate with this link token as a read-only view (or None), and the help line."""
+    if not TOKEN_SHAPE.match(token or ""):
+        return None, None
+    row = session.connection().execute(_VIEW_BY_TOKEN, {"token": token}).first()
+    if row is None:
+        return None, None
+    n_candidate, n_agent = len(_CANDIDATE_COLUMNS), len(_AGENT_COLUMNS)
+    owner_name, owner_email, erased_at = row[n_candidate + n_agent:n_candidate + n_agent + 3]
+    help_line = HelpLine.from_row(row[n_candidate + n_agent + 3:])
+    # The index finds the row; the final comparison does not leak timing.
+    if erased_at is not None or not hmac.compare_digest(row.token.encode(), token.encode()):
+        return None, help_line
+    owner = OwnerView(owner_name, owner_email) if owner_name is not None else None
+    agent = AgentView(row.agent_id, *row[n_candidate:n_candidate + n_agent - 1],
+                      question_count=row[n_candidate + n_agent - 1], owner=owner)
+    return CandidateView(*row[:n_candidate], agent=agent), help_line
+
+
+def questions_of(session: Session, candidate: CandidateView) -> list[QuestionView]:
+    """The interview's questions in order, each with this candidate's answer (one query)."""
+    return [QuestionView(*row) for row in session.connection().execute(
+        _QUESTIONS, {"candidate": candidate.id, "agent": candidate.agent_id})]
+
+
+def first_unanswered_of(questions: list[QuestionView]) -> int | None:
+    """1-based number of the first question without an answer, or None when all are done."""
+    return next((i for i, q in enumerate(questions, start=1) if not q.answered), None)
+
+
+def reload(session: Session, candidate: Candidate | CandidateView) -> Candidate:
+    """The candidate as an ORM object, read again inside the caller's write unit."""
+    if isinstance(candidate, Candidate):
+        return candidate
+    found = session.get(Candidate, candidate.id)
+    if found is None:  # deleted between the read and the write: as for a wrong token
+        raise LookupError(candidate.id)
+    return found
 
 
 class State:

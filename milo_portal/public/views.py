@@ -26,6 +26,22 @@ def get_public_candidate(token: str) -> Candidate:
     return candidate
 
 
+def get_public_view(token: str) -> services.CandidateView:
+    """The candidate behind a link token as a read-only view (pages that only show), or 404."""
+    view, g.help_line = services.view_with_help(db.session, token)
+    if view is None:
+        abort(404)
+    return view
+
+
+def _reload(candidate) -> Candidate:
+    """The candidate as an ORM object inside the current write unit (404 if gone meanwhile)."""
+    try:
+        return services.reload(db.session, candidate)
+    except LookupError:
+        abort(404)
+
+
 def _help() -> dict:
     """The help line under every candidate page (read with the candidate when there is one)."""
     line = g.get("help_line") or get_settings(db.session)
@@ -38,13 +54,13 @@ def _page(template: str, candidate: Candidate | None = None, status: int = 200, 
     return render_template(f"public/{template}", c=candidate, agent=agent, help=_help(), **ctx), status
 
 
-def _gate(candidate: Candidate):
+def _gate(candidate):
     """Render the page for a link that cannot show questions, or None to go on."""
     instant = now()
     state = services.state_of(candidate, instant)
     if state == State.EXPIRED and candidate.stage != Stage.EXPIRED:
         with write_unit(db.session):
-            services.expire_if_due(db.session, candidate, instant)
+            services.expire_if_due(db.session, _reload(candidate), instant)
     if state == State.DONE:
         return redirect(url_for("public.done", token=candidate.token))
     if state == State.EXPIRED:
@@ -58,7 +74,7 @@ def _gate(candidate: Candidate):
 
 @bp.get("/i/<token>")
 def landing(token: str):
-    candidate = get_public_candidate(token)
+    candidate = get_public_view(token)
     gate = _gate(candidate)
     if gate is not None:
         return gate
@@ -67,7 +83,7 @@ def landing(token: str):
     instant = now()
     if services.visit_would_record(candidate, instant):
         with write_unit(db.session):
-            services.visit(db.session, candidate, instant, request.user_agent.string)
+            services.visit(db.session, _reload(candidate), instant, request.user_agent.string)
     local_deadline = candidate.deadline_at
     return _page("landing.html", candidate, errors={}, name=candidate.name or "", email=candidate.email or "",
                  deadline=local_deadline)
@@ -88,18 +104,28 @@ def seen(token: str):
     return "", 204
 
 
+# The candidate's own forms (start, answer, submit) carry no CSRF token: the unguessable link
+# token in their URL is the only credential, and no cookie is involved, so a forged post from
+# another site could do nothing that knowing the link does not already allow. Without the
+# token the pages set no cookie at all, which candidates' phones and privacy rules prefer.
+# The share page, whose link is public, keeps its CSRF token.
+
 # The POSTs below commit with end_transaction: the objects stay loaded, so choosing the next
 # page after the write reads nothing again (a plain commit would expire them, and reloading
 # them in a POST would begin a second write unit just to read).
-def _continue(candidate: Candidate):
+def _continue(candidate, questions: list[services.QuestionView] | None = None):
     if candidate.agent.external_url:
         return _page("external.html", candidate, external_url=services.external_url(candidate))
-    number = services.first_unanswered(candidate)
+    if isinstance(candidate, Candidate):
+        number = services.first_unanswered(candidate)
+    else:
+        number = services.first_unanswered_of(questions or services.questions_of(db.session, candidate))
     if number is None:
         return redirect(url_for("public.review", token=candidate.token))
     return redirect(url_for("public.question", token=candidate.token, number=number))
 
 
+@csrf.exempt
 @bp.post("/i/<token>/start")
 def start(token: str):
     candidate = get_public_candidate(token)
@@ -121,7 +147,7 @@ def start(token: str):
     return _continue(candidate)
 
 
-def _started(candidate: Candidate):
+def _started(candidate):
     gate = _gate(candidate)
     if gate is not None:
         return gate
@@ -132,18 +158,19 @@ def _started(candidate: Candidate):
 
 @bp.get("/i/<token>/q/<int:number>")
 def question(token: str, number: int):
-    candidate = get_public_candidate(token)
+    candidate = get_public_view(token)
     stop = _started(candidate)
     if stop is not None:
         return stop
-    questions = candidate.agent.questions
+    questions = services.questions_of(db.session, candidate)
     if not 1 <= number <= len(questions):
-        return _continue(candidate)
-    current = next((a.body for a in candidate.answers if a.question_id == questions[number - 1].id), "")
-    return _page("question.html", candidate, number=number, total=len(questions), question=questions[number - 1],
-                 answer=current, error=None)
+        return _continue(candidate, questions)
+    shown = questions[number - 1]
+    return _page("question.html", candidate, number=number, total=len(questions), question=shown,
+                 answer=shown.body or "", error=None)
 
 
+@csrf.exempt
 @bp.post("/i/<token>/q/<int:number>")
 def save_answer(token: str, number: int):
     candidate = get_public_candidate(token)
@@ -178,6 +205,7 @@ def review(token: str):
     return _page("review.html", candidate, error=None)
 
 
+@csrf.exempt
 @bp.post("/i/<token>/submit")
 def submit(token: str):
     candidate = get_public_candidate(token)
