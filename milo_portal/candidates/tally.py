@@ -54,21 +54,21 @@ def by_agent_and_stage(session: Session, agent_ids: list[int]) -> dict[int, dict
     return counts
 
 
-def funnel_by_agent(session: Session, agent_ids: list[int]) -> dict[int, dict[str, int]]:
-    """Each agent's invited, link-only, clicked, started and completed candidates (erased too).
+def funnel_select(agent_ids: list[int]):
+    """The statement reading these agents' maintained funnel rows: (agent_id, invited, reached, n)."""
+    return (select(AgentFunnelCount.agent_id, AgentFunnelCount.invited, AgentFunnelCount.reached,
+                   func.sum(AgentFunnelCount.n).label("n"))
+            .where(AgentFunnelCount.agent_id.in_(agent_ids))
+            .group_by(AgentFunnelCount.agent_id, AgentFunnelCount.invited, AgentFunnelCount.reached))
+
+
+def funnel_from_rows(rows, agent_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Each agent's invited, link-only, clicked, started and completed from ``funnel_select``'s rows.
 
     The stages reached, as the Metrics page defines them: a candidate who completed also
     clicked and started; link-only candidates (never invited) count from "clicked" on.
     """
     counts = {a: {"invited": 0, "link_only": 0, "clicked": 0, "started": 0, "completed": 0} for a in agent_ids}
-    if not agent_ids:
-        return counts
-    rows = session.execute(
-        select(AgentFunnelCount.agent_id, AgentFunnelCount.invited, AgentFunnelCount.reached,
-               func.sum(AgentFunnelCount.n))
-        .where(AgentFunnelCount.agent_id.in_(agent_ids))
-        .group_by(AgentFunnelCount.agent_id, AgentFunnelCount.invited, AgentFunnelCount.reached)
-    )
     for agent_id, invited, reached, n in rows:
         found, n = counts[agent_id], int(n)
         if invited:
@@ -81,10 +81,17 @@ def funnel_by_agent(session: Session, agent_ids: list[int]) -> dict[int, dict[st
     return counts
 
 
+def funnel_by_agent(session: Session, agent_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Each agent's funnel stages (erased candidates too), from the maintained counts."""
+    rows = session.execute(funnel_select(agent_ids)).all() if agent_ids else []
+    return funnel_from_rows(rows, agent_ids)
+
+
 def pending(session: Session) -> int:
-    """How many appended rows wait to be folded (in both maintained tables)."""
-    return sum(int(session.scalar(select(func.count()).where(model.folded.is_(False))))
-               for model in (CandidateCount, AgentFunnelCount))
+    """How many appended rows wait to be folded (in both maintained tables; one query)."""
+    waiting = [select(func.count()).where(model.folded.is_(False)).scalar_subquery()
+               for model in (CandidateCount, AgentFunnelCount)]
+    return int(session.scalar(select(waiting[0] + waiting[1])))
 
 
 def fold(session: Session) -> None:

@@ -12,7 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
-from sqlalchemy import String, and_, case, cast, distinct, exists, func, literal, not_, or_, select, union_all, update
+from sqlalchemy import (String, and_, case, cast, distinct, exists, func, literal, not_, or_, select, true, union_all,
+                        update)
 from sqlalchemy.orm import Session, aliased
 
 from ..candidates import tally
@@ -118,26 +119,32 @@ def counts(session: Session, defs: Defs, conds: list, whos: Iterable[str], by: s
     return {key: {w: row[w] for w in whos} for key, row in found.items()}
 
 
+# In ``agent_funnels``' one statement, the rows of failed invites (no funnel row has it).
+FAILED_ROW = -1
+
+
 def agent_funnels(session: Session, agent_ids: list[int]) -> dict[int, dict]:
     """Each agent's all-time funnel (the Metrics page's definitions) and completion rate.
 
-    The stages come from the maintained counts (``candidates.tally.funnel_by_agent``: per
-    agent, invited or not and how far each candidate got, erased candidates too, as on the
-    Metrics page), never a scan of the candidates; the failed invites (the only event fact
-    "delivered" needs: delivered = invited − failed) from the few failure events, by type.
-    Same counts as ``counts``, shaped by the same ``funnel_figures``.
+    One statement of two grouped reads, neither a scan of the candidates: the stages from
+    the maintained counts (``candidates.tally``: per agent, invited or not and how far each
+    candidate got, erased candidates too, as on the Metrics page), and the failed invites
+    (the only event fact "delivered" needs: delivered = invited − failed) from the few
+    failure events, found by type. Same counts as ``counts``, shaped by the same ``funnel_figures``.
     """
     if not agent_ids:
         return {}
-    found = tally.funnel_by_agent(session, agent_ids)
-    failed = dict(session.execute(
-        select(C.agent_id, func.count(distinct(C.id)))
-        .select_from(Event).join(Message, Message.id == Event.message_id).join(C, C.id == Event.candidate_id)
-        .where(Event.type.in_(("failed", "bounced")), Message.kind == "invite", C.agent_id.in_(agent_ids),
-               d.INVITED, not_(d.CLICKED))
-        .group_by(C.agent_id)).all())
-    for agent_id, row in found.items():
-        row["delivered"] = row["invited"] - int(failed.get(agent_id, 0))
+    failed = (select(C.agent_id, true(), literal(FAILED_ROW), func.count(distinct(C.id)))
+              .select_from(Event).join(Message, Message.id == Event.message_id).join(C, C.id == Event.candidate_id)
+              .where(Event.type.in_(("failed", "bounced")), Message.kind == "invite", C.agent_id.in_(agent_ids),
+                     d.INVITED, not_(d.CLICKED))
+              .group_by(C.agent_id))
+    rows = session.execute(union_all(tally.funnel_select(agent_ids), failed)).all()
+    found = tally.funnel_from_rows([r for r in rows if r[2] != FAILED_ROW], agent_ids)
+    for agent_id, _invited, _marker, n in (r for r in rows if r[2] == FAILED_ROW):
+        found[agent_id]["failed"] = int(n)
+    for row in found.values():
+        row["delivered"] = row["invited"] - row.pop("failed", 0)
     return {agent_id: d.funnel_figures(found[agent_id]) for agent_id in agent_ids}
 
 
