@@ -387,9 +387,37 @@ class CandidateCount(db.Model):
     folded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
-# The triggers on candidate write into candidate_count: it is created before and emptied
-# after candidate (tests empty tables in reverse dependency order).
+class AgentFunnelCount(db.Model):
+    """How many candidates (erased ones too) an agent has per funnel position.
+
+    The agents list's and agent page's funnels (the Metrics page's definitions, all-time):
+    ``invited`` is whether an invite went out (``invited_at``), ``reached`` the furthest of
+    clicked (1), started (2) and completed (3) from their timestamps, 0 for none. Only
+    candidates in the funnel (invited or reached >= 1) are counted. Written only by triggers
+    on ``candidate`` (migration 0016_agent_tally) as +1/-1 rows, folded with
+    ``candidate_count`` by ``candidates.tally.fold``, exactly like it.
+    """
+
+    __tablename__ = "agent_funnel_count"
+    __table_args__ = (
+        Index("ix_agent_funnel_count_agent", "agent_id"),
+        Index("ix_agent_funnel_count_folded", "folded"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # No foreign key: a trigger writes here while an agent's candidates are being deleted.
+    agent_id: Mapped[int] = mapped_column(Integer)
+    invited: Mapped[bool] = mapped_column(Boolean)
+    reached: Mapped[int] = mapped_column(Integer)
+    n: Mapped[int] = mapped_column(Integer)
+    # False for a +1/-1 appended by a trigger, true for a sum written by a fold.
+    folded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+# The triggers on candidate write into candidate_count and agent_funnel_count: they are
+# created before and emptied after candidate (tests empty tables in reverse dependency order).
 Candidate.__table__.add_is_dependent_on(CandidateCount.__table__)
+Candidate.__table__.add_is_dependent_on(AgentFunnelCount.__table__)
 
 
 class Answer(db.Model):

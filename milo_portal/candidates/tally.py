@@ -6,18 +6,26 @@ transaction as every insert, stage change, channel change, erasure and delete (m
 and a rolled-back change rolls its count back with it. Readers sum the rows; ``fold``
 replaces the appended rows by one row per key, so a read stays a sum over a few hundred rows
 however many candidates there are.
+
+``agent_funnel_count`` is kept the same way (migration 0016_agent_tally): per agent, whether
+an invite went out and how far the candidate got (clicked, started, completed), erased
+candidates included, for the agents' funnels. ``fold`` and ``pending`` cover both tables.
 """
 from __future__ import annotations
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from ..models import CandidateCount, Stage
+from ..models import AgentFunnelCount, CandidateCount, Stage
 
 # Fold once this many appended rows wait: a read sums at most this many beyond one row per key.
 FOLD_AFTER = 2000
 
 _KEY = "agent_id, stage, source, channel"
+# Each maintained table and the columns its rows are summed by.
+_TABLES = {"candidate_count": _KEY, "agent_funnel_count": "agent_id, invited, reached"}
+# ``AgentFunnelCount.reached``: how far a candidate got.
+CLICKED, STARTED, COMPLETED = 1, 2, 3
 
 
 def count(session: Session, agent_id: int | None = None, stage: str | None = None,
@@ -46,33 +54,70 @@ def by_agent_and_stage(session: Session, agent_ids: list[int]) -> dict[int, dict
     return counts
 
 
+def funnel_select(agent_ids: list[int]):
+    """The statement reading these agents' maintained funnel rows: (agent_id, invited, reached, n)."""
+    return (select(AgentFunnelCount.agent_id, AgentFunnelCount.invited, AgentFunnelCount.reached,
+                   func.sum(AgentFunnelCount.n).label("n"))
+            .where(AgentFunnelCount.agent_id.in_(agent_ids))
+            .group_by(AgentFunnelCount.agent_id, AgentFunnelCount.invited, AgentFunnelCount.reached))
+
+
+def funnel_from_rows(rows, agent_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Each agent's invited, link-only, clicked, started and completed from ``funnel_select``'s rows.
+
+    The stages reached, as the Metrics page defines them: a candidate who completed also
+    clicked and started; link-only candidates (never invited) count from "clicked" on.
+    """
+    counts = {a: {"invited": 0, "link_only": 0, "clicked": 0, "started": 0, "completed": 0} for a in agent_ids}
+    for agent_id, invited, reached, n in rows:
+        found, n = counts[agent_id], int(n)
+        if invited:
+            found["invited"] += n
+        elif reached >= CLICKED:
+            found["link_only"] += n
+        for stage, level in (("clicked", CLICKED), ("started", STARTED), ("completed", COMPLETED)):
+            if reached >= level:
+                found[stage] += n
+    return counts
+
+
+def funnel_by_agent(session: Session, agent_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Each agent's funnel stages (erased candidates too), from the maintained counts."""
+    rows = session.execute(funnel_select(agent_ids)).all() if agent_ids else []
+    return funnel_from_rows(rows, agent_ids)
+
+
 def pending(session: Session) -> int:
-    """How many appended rows wait to be folded."""
-    return int(session.scalar(select(func.count()).where(CandidateCount.folded.is_(False))))
+    """How many appended rows wait to be folded (in both maintained tables; one query)."""
+    waiting = [select(func.count()).where(model.folded.is_(False)).scalar_subquery()
+               for model in (CandidateCount, AgentFunnelCount)]
+    return int(session.scalar(select(waiting[0] + waiting[1])))
 
 
 def fold(session: Session) -> None:
-    """Replace every row by one sum per key (dropping zeros). The totals do not change.
+    """Replace every row of both tables by one sum per key (dropping zeros). The totals do not change.
 
-    The caller commits. On PostgreSQL it is one statement, so rows that other transactions
+    The caller commits. On PostgreSQL it is one statement per table, so rows that other transactions
     append meanwhile are either in both its DELETE and its sums or in neither, and two folds
     at once cannot count a row twice. On SQLite the transaction already holds the database's
     write lock (it begins IMMEDIATE), so nobody appends between the two statements.
     """
-    if session.get_bind().dialect.name == "postgresql":
+    postgres = session.get_bind().dialect.name == "postgresql"
+    for table, key in _TABLES.items():
+        if postgres:
+            session.execute(text(
+                f"WITH gone AS (DELETE FROM {table} RETURNING {key}, n) "
+                f"INSERT INTO {table} ({key}, n, folded) "
+                f"SELECT {key}, sum(n), true FROM gone GROUP BY {key} HAVING sum(n) <> 0"))
+            continue
+        last = session.scalar(text(f"SELECT max(id) FROM {table}"))
+        if last is None:
+            continue
         session.execute(text(
-            f"WITH gone AS (DELETE FROM candidate_count RETURNING {_KEY}, n) "
-            f"INSERT INTO candidate_count ({_KEY}, n, folded) "
-            f"SELECT {_KEY}, sum(n), true FROM gone GROUP BY {_KEY} HAVING sum(n) <> 0"))
-        return
-    last = session.scalar(select(func.max(CandidateCount.id)))
-    if last is None:
-        return
-    session.execute(text(
-        f"INSERT INTO candidate_count ({_KEY}, n, folded) "
-        f"SELECT {_KEY}, sum(n), 1 FROM candidate_count WHERE id <= :last GROUP BY {_KEY} HAVING sum(n) <> 0"),
-        {"last": last})
-    session.execute(text("DELETE FROM candidate_count WHERE id <= :last"), {"last": last})
+            f"INSERT INTO {table} ({key}, n, folded) "
+            f"SELECT {key}, sum(n), 1 FROM {table} WHERE id <= :last GROUP BY {key} HAVING sum(n) <> 0"),
+            {"last": last})
+        session.execute(text(f"DELETE FROM {table} WHERE id <= :last"), {"last": last})
 
 
 def fold_if_due(session: Session) -> bool:

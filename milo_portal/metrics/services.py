@@ -12,9 +12,11 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
-from sqlalchemy import String, and_, case, cast, distinct, exists, func, literal, not_, or_, select, union_all, update
+from sqlalchemy import (String, and_, case, cast, distinct, exists, func, literal, not_, or_, select, true, union_all,
+                        update)
 from sqlalchemy.orm import Session, aliased
 
+from ..candidates import tally
 from ..candidates.services import csv_safe  # noqa: F401  (one neutraliser for every CSV; tests use it here)
 from ..models import (Agent, Answer, Candidate, Event, Message, MessageStatus, Question, Settings, Template,
                       TemplateVersion)
@@ -117,34 +119,33 @@ def counts(session: Session, defs: Defs, conds: list, whos: Iterable[str], by: s
     return {key: {w: row[w] for w in whos} for key, row in found.items()}
 
 
+# In ``agent_funnels``' one statement, the rows of failed invites (no funnel row has it).
+FAILED_ROW = -1
+
+
 def agent_funnels(session: Session, agent_ids: list[int]) -> dict[int, dict]:
     """Each agent's all-time funnel (the Metrics page's definitions) and completion rate.
 
-    One statement of two grouped reads, no per-candidate lookup: the stages from the
-    candidates themselves (link-only candidates from "clicked" on), and the failed invites
+    One statement of two grouped reads, neither a scan of the candidates: the stages from
+    the maintained counts (``candidates.tally``: per agent, invited or not and how far each
+    candidate got, erased candidates too, as on the Metrics page), and the failed invites
     (the only event fact "delivered" needs: delivered = invited − failed) from the few
-    failure events. Same counts as ``counts``, shaped by the same ``funnel_figures``.
+    failure events, found by type. Same counts as ``counts``, shaped by the same ``funnel_figures``.
     """
     if not agent_ids:
         return {}
-    kept = [C.agent_id.in_(agent_ids), or_(d.INVITED, d.CLICKED)]  # erased too, as on the Metrics page
-    stages = (select(C.agent_id.label("agent_id"), _sum(d.INVITED).label("invited"),
-                     _sum(d.LINK_ONLY).label("link_only"), _sum(d.CLICKED).label("clicked"),
-                     _sum(STARTED).label("started"), _sum(COMPLETED).label("completed"))
-              .where(*kept).group_by(C.agent_id).subquery("stages"))
-    failed = (select(C.agent_id.label("agent_id"), func.count(distinct(C.id)).label("failed"))
+    failed = (select(C.agent_id, true(), literal(FAILED_ROW), func.count(distinct(C.id)))
               .select_from(Event).join(Message, Message.id == Event.message_id).join(C, C.id == Event.candidate_id)
-              .where(Event.type.in_(("failed", "bounced")), Message.kind == "invite", *kept, d.INVITED,
-                     not_(d.CLICKED))
-              .group_by(C.agent_id).subquery("failed"))
-    rows = session.execute(select(stages, func.coalesce(failed.c.failed, 0).label("failed"))
-                           .outerjoin(failed, failed.c.agent_id == stages.c.agent_id)).all()
-    found = {r.agent_id: {"invited": int(r.invited), "delivered": int(r.invited) - int(r.failed),
-                          "link_only": int(r.link_only), "clicked": int(r.clicked), "started": int(r.started),
-                          "completed": int(r.completed)}
-             for r in rows}
-    whos = ("invited", "delivered", "link_only", "clicked", "started", "completed")
-    return {agent_id: d.funnel_figures(found.get(agent_id) or {w: 0 for w in whos}) for agent_id in agent_ids}
+              .where(Event.type.in_(("failed", "bounced")), Message.kind == "invite", C.agent_id.in_(agent_ids),
+                     d.INVITED, not_(d.CLICKED))
+              .group_by(C.agent_id))
+    rows = session.execute(union_all(tally.funnel_select(agent_ids), failed)).all()
+    found = tally.funnel_from_rows([r for r in rows if r[2] != FAILED_ROW], agent_ids)
+    for agent_id, _invited, _marker, n in (r for r in rows if r[2] == FAILED_ROW):
+        found[agent_id]["failed"] = int(n)
+    for row in found.values():
+        row["delivered"] = row["invited"] - row.pop("failed", 0)
+    return {agent_id: d.funnel_figures(found[agent_id]) for agent_id in agent_ids}
 
 
 @dataclass
