@@ -73,7 +73,11 @@ def create_app(config_class=Config, **config_kwargs) -> Flask:
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
-    login_manager.init_app(app)
+    # Templates get ``current_user`` as the lazy proxy, not loaded up front as Flask-Login's
+    # own context processor does: candidate pages never show it, and loading it read the
+    # session on every one of them.
+    login_manager.init_app(app, add_context_processor=False)
+    app.context_processor(lambda: {"current_user": current_user})
     mail.init_app(app)
     csrf.init_app(app)
     htmx.init_app(app)
