@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/load.py [--candidates 100000] [--concurrency 16] [--duration 10]
        [--rounds 3] [--database-url URL [--reset | --reuse]] [--backlog send|keep]
-       [--scenarios landing,question,...]
+       [--scenarios landing,question,...] [--beside-create 50000]
 
 1. Builds a fresh database (SQLite in a temporary folder by default) with ``flask db upgrade``
    and ``flask milo demo-data --candidates N``, and picks random real tokens: candidates
@@ -19,6 +19,12 @@ Usage: .venv/bin/python bench/load.py [--candidates 100000] [--concurrency 16] [
    prints req/s, p50/p99 latency, errors (4xx/5xx and connection errors) and the ratio to the
    bare run just before, then min/median over rounds against the goals:
    /i/ >= 0.3 of bare, p99 < 150 ms, 0 errors.
+
+5. With --beside-create N, after the rounds: a second process uploads, reviews and creates an
+   N-row bulk batch (bench/create_batch.py: the scheduler's own chunked worker), and the
+   landing and question pages are driven again, back to back, for as long as it runs. Goal:
+   no errors, and each page's p99 at most twice its p99 without the create (the create takes
+   one of the two cores, so req/s drops; a write lock held too long would show as seconds).
 
 Every request goes to 127.0.0.1; gunicorn and the SMTP sink are stopped at the end or on Ctrl-C.
 """
@@ -254,14 +260,6 @@ def log_in(port: int) -> str:
     return session_cookie(headers)
 
 
-def answer_form(port: int, token: str) -> tuple[str, str]:
-    """A session cookie and the CSRF token of a question page: every answer POST carries them."""
-    status, headers, raw, _ = call(port, "GET", f"/i/{token}/q/1", {"User-Agent": UA})
-    if status != 200:
-        raise RuntimeError(f"question page answered {status}")
-    return session_cookie(headers), CSRF_RE.search(raw.decode()).group(1)
-
-
 # --- load generators -------------------------------------------------------------------------
 
 def run_wrk(port: int, scenario: Scenario, seconds: float, concurrency: int, threads: int, workdir: Path) -> Run:
@@ -364,6 +362,55 @@ def _interrupted(signum, frame):
     raise KeyboardInterrupt
 
 
+def beside_create(args, port: int, url: str, env: dict[str, str], drive, pages: list[Scenario],
+                  results: dict[str, list[tuple[Run, Run]]], workdir: Path) -> bool:
+    """Drive the candidate pages while another process creates a large bulk batch; True if goals met."""
+    if not pages:
+        print("beside the create: choose landing and/or question in --scenarios")
+        return False
+    print(f"beside the create: uploading, reviewing and creating {args.beside_create:,} rows in a second process")
+    creator = subprocess.Popen([sys.executable, str(ROOT / "bench" / "create_batch.py"), "--database-url", url,
+                                "--rows", str(args.beside_create), "--folder", str(workdir / "uploads")],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = ""
+    while creator.poll() is None and line.strip() != "creating":
+        line = creator.stdout.readline()
+    during: dict[str, list[Run]] = {s.name: [] for s in pages}
+    seconds = min(args.duration, 5)
+    while creator.poll() is None:
+        for s in pages:
+            run = drive(port, s, seconds, args.concurrency, args.threads, workdir)
+            during[s.name].append(run)
+            print(f"  during the create {s.name:9s} {run.rps:7.0f} req/s  p50 {run.p50_ms:7.1f} ms  "
+                  f"p99 {run.p99_ms:7.1f} ms  errors {run.errors:5d}", flush=True)
+            if creator.poll() is not None:
+                break
+    output = creator.stdout.read().strip().splitlines()
+    figures = json.loads(output[-1]) if output and output[-1].startswith("{") else None
+    if creator.returncode != 0 or figures is None:
+        print(f"beside the create: the create failed (exit {creator.returncode}): {' | '.join(output[-5:])}")
+        return False
+    print(f"  the create: {figures['created']:,} created in {figures['create_s']} s "
+          f"({figures['created'] / figures['create_s']:.0f} rows/s; review {figures['review_s']} s before it), "
+          f"{figures['chunks']} chunks, longest {figures['chunk_max_ms']} ms")
+    met = True
+    for s in pages:
+        runs = during[s.name]
+        if not runs:
+            print(f"  {s.name}: the create ended before a run could be measured (use more rows)")
+            met = False
+            continue
+        without = statistics.median(r.p99_ms for _, r in results[s.name])
+        worst = max(r.p99_ms for r in runs)
+        errors = sum(r.errors for r in runs)
+        ok = errors == 0 and worst <= 2 * without
+        met = met and ok
+        print(f"  {s.name:9s} during the create: {statistics.median(r.rps for r in runs):5.0f} req/s median, "
+              f"p99 max {worst:6.1f} ms vs {without:6.1f} ms without ({worst / without if without else 0:.2f}x), "
+              f"errors {errors}   goal: p99 <= 2x, errors = 0: {'met' if ok else 'MISSED'}")
+    return met
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--candidates", type=int, default=100_000)
@@ -380,6 +427,8 @@ def main() -> int:
                              "or keep them for the server's scheduler to send during the runs")
     parser.add_argument("--scenarios", default="landing,question,answer,share,candidates")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (database, logs)")
+    parser.add_argument("--beside-create", type=int, default=0, metavar="N",
+                        help="then drive the candidate pages while an N-row bulk batch is created")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress shows as it comes, in a terminal or a file
 
@@ -420,15 +469,15 @@ def main() -> int:
             print(f"first load of /i/<token>: not measured ({err!r})")
 
         admin = log_in(port)
-        cookie, csrf = answer_form(port, tokens["started"][0])
-        form = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie}
+        # The candidate's forms carry no cookie and no CSRF token: the link token is enough.
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
         public = ("ratio", "p99", "errors")
         chosen = set(args.scenarios.split(","))
         scenarios = [s for s in (
             Scenario("landing", "GET", "/i/%s", tokens["landing"], goals=public),
             Scenario("question", "GET", "/i/%s/q/1", tokens["started"], goals=public),
             Scenario("answer", "POST", "/i/%s/q/1", tokens["started"],
-                     body=f"csrf_token={quote(csrf)}&answer=Night+shifts+suit+me+and+I+live+nearby.", headers=form,
+                     body="answer=Night+shifts+suit+me+and+I+live+nearby.", headers=form,
                      goals=public),
             Scenario("share", "GET", "/s/%s", tokens["share"], goals=("p99", "errors")),
             Scenario("candidates", "GET", "/candidates", headers={"Cookie": admin}),
@@ -459,6 +508,9 @@ def main() -> int:
                       f"p99 {run.p99_ms:7.1f} ms  errors {run.errors:5d} | bare {floor.rps:6.0f} req/s  "
                       f"ratio {run.rps / floor.rps if floor.rps else 0:.3f}", flush=True)
         met = report(scenarios, results)
+        if args.beside_create:
+            met = beside_create(args, port, url, env, drive, [s for s in scenarios if s.name in ("landing", "question")],
+                                results, workdir) and met
         print(f"machine: {load_average()} after the runs")
         print(f"outbox after the run (the scheduler's work): {outbox_counts(url)}; "
               f"the SMTP sink received {len(sink.messages)}")
