@@ -581,3 +581,38 @@ def test_a_question_page_shows_the_saved_answer_and_an_out_of_range_number_goes_
     assert "First &amp; &lt;best&gt;" in page and "Question 1 of 3" in page
     assert client.get(f"/i/{c.token}/q/9").headers["Location"] == f"/i/{c.token}/q/2"
     assert client.get(f"/i/{c.token}").headers["Location"] == f"/i/{c.token}/q/2"
+
+
+def test_an_answer_that_races_the_interview_closing_is_not_saved(client, monkeypatch):
+    """The answer's write unit re-checks that the candidate is still started before it saves."""
+    from sqlalchemy import update
+
+    from milo_portal.public import services as public_services
+
+    c = _candidate(stage=Stage.STARTED)
+    real = public_services.questions_of
+
+    def closing_meanwhile(session, view):
+        rows = real(session, view)
+        with db.engine.begin() as conn:  # another request expires the candidate between the read and the write
+            conn.execute(update(Candidate).where(Candidate.id == view.id).values(stage=Stage.EXPIRED))
+        return rows
+
+    monkeypatch.setattr(public_services, "questions_of", closing_meanwhile)
+    r = client.post(f"/i/{c.token}/q/1", {"answer": "Too late"}, csrf=False)
+    assert r.status_code == 302 and r.headers["Location"] == f"/i/{c.token}"
+    db.session.expire_all()
+    assert db.session.query(Answer).filter_by(candidate_id=c.id).count() == 0
+    assert _events(c, "answered") == 0
+
+
+def test_answering_again_replaces_the_answer_and_records_each_answer(client):
+    c = _candidate(stage=Stage.STARTED)
+    client.post(f"/i/{c.token}/q/2", {"answer": "First"}, csrf=False)
+    r = client.post(f"/i/{c.token}/q/2", {"answer": "  Second  "}, csrf=False)
+    assert r.headers["Location"] == f"/i/{c.token}/q/1"  # question 1 is still unanswered
+    answers = db.session.query(Answer).filter_by(candidate_id=c.id).all()
+    assert [(a.position, a.body) for a in answers] == [(2, "Second")]
+    assert _events(c, "answered") == 2
+    db.session.refresh(c)
+    assert c.last_activity_at is not None

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import hmac
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, joinedload, undefer
 from sqlalchemy.orm.attributes import set_committed_value
 from ua_parser import parse as parse_ua
@@ -16,7 +19,7 @@ from .. import ratelimit
 from ..candidates import services as candidates
 from ..candidates import stages
 from ..errors import DomainError
-from ..models import Agent, Answer, Candidate, Message, Question, Settings, Stage, User
+from ..models import Agent, Answer, Candidate, Event, Message, Question, Settings, Stage, User
 
 MAX_ANSWER_LENGTH = 5000
 TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -351,16 +354,12 @@ def first_unanswered(candidate: Candidate) -> int | None:
 
 
 def answer(session: Session, candidate: Candidate, number: int, body: str, now: datetime) -> None:
-    """Save (or replace) the answer to question ``number``; write an "answered" event."""
+    """Save (or replace) the answer to question ``number`` of a loaded candidate; an "answered" event.
+
+    For callers holding ORM objects (the demo history, tests); the answer page uses ``save_answer``.
+    """
     questions = candidate.agent.questions
-    if not 1 <= number <= len(questions):
-        raise DomainError("There is no such question.")
-    body = (body or "").strip()
-    if not body:
-        raise DomainError("Please write an answer before you continue.", "answer")
-    if len(body) > MAX_ANSWER_LENGTH:
-        raise DomainError(f"Please keep your answer under {MAX_ANSWER_LENGTH} characters "
-                          f"(it is {len(body)}).", "answer")
+    body = check_answer(questions, number, body)
     question = questions[number - 1]
     existing = next((a for a in candidate.answers if a.question_id == question.id), None)
     if existing is None:
@@ -371,6 +370,68 @@ def answer(session: Session, candidate: Candidate, number: int, body: str, now: 
         existing.answered_at = now
     candidate.last_activity_at = now
     stages.record(session, candidate, "answered", now, detail=f"question {number}")
+
+
+class NotStarted(DomainError):
+    """The candidate's stage moved on (completed, expired, opted out) before the answer landed."""
+
+
+def check_answer(questions: Sequence, number: int, body: str) -> str:
+    """The answer to save for question ``number``, stripped; DomainError saying what is wrong."""
+    if not 1 <= number <= len(questions):
+        raise DomainError("There is no such question.")
+    body = (body or "").strip()
+    if not body:
+        raise DomainError("Please write an answer before you continue.", "answer")
+    if len(body) > MAX_ANSWER_LENGTH:
+        raise DomainError(f"Please keep your answer under {MAX_ANSWER_LENGTH} characters "
+                          f"(it is {len(body)}).", "answer")
+    return body
+
+
+# The answer's write unit, built once (a statement built per request costs more to compile
+# than SQLite takes to run it): the candidate is still started, the answer upserted, the event.
+_STILL_STARTED = (_c.update().where(_c.c.id == bindparam("b_candidate"), _c.c.stage == Stage.STARTED)
+                  .values(last_activity_at=bindparam("b_now"), updated_at=bindparam("b_now")))
+_ANSWERED_EVENT = Event.__table__.insert().values(
+    candidate_id=bindparam("b_candidate"), agent_id=bindparam("b_agent"), type="answered", at=bindparam("b_now"),
+    detail=bindparam("b_detail"))
+_UPSERT_ANSWER: dict[str, object] = {}
+
+
+def _upsert_answer(dialect: str):
+    """INSERT … ON CONFLICT (candidate, question) DO UPDATE for this database, built once."""
+    if dialect not in _UPSERT_ANSWER:
+        stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(_ans).values(
+            candidate_id=bindparam("b_candidate"), question_id=bindparam("b_question"), position=bindparam("b_number"),
+            question_text=bindparam("b_text"), body=bindparam("b_body"), answered_at=bindparam("b_now"))
+        _UPSERT_ANSWER[dialect] = stmt.on_conflict_do_update(
+            index_elements=["candidate_id", "question_id"],
+            set_={"body": stmt.excluded.body, "answered_at": stmt.excluded.answered_at})
+    return _UPSERT_ANSWER[dialect]
+
+
+def save_answer(session: Session, candidate: CandidateView, questions: list[QuestionView], number: int,
+                body: str, now: datetime) -> None:
+    """Save (or replace) the answer to question ``number`` in one short write unit, with its event.
+
+    Checked in Python first; the unit is three statements: a conditional UPDATE that the
+    candidate is still started (``NotStarted`` otherwise), an upsert of the answer (unique per
+    candidate and question) and the "answered" event.
+    """
+    from ..transactions import write_unit
+
+    body = check_answer(questions, number, body)
+    question = questions[number - 1]
+    values = {"b_candidate": candidate.id, "b_agent": candidate.agent_id, "b_question": question.id,
+              "b_number": number, "b_text": question.text, "b_body": body, "b_now": now,
+              "b_detail": f"question {number}"}
+    with write_unit(session) as unit:
+        conn = unit.connection()
+        if conn.execute(_STILL_STARTED, values).rowcount != 1:
+            raise NotStarted("This interview is no longer open for answers.")
+        conn.execute(_upsert_answer(conn.dialect.name), values)
+        conn.execute(_ANSWERED_EVENT, values)
 
 
 def complete(session: Session, candidate: Candidate, now: datetime) -> bool:

@@ -13,7 +13,7 @@ from ..errors import DomainError
 from ..extensions import csrf, db
 from ..models import Candidate, Event, Message, Stage
 from ..settings.services import get_settings
-from ..transactions import end_transaction, write_unit
+from ..transactions import end_transaction, reads_only, write_unit
 from . import bp, services
 from .services import State
 
@@ -172,25 +172,29 @@ def question(token: str, number: int):
 
 @csrf.exempt
 @bp.post("/i/<token>/q/<int:number>")
+@reads_only  # the reads stay deferred; the save is one short write unit (services.save_answer)
 def save_answer(token: str, number: int):
-    candidate = get_public_candidate(token)
+    candidate = get_public_view(token)
     stop = _started(candidate)
     if stop is not None:
         return stop
-    questions = candidate.agent.questions
+    questions = services.questions_of(db.session, candidate)
     body = request.form.get("answer", "")
     try:
-        services.answer(db.session, candidate, number, body, now())
+        services.save_answer(db.session, candidate, questions, number, body, now())
+    except services.NotStarted:
+        return redirect(url_for("public.landing", token=candidate.token))
     except DomainError as err:
         db.session.rollback()
         if not 1 <= number <= len(questions):
             abort(404)
         return _page("question.html", candidate, status=422, number=number, total=len(questions),
                      question=questions[number - 1], answer=body, error=err.message)
-    end_transaction(db.session)
     if request.form.get("then") == "review":
         return redirect(url_for("public.review", token=candidate.token))
-    return _continue(candidate)
+    answered = questions[number - 1]
+    questions[number - 1] = services.QuestionView(answered.id, answered.text, True, body)
+    return _continue(candidate, questions)
 
 
 @bp.get("/i/<token>/review")
