@@ -264,8 +264,12 @@ def expire_if_due(session: Session, candidate: Candidate, now: datetime) -> bool
 HUMAN_RETURN = timedelta(minutes=2)
 
 
-def visit(session: Session, candidate: Candidate, now: datetime, user_agent: str | None) -> str | None:
+def visit(session: Session, candidate: Candidate | CandidateView, now: datetime,
+          user_agent: str | None) -> str | None:
     """Record a GET of the link; return what it was: "visited", "clicked" or None (nothing new).
+
+    A first visit needs only the candidate's id (a view will do); a return visit that counts
+    as the click moves the stage, which takes the ORM object.
 
     The caller decides with ``visit_would_record`` first, so a repeat visit writes nothing.
     """
@@ -275,14 +279,30 @@ def visit(session: Session, candidate: Candidate, now: datetime, user_agent: str
         return "clicked" if click(session, candidate, now, user_agent, via="came back to the link") else None
     if candidate.visited_at is not None:
         return None
-    done = session.execute(update(Candidate).where(Candidate.id == candidate.id, Candidate.visited_at.is_(None))
-                           .values(visited_at=now).execution_options(synchronize_session=False)).rowcount == 1
-    if not done:
+    if not _record_first_visit(session.connection(), candidate, now, user_agent):
         return None
-    set_committed_value(candidate, "visited_at", now)
-    stages.record(session, candidate, "visited", now, device_class=device_class(user_agent),
-                  detail="link opened; counted as a click once a person uses the page (mail scanners open every link)")
+    if isinstance(candidate, Candidate):
+        set_committed_value(candidate, "visited_at", now)
     return "visited"
+
+
+# The first visit's two statements, built once: it is the one write a landing page makes.
+_FIRST_VISIT = (_c.update().where(_c.c.id == bindparam("b_candidate"), _c.c.visited_at.is_(None))
+                .values(visited_at=bindparam("b_now")))
+_VISITED_EVENT = Event.__table__.insert().values(
+    candidate_id=bindparam("b_candidate"), agent_id=bindparam("b_agent"), type="visited", at=bindparam("b_now"),
+    device_class=bindparam("b_device"),
+    detail="link opened; counted as a click once a person uses the page (mail scanners open every link)")
+
+
+def _record_first_visit(conn, candidate, now: datetime, user_agent: str | None) -> bool:
+    """Mark the first visit and write its "visited" event; False when another request did it first."""
+    values = {"b_candidate": candidate.id, "b_agent": candidate.agent_id, "b_now": now,
+              "b_device": device_class(user_agent)}
+    if conn.execute(_FIRST_VISIT, values).rowcount != 1:
+        return False
+    conn.execute(_VISITED_EVENT, values)
+    return True
 
 
 def visit_would_record(candidate: Candidate, now: datetime) -> bool:

@@ -83,7 +83,9 @@ def landing(token: str):
     instant = now()
     if services.visit_would_record(candidate, instant):
         with write_unit(db.session):
-            services.visit(db.session, _reload(candidate), instant, request.user_agent.string)
+            # A first visit is two plain statements; a return visit may move the stage (ORM).
+            target = candidate if candidate.visited_at is None else _reload(candidate)
+            services.visit(db.session, target, instant, request.user_agent.string)
     local_deadline = candidate.deadline_at
     return _page("landing.html", candidate, errors={}, name=candidate.name or "", email=candidate.email or "",
                  deadline=local_deadline)
