@@ -592,6 +592,7 @@ def _handle_batch(session: Session, messages: list[Message], settings: Settings,
                   out: DispatchResult, max_attempts: int, budget: dict, timed_out: set | None = None) -> None:
     """Decide a claimed batch in one transaction, render it with none open, then send each message.
 
+    The outcomes are recorded a few sends at a time, in short units between two sends.
     A message that cannot be rendered or built fails alone (permanently, with the reason);
     one whose send ends in an unknown outcome is in doubt alone; the rest of the batch goes on.
     """
