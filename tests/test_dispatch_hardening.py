@@ -186,3 +186,43 @@ def test_a_send_whose_outcome_is_unknown_is_in_doubt_and_never_sent_again(app, t
     assert sorted(r.rcpt_tos[0] for r in sink.messages) == ["p0@example.com", "p1@example.com"]
     doubt = db.session.query(Message).filter_by(status=MessageStatus.IN_DOUBT).first()
     assert "may or may not have been accepted" in doubt.last_error and doubt.lease_until is None
+
+
+def test_no_transaction_is_open_on_any_connection_while_the_dispatcher_sends(app, smtp, team_settings, monkeypatch):
+    """Defect: the outcome of each send was written at once (a stage move is an UPDATE), so
+    the next sends of the group went out inside that open transaction, which on SQLite held
+    the write lock for up to half a second of sends. Outcomes are now recorded between sends."""
+    from sqlalchemy import event
+
+    from milo_portal.messaging import channels
+
+    open_now: set[int] = set()
+    seen: list[int] = []
+
+    def began(conn):
+        open_now.add(id(conn))
+
+    def ended(conn):
+        open_now.discard(id(conn))
+
+    real_send = channels.send_built
+
+    def send_built(built, connection=None):
+        seen.append(len(open_now))
+        return real_send(built, connection)
+
+    ids = make_due_invites(12, T)
+    engine = db.engine
+    hooks = [("begin", began), ("commit", ended), ("rollback", ended)]
+    for name, hook in hooks:
+        event.listen(engine, name, hook)
+    monkeypatch.setattr(channels, "send_built", send_built)
+    try:
+        result = dispatch(db.session, T)
+    finally:
+        for name, hook in hooks:
+            event.remove(engine, name, hook)
+    assert len(result.sent) == 12 and len(seen) == 12
+    assert seen == [0] * 12
+    assert {m.candidate_id: m.status for m in db.session.query(Message)} == {i: MessageStatus.SENT for i in ids}
+    assert db.session.query(Event).filter(Event.candidate_id.in_(ids), Event.type == "invited").count() == 12

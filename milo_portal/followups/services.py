@@ -33,7 +33,7 @@ from ..models import (Agent, Candidate, JobLease, Message, MessageStatus, Settin
 from ..ops import logs as ops_logs
 from ..ops.shutdown import stopping
 from ..settings.services import get_settings
-from ..transactions import READ_ONLY, end_transaction, write_unit
+from ..transactions import READ_ONLY, assert_no_transaction, end_transaction, write_unit
 from .rules import (AUTOMATIC_KINDS, FOLLOW_UP_KINDS, Rules, backoff, in_window, next_allowed, nudge_moment,
                     reminder_moment, rules_for)
 
@@ -410,8 +410,8 @@ def claim(session: Session, now: datetime, channels_open: list[str], limit: int,
     """Claim up to ``limit`` due messages for this process; commit before returning.
 
     PostgreSQL: rows locked with FOR UPDATE SKIP LOCKED, so concurrent dispatchers take
-    different rows. SQLite: one conditional UPDATE per row inside an IMMEDIATE transaction,
-    kept only when it changed exactly one row.
+    different rows. SQLite: one conditional UPDATE (``status = 'scheduled'``) over the due
+    rows inside an IMMEDIATE transaction; those it returns are claimed.
     """
     if not channels_open:
         return []
@@ -427,15 +427,17 @@ def claim(session: Session, now: datetime, channels_open: list[str], limit: int,
                             .execution_options(synchronize_session=False))
         session.commit()
         return ids
-    claimed = []
-    for message_id in _due_ids(session, now, channels_open, limit):
-        result = session.execute(update(Message).where(Message.id == message_id,
-                                                       Message.status == MessageStatus.SCHEDULED)
-                                 .values(**values).execution_options(synchronize_session=False))
-        if result.rowcount == 1:
-            claimed.append(message_id)
+    due = _due_ids(session, now, channels_open, limit)
+    taken: set[int] = set()
+    if due:
+        # One conditional UPDATE for the batch (it was one per row): RETURNING names exactly
+        # the rows it changed, so a row another process claimed in between is not ours.
+        taken = set(session.scalars(update(Message).where(Message.id.in_(due),
+                                                          Message.status == MessageStatus.SCHEDULED)
+                                    .values(**values).returning(Message.id)
+                                    .execution_options(synchronize_session=False)))
     session.commit()
-    return claimed
+    return [message_id for message_id in due if message_id in taken]
 
 
 SENT_EVENTS = {"reminder": "reminded", "nudge": "nudged", "final_nudge": "nudged", "manual_nudge": "nudged"}
@@ -590,6 +592,7 @@ def _handle_batch(session: Session, messages: list[Message], settings: Settings,
                   out: DispatchResult, max_attempts: int, budget: dict, timed_out: set | None = None) -> None:
     """Decide a claimed batch in one transaction, render it with none open, then send each message.
 
+    The outcomes are recorded a few sends at a time, in short units between two sends.
     A message that cannot be rendered or built fails alone (permanently, with the reason);
     one whose send ends in an unknown outcome is in doubt alone; the rest of the batch goes on.
     """
@@ -632,7 +635,8 @@ def _handle_batch(session: Session, messages: list[Message], settings: Settings,
             message.subject, message.body = delivery.subject, delivery.text
     # What goes out is on record before it goes; then no transaction is open during the sends.
     session.commit()
-    unsaved, since = 0, time.monotonic()
+    sent: list[tuple[Message, str, channels.SendResult, bool]] = []  # outcomes not on record yet
+    since = time.monotonic()
     for message, label, delivery in ready:
         if delivery.channel in out.down or stopping():
             # The channel failed a moment ago in this tick, or this worker is shutting down
@@ -640,6 +644,10 @@ def _handle_batch(session: Session, messages: list[Message], settings: Settings,
             message.status, message.lease_until = MessageStatus.SCHEDULED, None
             message.attempts = max(message.attempts - 1, 0)
             continue
+        # The outcomes of the sends before this one are recorded in units between sends,
+        # never while one is under way (on SQLite an open unit holds the write lock).
+        assert_no_transaction(session, f"Sending message {message.id}")
+        unexpected = False
         try:
             result = messaging.deliver(delivery, smtp=smtp if delivery.channel == "email" else None)
         except Exception as err:  # noqa: BLE001 - not an outcome the channels know: this message alone
@@ -648,37 +656,56 @@ def _handle_batch(session: Session, messages: list[Message], settings: Settings,
                 smtp.abort()
             result = channels.SendResult(channels.UNKNOWN, error=f"Unexpected error while sending: "
                                                                  f"{type(err).__name__}: {err}")
-            record_in_doubt(message, result.error)
-            out.in_doubt += 1
-            out.doubtful.append(f"{label}: {result.error}")
-        else:
-            if result.ok:
-                record_sent(session, message, message.candidate, result.provider_id, now)
+            unexpected = True
+        if not result.ok and (result.status == channels.TEMPORARY
+                              or (result.status == channels.UNKNOWN and not unexpected)):
+            # The channel is slow, hung or in trouble: the rest waits for the next tick.
+            budget[delivery.channel] = 0
+            out.down.add(delivery.channel)
+        sent.append((message, label, result, unexpected))
+        # Outcomes are recorded every few sends (or half a second), in one short unit. A
+        # crash before it leaves those messages "sending": they become "in doubt" and are
+        # never re-sent on their own, so batching the writes can cost a recruiter a look,
+        # never a double send.
+        if len(sent) >= OUTCOME_COMMIT_EVERY or time.monotonic() - since > 0.5:
+            _record_outcomes(session, sent, now, out, max_attempts)
+            sent, since = [], time.monotonic()
+    _record_outcomes(session, sent, now, out, max_attempts)
+    session.commit()  # the claims handed back above
+
+
+def _record_outcomes(session: Session, sent: list[tuple[Message, str, channels.SendResult, bool]], now: datetime,
+                     out: DispatchResult, max_attempts: int) -> None:
+    """Record the outcomes of a few sends in one write unit, then log them.
+
+    Autoflush is off inside: each stage move is one UPDATE, and the message rows and events
+    of the whole group go in one flush at the commit instead of one flush per message.
+    """
+    if not sent:
+        return
+    logged = []
+    with write_unit(session) as work, work.no_autoflush:
+        for message, label, result, unexpected in sent:
+            if unexpected:
+                record_in_doubt(message, result.error)
+                out.in_doubt += 1
+                out.doubtful.append(f"{label}: {result.error}")
+            elif result.ok:
+                record_sent(work, message, message.candidate, result.provider_id, now)
                 out.sent.append(label)
-                ops_logs.message_outcome("sent", message)
+                logged.append(("sent", message, None))
             elif result.status == channels.UNKNOWN:
                 # The server (or Twilio) may have taken it: never sent again on its own.
                 record_in_doubt(message, result.error or "The outcome of the send is unknown")
-                ops_logs.message_outcome("in_doubt", message, result.error)
+                logged.append(("in_doubt", message, result.error))
                 out.in_doubt += 1
                 out.doubtful.append(f"{label}: {result.error}")
-                budget[delivery.channel] = 0  # the channel is slow or hung: the rest waits for the next tick
-                out.down.add(delivery.channel)
             else:
-                outcome = record_failure(session, message, message.candidate, result, now, max_attempts)
-                ops_logs.message_outcome("retrying" if outcome == "retried" else "failed", message, result.error)
+                outcome = record_failure(work, message, message.candidate, result, now, max_attempts)
+                logged.append(("retrying" if outcome == "retried" else "failed", message, result.error))
                 (out.retried if outcome == "retried" else out.failed).append(f"{label}: {result.error}")
-                if result.status == channels.TEMPORARY:
-                    budget[delivery.channel] = 0  # the channel is in trouble: try again next tick
-                    out.down.add(delivery.channel)
-        unsaved += 1
-        # Outcomes are committed every few sends (or half a second). A crash before a commit
-        # leaves those messages "sending": they become "in doubt" and are never re-sent on
-        # their own, so batching the writes can cost a recruiter a look, never a double send.
-        if unsaved >= OUTCOME_COMMIT_EVERY or time.monotonic() - since > 0.5:
-            session.commit()
-            unsaved, since = 0, time.monotonic()
-    session.commit()
+    for outcome, message, error in logged:
+        ops_logs.message_outcome(outcome, message, error)
 
 
 def _dry_run(session: Session, settings: Settings, now: datetime, out: DispatchResult) -> DispatchResult:
