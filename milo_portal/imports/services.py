@@ -605,6 +605,9 @@ def _work(session: Session, root: Path, batch_id: int, holder: str, now: datetim
         # (read there, so one added since the review is caught) or of an earlier row (the
         # e-mails and phones of the rows created so far, carried from chunk to chunk).
         seen_emails, seen_phones = _landed(session, batch_id) if first else ({}, {})
+        # Run the duplicate check once here, in the read: its first run (compiling and caching
+        # the statements) took some 200 ms, which the first chunk held the write lock for.
+        _taken(session.connection(), agent.id, batch_id, [""], [""])
         end_transaction(session)
         pending = _checked_rows(items, parse_mapping(batch.mapping), channel, settings.default_country,
                                 settings.default_timezone, start=first)
