@@ -346,6 +346,70 @@ def test_a_large_batch_is_queued_and_its_page_polls_until_done(app, auth, client
     assert candidates.list_candidates(db.session, candidates.ListFilters(agent_id=agent.id)).total == 1200
 
 
+def _add_by_hand(agent, email: str, when) -> None:
+    contact = candidates.clean_contact(candidates.ContactData(name="By Hand", email=email), "US", "UTC")
+    candidates.add_candidate(db.session, agent, contact, when + timedelta(days=7), when)
+    db.session.commit()
+
+
+def _report_rows(client, batch) -> dict[str, list[str]]:
+    text = client.get(f"/candidates/uploads/{batch.id}/report.csv").get_data(as_text=True)
+    return {row[0] + ":" + row[1]: row for row in csv.reader(io.StringIO(text))}
+
+
+def test_a_person_added_by_hand_between_review_and_confirm_ends_a_duplicate(auth, client, folder, clock):
+    """The review showed Grace as new; someone added her by hand before the confirm: no second Grace."""
+    agent = make_agent()
+    upload(client, agent, {"people.csv": csv_bytes(MIXED)})
+    batch = only_batch()
+    page = client.get(f"/candidates/uploads/{batch.id}").get_data(as_text=True)
+    assert "Add 3 candidates and invite them" in page  # Ada, Grace and Known Person, as reviewed
+    _add_by_hand(agent, "grace@example.com", NOW)
+    client.post(f"/candidates/uploads/{batch.id}/confirm", {"channel": "email", "invite": "1"})
+    done = only_batch()
+    assert (done.status, done.created_count, done.duplicate_count) == ("done", 2, 2)
+    assert db.session.scalar(select(func.count()).select_from(Candidate).where(
+        Candidate.email == "grace@example.com")) == 1
+    grace = _report_rows(client, done)["people.csv:3"]
+    assert grace[2:4] == ["duplicate", "already a candidate of this interview (same e-mail)"]
+
+
+def test_a_person_added_by_hand_while_a_large_batch_is_created_ends_a_duplicate(app, auth, client, folder, clock):
+    """Added between two chunks of a queued batch: the later chunk still finds them, one candidate."""
+    agent = make_agent()
+    batch = _big_upload(client, agent, 1200)
+    services.work_queued(db.session, folder, NOW, "tick", budget=0.0001, chunk=100, adapt=False)
+    assert only_batch().rows_done == 100
+    db.session.rollback()
+    _add_by_hand(agent, "p700@example.com", NOW + timedelta(minutes=1))
+    assert services.work_queued(db.session, folder, NOW + timedelta(minutes=1), "tick", budget=None) == 1
+    done = only_batch()
+    assert (done.status, done.created_count, done.duplicate_count) == ("done", 1199, 1)
+    assert db.session.scalar(select(func.count()).select_from(Candidate).where(
+        Candidate.email == "p700@example.com")) == 1
+    assert _report_rows(client, done)["big.csv:702"][2] == "duplicate"
+
+
+def test_a_resumed_batch_finds_rows_repeating_a_row_created_before_the_pause(app, auth, client, folder, clock):
+    """Rows after the pause that repeat rows created before it are duplicates of those rows, not new."""
+    agent = make_agent()
+    rows = [["Name", "Email"]] + [[f"Person {i}", f"p{i}@example.com"] for i in range(1200)]
+    rows[1100] = ["Person Again", "P5@example.com"]  # row 1101 repeats row 7 (p5)
+    upload(client, agent, {"big.csv": csv_bytes(rows)})
+    batch = only_batch()
+    client.post(f"/candidates/uploads/{batch.id}/confirm", {"channel": "email", "invite": "1"})
+    services.work_queued(db.session, folder, NOW, "tick", budget=0.0001, chunk=100, adapt=False)
+    assert only_batch().rows_done == 100
+    db.session.rollback()
+    assert services.work_queued(db.session, folder, NOW, "tick", budget=None, chunk=100, adapt=False) == 1
+    done = only_batch()
+    assert (done.status, done.created_count, done.duplicate_count) == ("done", 1199, 1)
+    assert db.session.scalar(select(func.count()).select_from(Candidate).where(
+        Candidate.email == "p5@example.com")) == 1
+    again = _report_rows(client, done)["big.csv:1101"]
+    assert again[2:4] == ["duplicate", "same e-mail as row 7 of big.csv"]
+
+
 def test_undo_while_a_large_batch_is_being_created_stops_it_and_removes_what_landed(app, auth, client, folder,
                                                                                   clock):
     agent = make_agent()

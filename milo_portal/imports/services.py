@@ -28,6 +28,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from itertools import islice
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterator
@@ -326,12 +327,19 @@ def _reason(err: ContactErrors, row: RowResult, country: str, channel: str) -> s
     return "; ".join(parts) or next(iter(errors.values()))
 
 
-@lru_cache(maxsize=120_000)
+# Rows whose check is remembered. An entry (its values and the clean contact) takes about
+# 800 bytes and the cache lives as long as the process: 20,000 rows hold some 16 MB, where
+# the 120,000 it was once sized for held about 100 MB for good after a few large uploads.
+CHECKED_CACHE = 20_000
+
+
+@lru_cache(maxsize=CHECKED_CACHE)
 def _checked(name: str, email: str, phone: str, tz: str, channel: str, country: str, zone: str):
     """clean_contact's answer for these values (a CleanContact or the ContactErrors), remembered.
 
-    The review runs again on every change of a mapping and once more on confirm: the same
-    values need not be validated twice (e-mail and phone checks are most of a review's time).
+    The review runs again on every change of a mapping and the create checks the rows again:
+    the same values need not be validated twice (e-mail and phone checks are most of a
+    review's time). An upload larger than the cache is checked afresh each time.
     """
     try:
         return clean_contact(ContactData(name=name, email=email, phone=phone, timezone=tz, channel=channel),
@@ -363,51 +371,78 @@ def review(session: Session, batch: ImportBatch, items: list, mapping: dict, cha
            own_batch: int | None = None) -> Review:
     """Every row as new, duplicate (of a candidate, or of an earlier row) or invalid with the reason."""
     settings = get_settings(session)
-    country, zone = settings.default_country, settings.default_timezone
-    zones = timezone_names()
-    results: list[RowResult] = []
     tables: list[TableView] = []
+    results = list(_checked_rows(items, mapping, channel, settings.default_country, settings.default_timezone,
+                                 tables))
+    _mark_duplicates(session, batch.agent_id, results, own_batch)
+    counts = Counter(r.outcome for r in results)
+    return Review(results, tables, counts)
+
+
+def _row_count(items: list) -> int:
+    """How many rows the review and the create see in these items (a resume or problem is one)."""
+    return sum(len(item.rows) if isinstance(item, Table) else 1 for item in items)
+
+
+def _checked_rows(items: list, mapping: dict, channel: str, country: str, zone: str,
+                  tables: list | None = None, start: int = 0) -> Iterator[RowResult]:
+    """Each row, in order, as new or invalid with the reason (duplicates are found by the caller).
+
+    A generator, so the create holds one chunk of rows at a time; ``start`` skips that many
+    rows without checking them (a resumed create). ``tables`` (when given) gets each table's view.
+    """
+    zones = timezone_names()
+    position = 0
     for index, item in enumerate(items):
         key = str(index)
         if isinstance(item, Problem):
-            results.append(RowResult(item.file, 0, "invalid", f"unreadable file: {item.reason}"))
+            position += 1
+            if position > start:
+                yield RowResult(item.file, 0, "invalid", f"unreadable file: {item.reason}")
             continue
         if isinstance(item, Resume):
+            position += 1
+            if position <= start:
+                continue
             row = RowResult(item.file, 0, "new", name=item.name, email=item.email, phone=item.phone,
                             where=item.where, key=key)
             if item.error:
                 row.outcome, row.reason = "invalid", item.error
-            rows = [(row, country, "")]
-        else:
-            chosen = mapping.get(key, {})
-            columns = list(chosen.get("columns") or guess_mapping(item.headers))
-            columns = (columns + [""] * len(item.headers))[:len(item.headers)]
+            else:
+                _check(row, country, "", channel, zone)
+            yield row
+            continue
+        chosen = mapping.get(key, {})
+        columns = list(chosen.get("columns") or guess_mapping(item.headers))
+        columns = (columns + [""] * len(item.headers))[:len(item.headers)]
+        if tables is not None:
             tables.append(TableView(key, item.file, item.headers, columns, item.sheet, item.sheets,
                                     [", ".join(c for c in cells[:4] if c) for _, cells in item.rows[:1]]))
-            where = {name: columns.index(name) for name in FIELD_NAMES if name in columns}
-            rows = []
-            for number, cells in item.rows:
-                def get(name, cells=cells):
-                    i = where.get(name)
-                    return cells[i] if i is not None and i < len(cells) else ""
-                name = get("name") or " ".join(p for p in (get("first_name"), get("last_name")) if p)
-                tz = get("timezone")
-                row = RowResult(item.file, number, "new", name=name, email=get("email"), phone=get("phone"),
-                                source_detail=get("source_detail")[:100], external_id=get("external_id")[:100])
-                if tz and tz not in zones:
-                    row.outcome, row.reason = "invalid", f"unknown time zone “{tz}”"
-                rows.append((row, _country(get("country"), country), tz))
-        for row, row_country, tz in rows:
-            if row.outcome == "new":
-                checked = _checked(row.name, row.email, row.phone, tz, channel, row_country, zone)
-                if isinstance(checked, ContactErrors):
-                    row.outcome, row.reason = "invalid", _reason(checked, row, row_country, channel)
-                else:
-                    row.contact = checked
-            results.append(row)
-    _mark_duplicates(session, batch.agent_id, results, own_batch)
-    counts = Counter(r.outcome for r in results)
-    return Review(results, tables, counts)
+        where = {name: columns.index(name) for name in FIELD_NAMES if name in columns}
+        skip = min(max(start - position, 0), len(item.rows))
+        position += len(item.rows)
+        for number, cells in item.rows[skip:] if skip else item.rows:
+            def get(name, cells=cells):
+                i = where.get(name)
+                return cells[i] if i is not None and i < len(cells) else ""
+            name = get("name") or " ".join(p for p in (get("first_name"), get("last_name")) if p)
+            tz = get("timezone")
+            row = RowResult(item.file, number, "new", name=name, email=get("email"), phone=get("phone"),
+                            source_detail=get("source_detail")[:100], external_id=get("external_id")[:100])
+            if tz and tz not in zones:
+                row.outcome, row.reason = "invalid", f"unknown time zone “{tz}”"
+            else:
+                _check(row, _country(get("country"), country), tz, channel, zone)
+            yield row
+
+
+def _check(row: RowResult, country: str, tz: str, channel: str, zone: str) -> None:
+    """Validate a new row as adding by hand does: its clean contact, or invalid with the reason."""
+    checked = _checked(row.name, row.email, row.phone, tz, channel, country, zone)
+    if isinstance(checked, ContactErrors):
+        row.outcome, row.reason = "invalid", _reason(checked, row, country, channel)
+    else:
+        row.contact = checked
 
 
 def _mark_duplicates(session: Session, agent_id: int, results: list[RowResult], own_batch: int | None = None) -> None:
@@ -416,8 +451,16 @@ def _mark_duplicates(session: Session, agent_id: int, results: list[RowResult], 
     emails = sorted({r.contact.email for r in fresh if r.contact.email})
     phones = sorted({r.contact.phone for r in fresh if not r.contact.email})
     taken_emails, taken_phones = _existing(session, agent_id, emails, phones, own_batch)
-    seen_emails: dict[str, RowResult] = {}
-    seen_phones: dict[str, RowResult] = {}
+    _sort_out(fresh, taken_emails, taken_phones, {}, {})
+
+
+def _sort_out(fresh: list[RowResult], taken_emails: set, taken_phones: set, seen_emails: dict,
+              seen_phones: dict) -> None:
+    """Mark the new rows that repeat a candidate (``taken_*``) or an earlier row (``seen_*``).
+
+    ``seen_*`` map an e-mail or phone to the label of the row that brought it; the rows left
+    new are added to them, so the create carries them from one chunk to the next.
+    """
     for r in fresh:
         email, phone = r.contact.email, r.contact.phone
         if email and email in taken_emails:
@@ -425,14 +468,14 @@ def _mark_duplicates(session: Session, agent_id: int, results: list[RowResult], 
         elif not email and phone in taken_phones:
             r.outcome, r.reason = "duplicate", "already a candidate of this interview (same phone)"
         elif email and email in seen_emails:
-            r.outcome, r.reason = "duplicate", f"same e-mail as {_label(seen_emails[email])}"
+            r.outcome, r.reason = "duplicate", f"same e-mail as {seen_emails[email]}"
         elif not email and phone in seen_phones:
-            r.outcome, r.reason = "duplicate", f"same phone as {_label(seen_phones[phone])}"
+            r.outcome, r.reason = "duplicate", f"same phone as {seen_phones[phone]}"
         else:
             if email:
-                seen_emails[email] = r
+                seen_emails[email] = _label(r)
             if phone:
-                seen_phones.setdefault(phone, r)
+                seen_phones.setdefault(phone, _label(r))
             continue
         r.contact = None
 
@@ -550,25 +593,37 @@ def _work(session: Session, root: Path, batch_id: int, holder: str, now: datetim
         return
     try:
         items = load_items(root, batch)
-        # This batch's own candidates (landed before an interruption) are not duplicates of
-        # its rows: the review comes out as it did the first time.
-        result = review(session, batch, items, parse_mapping(batch.mapping), batch.channel, own_batch=batch.id)
-        del items  # the rows now live in ``result`` alone
+        settings = get_settings(session)
         agent = session.get(Agent, batch.agent_id)
-        rules = rules_for(get_settings(session), agent)
+        rules = rules_for(settings, agent)
         channel, invite, actor_id, folder = batch.channel, batch.invite, batch.created_by_id, batch.folder
         first = i = batch.rows_done
+        total = _row_count(items)
+        # The rows are checked as the review checks them, a chunk at a time (never all of them
+        # with their candidate values at once: a 50,000-row upload would hold them all in
+        # memory). Duplicates are sorted out inside each chunk's write unit: of a candidate
+        # (read there, so one added since the review is caught) or of an earlier row (the
+        # e-mails and phones of the rows created so far, carried from chunk to chunk).
+        seen_emails, seen_phones = _landed(session, batch_id) if first else ({}, {})
+        # Run the duplicate check once here, in the read: its first run (compiling and caching
+        # the statements) took some 200 ms, which the first chunk held the write lock for.
+        _taken(session.connection(), agent.id, batch_id, [""], [""])
         end_transaction(session)
-        rows = result.rows
-        prepared = _prepare(batch, agent, rules, rows[first:], channel, invite, now, actor_id)
-        size, beat = chunk, started
-        while i < len(rows):
+        pending = _checked_rows(items, parse_mapping(batch.mapping), channel, settings.default_country,
+                                settings.default_timezone, start=first)
+        moments: dict = {}
+        size = chunk
+        while i < total:
             if i > first and budget is not None and time.monotonic() - started > budget:
                 _let_go(session, batch_id, holder, now)  # at least one chunk per turn; the next tick goes on
                 return
+            rows = list(islice(pending, size))
+            if not rows:  # the files hold fewer rows than counted: never loop in place
+                raise DomainError("The files of this upload changed while it was being added.")
+            end = i + len(rows)
+            prepared = _prepare(batch, agent, rules, rows, channel, invite, now, actor_id, moments)
             began = time.monotonic()
             later = now + timedelta(seconds=began - started)
-            end = min(i + size, len(rows))
             with write_unit(session) as work:
                 moved = work.execute(update(ImportBatch).where(
                     ImportBatch.id == batch_id, ImportBatch.status == ImportBatch.CREATING,
@@ -577,8 +632,9 @@ def _work(session: Session, root: Path, batch_id: int, holder: str, now: datetim
                     .execution_options(synchronize_session=False)).rowcount
                 if moved != 1:
                     raise _LostBatch()
-                _create_chunk(work, batch, agent, rows[i:end], prepared[i - first:end - first],
-                              channel, invite, now, actor_id)
+                _create_chunk(work, batch, agent, rows, prepared, channel, invite, now, actor_id,
+                              seen_emails, seen_phones)
+            del rows, prepared  # only the e-mails and phones seen are kept from one chunk to the next
             i = end
             if adapt:
                 took = max(time.monotonic() - began, 0.001)
@@ -593,7 +649,7 @@ def _work(session: Session, root: Path, batch_id: int, holder: str, now: datetim
                 ImportBatch.id == batch_id, ImportBatch.status == ImportBatch.CREATING,
                 ImportBatch.worker == holder, ImportBatch.undone_at.is_(None))
                 .values(status=ImportBatch.DONE, finished_at=now, folder=None, heartbeat_at=None, worker=None,
-                        worker_until=None, total_rows=len(rows), created_count=outcomes.get("created", 0),
+                        worker_until=None, total_rows=total, created_count=outcomes.get("created", 0),
                         duplicate_count=outcomes.get("duplicate", 0), error_count=outcomes.get("invalid", 0))
                 .execution_options(synchronize_session=False)).rowcount
             if done != 1:
@@ -637,10 +693,12 @@ def _let_go(session: Session, batch_id: int, holder: str, now: datetime) -> None
 
 
 def _prepare(batch: ImportBatch, agent: Agent, rules, rows: list[RowResult], channel: str, invite: bool,
-             now: datetime, actor_id: int | None) -> list[dict | None]:
-    """Each new row's candidate values and invite moment, worked out before any lock is taken."""
+             now: datetime, actor_id: int | None, moments: dict) -> list[dict | None]:
+    """Each new row's candidate values and invite moment, worked out before any lock is taken.
+
+    ``moments``: the deadline and first invite moment per time zone, kept from chunk to chunk.
+    """
     by_hand = channel == "link" and invite
-    moments: dict[str, datetime] = {}
     prepared: list[dict | None] = []
     for r in rows:
         if r.outcome != "new":
@@ -664,21 +722,54 @@ def _prepare(batch: ImportBatch, agent: Agent, rules, rows: list[RowResult], cha
     return prepared
 
 
+def _landed(session: Session, batch_id: int) -> tuple[dict, dict]:
+    """The e-mails and phones of a resumed batch's candidates already created, with their rows' labels."""
+    seen_emails: dict[str, str] = {}
+    seen_phones: dict[str, str] = {}
+    query = (select(Candidate.email, Candidate.phone, ImportRow.row_number, ImportRow.filename)
+             .join(ImportRow, ImportRow.candidate_id == Candidate.id)
+             .where(ImportRow.batch_id == batch_id).order_by(ImportRow.id))
+    for email, phone, number, filename in session.execute(query):
+        label = f"row {number} of {filename}" if number else filename
+        if email:
+            seen_emails.setdefault(email, label)
+        if phone:
+            seen_phones.setdefault(phone, label)
+    return seen_emails, seen_phones
+
+
+def _taken(conn, agent_id: int, batch_id: int, emails: list[str], phones: list[str]) -> tuple[set, set]:
+    """Of these e-mails and phones, those of a candidate of this interview (not of this batch).
+
+    One query for the e-mails and one for the phones (each uses its index; an OR of the two
+    would read every candidate of the interview, for every chunk).
+    """
+    c = Candidate.__table__.c
+    others = (c.erased_at.is_(None), or_(c.import_batch_id.is_(None), c.import_batch_id != batch_id))
+    taken_emails = set(conn.scalars(select(c.email).where(
+        c.agent_id == agent_id, *others, c.email.in_(emails)))) if emails else set()
+    # "agent_id + 0": phones have no (agent, phone) index, and SQLite would otherwise walk all
+    # of the interview's candidates by agent_id rather than look each phone up in its index.
+    taken_phones = set(conn.scalars(select(c.phone).where(
+        (c.agent_id + 0) == agent_id, *others, c.phone.in_(phones)))) if phones else set()
+    return taken_emails, taken_phones
+
+
 def _create_chunk(work: Session, batch: ImportBatch, agent: Agent, rows: list[RowResult], prepared: list,
-                  channel: str, invite: bool, now: datetime, actor_id: int | None) -> Counter:
-    """One write unit: this slice's candidates, their events and invites, and its report rows."""
-    fresh = [(r, v) for r, v in zip(rows, prepared) if v is not None]
-    # Re-checked inside the unit: someone may have added one of these people since the review.
-    taken_emails, taken_phones = _existing(work, agent.id, [v["email"] for _, v in fresh if v["email"]],
-                                           [v["phone"] for _, v in fresh if not v["email"]])
-    for r, v in fresh:
-        if (v["email"] and v["email"] in taken_emails) or (not v["email"] and v["phone"] in taken_phones):
-            r.outcome, r.reason = "duplicate", "added to this interview meanwhile"
-    fresh = [(r, v) for r, v in fresh if r.outcome == "new"]
+                  channel: str, invite: bool, now: datetime, actor_id: int | None, seen_emails: dict,
+                  seen_phones: dict) -> Counter:
+    """One write unit: this slice's duplicates sorted out, its candidates, their events and invites, its report rows."""
+    conn, candidate = work.connection(), Candidate.__table__
+    fresh = [r for r in rows if r.outcome == "new"]
+    # Read inside the unit: someone may have added one of these people since the review,
+    # and nobody can add one between this read and the inserts below.
+    taken_emails, taken_phones = _taken(conn, agent.id, batch.id, [r.contact.email for r in fresh if r.contact.email],
+                                        [r.contact.phone for r in fresh if not r.contact.email])
+    _sort_out(fresh, taken_emails, taken_phones, seen_emails, seen_phones)
+    fresh = [(r, v) for r, v in zip(rows, prepared) if v is not None and r.outcome == "new"]
     by_hand = channel == "link" and invite
     # Core statements on the unit's connection: the ORM's bulk path costs more Python per
     # row than SQLite spends inserting it.
-    conn, candidate = work.connection(), Candidate.__table__
     values = [{k: x for k, x in v.items() if k != "_invite_at"} for _, v in fresh]
     # RETURNING rows come back in any order (asking SQLAlchemy to sort them makes it insert
     # one row per statement on SQLite): each is matched to its row by its unique token.
