@@ -68,6 +68,18 @@ def test_step_times_are_nearest_rank_median_and_p90(data):
     assert bars["1–6 h"] == 1 and bars["1–2 days"] == 1 and sum(bars.values()) == 2
 
 
+def test_the_time_to_complete_histogram_leaves_out_people_never_invited(data):
+    """Defect: a share-link newcomer who finished in minutes landed in "over 7 days" (no invite time)."""
+    agent = db.session.get(metrics_data.Candidate, data["P1"]).agent
+    metrics_data._person(agent, "Walkin", stage="completed", clicked="2026-11-10T10:00", started="2026-11-10T10:00",
+                         completed="2026-11-10T10:20", source="share_link", created="2026-11-10T10:00")
+    db.session.commit()
+    f, fig = figures()
+    assert fig["funnel"]["counts"]["link_only"] == 1  # the newcomer is on the page...
+    bars = {b["label"]: b["count"] for b in fig["times"]["histogram"]}
+    assert bars["over 7 days"] == 0 and sum(bars.values()) == 2  # ...but has no time since an invite
+
+
 def test_per_question_drop_off_names_the_question_where_most_leave(data):
     _, fig = figures()
     rows = {(r["agent"], r["position"]): (r["reached"], r["answered"], r["left"]) for r in fig["questions"]["rows"]}

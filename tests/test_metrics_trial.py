@@ -121,7 +121,7 @@ def test_agent_page_and_metrics_agree_on_a_mix_of_invited_and_link_only_candidat
     assert (row["link_only"], row["completion"]) == (2, pytest.approx(2 / 5))
 
     agent_page = _text(client.get(f"/agents/{agent.id}"))
-    assert "40 %</strong> completion of 3 delivered invites and 2 people through the share link" in agent_page
+    assert "40 %</strong> completion of 3 delivered invites and 2 people by a link without an invite" in agent_page
     assert "3 invited → 4 clicked → 3 started → 2 completed" in agent_page
     # More clicked than invited: the small funnel's bars stay inside its 20 px.
     bars = re.search(r'<svg class="mini-funnel".*?</svg>', agent_page).group(0)
@@ -131,7 +131,7 @@ def test_agent_page_and_metrics_agree_on_a_mix_of_invited_and_link_only_candidat
     metrics_page = _text(client.get(f"/metrics?period=custom&from=2026-11-01&to=2026-11-19&agent_id={agent.id}"))
     assert re.search(r'<th scope="row">Clicked</th> <td class="num" data-label="Candidates"><a href="[^"]*">4</a>',
                      metrics_page)
-    assert "came through the share link without an invite: they enter the funnel at <em>clicked</em>" in metrics_page
+    assert "without an invite (the share link, or a unique link passed on by hand): they enter the funnel at <em>clicked</em>" in metrics_page
     href = re.search(r'href="(/candidates\?metric=link_only&[^"]*)"', metrics_page).group(1)
     people = set(re.findall(r">([IL]\d)</a>", client.get(href.replace("&amp;", "&")).get_data(as_text=True)))
     assert people == {"L1", "L2"}

@@ -438,8 +438,9 @@ class Defs:
             return self.weekday * 24 + self.hour
         if name == "bucket":
             d = seconds_between(self.dialect, C.invited_at, C.completed_at)
-            # Only for those who completed (NULL for everyone else).
-            return case((C.completed_at.is_(None), None),
+            # Only for those invited who completed (NULL for everyone else: a share-link
+            # newcomer has no time since an invite, and would otherwise land in the last bar).
+            return case((or_(C.completed_at.is_(None), C.invited_at.is_(None)), None),
                         *[(d < limit, i) for i, (limit, _) in enumerate(BUCKETS) if limit], else_=len(BUCKETS) - 1)
         if name == "variant":
             return (select(Message.channel + literal("/") + func.coalesce(Message.variant, "A"))

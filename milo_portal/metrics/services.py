@@ -695,7 +695,7 @@ def people_condition(session: Session, f: Filters, who: str, dim: str | None, ra
         if dim == "src":
             conds.append(C.source == "share_link")
         if dim == "bucket":
-            conds.append(COMPLETED)
+            conds.extend((COMPLETED, d.INVITED))
         conds.append(defs.dimension(dim) == value)
     return and_(*conds)
 

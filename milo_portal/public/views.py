@@ -106,11 +106,12 @@ def seen(token: str):
     return "", 204
 
 
-# The candidate's own forms (start, answer, submit) carry no CSRF token: the unguessable link
-# token in their URL is the only credential, and no cookie is involved, so a forged post from
-# another site could do nothing that knowing the link does not already allow. Without the
-# token the pages set no cookie at all, which candidates' phones and privacy rules prefer.
-# The share page, whose link is public, keeps its CSRF token.
+# The candidate's forms (start, answer, submit, and the share page's sign-up) carry no CSRF
+# token: no cookie or session is involved, so a forged post from another site could do
+# nothing that posting from anywhere does not already allow (the unguessable link token in
+# the URL is the only credential; the share sign-up is rate-limited per link, address and
+# e-mail). Without the token the candidate pages set no cookie at all, so a candidate who
+# blocks cookies is never told their form "expired".
 
 # The POSTs below commit with end_transaction: the objects stay loaded, so choosing the next
 # page after the write reads nothing again (a plain commit would expire them, and reloading
@@ -237,6 +238,7 @@ def done(token: str):
 
 # --- the share link ---------------------------------------------------------------------
 
+@csrf.exempt  # no cookie or session is involved: see the note above the candidate's forms
 @bp.route("/s/<share_token>", methods=["GET", "POST"])
 def share(share_token: str):
     agent = services.find_agent_by_share_token(db.session, share_token)
