@@ -26,7 +26,7 @@ import shutil
 import time
 import unicodedata
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from itertools import islice
 from datetime import datetime, timedelta
@@ -147,7 +147,10 @@ def _remove_folder(root: Path, name: str | None) -> None:
 
 
 def _save_items(folder: Path, items: list) -> None:
-    (folder / "read.json").write_text(json.dumps([asdict(item) for item in items]), encoding="utf-8")
+    # The fields are plain values and lists: a shallow dict serialises the same as asdict(),
+    # without asdict's deep copy of every row (a third of a 10,000-row review's time).
+    plain = [{f.name: getattr(item, f.name) for f in fields(item)} for item in items]
+    (folder / "read.json").write_text(json.dumps(plain), encoding="utf-8")
 
 
 def load_items(root: Path, batch: ImportBatch) -> list[Table | Resume | Problem]:
