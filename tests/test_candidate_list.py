@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import create_engine, func, insert, select, text
 
 from milo_portal.candidates import services, stages, tally
 from milo_portal.clock import now
@@ -393,3 +393,36 @@ def test_the_migration_counts_and_indexes_candidates_that_existed_before_it(fres
         assert _maintained() == _recount() and _searched("brewster") == {"grace@navy.test"}
         db.session.remove()
         db.engine.dispose()
+
+
+def test_a_list_page_that_folds_the_counts_folds_in_its_own_write_unit(auth, client, monkeypatch):
+    """Defect: GET /candidates folded the counts inside its read transaction. On SQLite, once
+    another request had written since that read began, the fold failed at once with "database
+    is locked": a 500 for 11 of 1,000 list views under load while a bulk upload was created."""
+    agent = make_agent()
+    db.session.add(Candidate(agent_id=agent.id, name="Bo", email="bo@example.com", stage=Stage.ADDED))
+    db.session.commit()
+    agent_id = agent.id
+    db.session.rollback()
+    monkeypatch.setattr(tally, "FOLD_AFTER", 1)
+    real, wrote = tally.pending, []
+
+    def pending_then_another_request_writes(session):
+        waiting = real(session)
+        if not wrote:  # after this page's read began: another request adds someone
+            wrote.append(True)
+            other = create_engine(db.engine.url.render_as_string(hide_password=False))  # its own connection
+            with other.begin() as conn:
+                conn.execute(insert(Candidate.__table__).values(
+                    agent_id=agent_id, name="Cy", email="cy@example.com", stage=Stage.ADDED, token="t" * 32,
+                    channel="email", source="manual", created_at=now(), updated_at=now()))
+            other.dispose()
+        return waiting
+
+    monkeypatch.setattr(tally, "pending", pending_then_another_request_writes)
+    page = client.get("/candidates")
+    assert page.status_code == 200
+    db.session.rollback()  # a fresh read, after the page's writes
+    assert db.session.scalar(select(func.count()).select_from(CandidateCount).where(
+        CandidateCount.folded.is_(False))) == 0  # folded, Cy's row (written before the fold began) too
+    assert tally.by_agent_and_stage(db.session, [agent_id])[agent_id][Stage.ADDED] == 2

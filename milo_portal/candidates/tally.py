@@ -99,7 +99,7 @@ def fold(session: Session) -> None:
 
     The caller commits. On PostgreSQL it is one statement per table, so rows that other transactions
     append meanwhile are either in both its DELETE and its sums or in neither, and two folds
-    at once cannot count a row twice. On SQLite the transaction already holds the database's
+    at once cannot count a row twice. On SQLite the caller's write unit holds the database's
     write lock (it begins IMMEDIATE), so nobody appends between the two statements.
     """
     postgres = session.get_bind().dialect.name == "postgresql"
@@ -124,9 +124,17 @@ def fold_if_due(session: Session) -> bool:
     """Fold when enough appended rows wait (decided by a count first); return whether it did.
 
     The list pages call it before reading counts: folding rewrites rows without changing a
-    total, and is skipped (no write at all) until ``FOLD_AFTER`` changes have piled up.
+    total, and is skipped (no write at all) until ``FOLD_AFTER`` changes have piled up. The
+    fold is its own write unit, counted again inside it: the pages are GETs, whose read
+    transaction SQLite cannot turn into a write once another request has written since it
+    began ("database is locked" at once, no waiting), and another page may have folded first.
     """
+    from ..transactions import write_unit  # (transactions imports nothing of the areas)
+
     if pending(session) < FOLD_AFTER:
         return False
-    fold(session)
+    with write_unit(session):
+        if pending(session) < FOLD_AFTER:
+            return False
+        fold(session)
     return True
