@@ -200,9 +200,15 @@ def test_qr_code_encodes_the_exact_link(auth, client):
     assert buf.getvalue().split(b"<path")[1] == svg.split(b"<path")[1]
 
 
-def test_demo_data_creates_a_team_agents_and_candidates_everywhere(runner, app):
+def test_demo_data_creates_a_team_agents_and_candidates_everywhere(runner, app, monkeypatch):
+    """At a chosen instant: the history is drawn back from "now", and with the wall clock the
+    600 candidates held no opted-out one at some hours of the day."""
+    from milo_portal import clock
     from milo_portal.models import Answer, Event, SOURCES
+    from tests.conftest import at
 
+    instant = at("2026-11-26T09:00:00")
+    monkeypatch.setattr(clock, "now", lambda: instant)
     result = runner.invoke(args=["milo", "demo-data", "--candidates", "600", "--seed", "3"])
     assert result.exit_code == 0, result.output
     assert db.session.query(Agent).count() == 3
