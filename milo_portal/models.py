@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -418,6 +419,104 @@ class AgentFunnelCount(db.Model):
 # created before and emptied after candidate (tests empty tables in reverse dependency order).
 Candidate.__table__.add_is_dependent_on(CandidateCount.__table__)
 Candidate.__table__.add_is_dependent_on(AgentFunnelCount.__table__)
+
+
+# The columns the Metrics page filters its candidates on, and what each by-table groups by
+# (``metrics.services.counts_many``); each grouping has its covering index on metrics_fact.
+_FACT_FILTERS = ("entered_at", "agent_id", "source", "source_detail", "channel")
+_FACT_STEPS = ("invite_click", "click_start", "start_complete", "invite_complete")
+_FACT_GROUPINGS = {"source": ("source",), "src": ("source", "source_detail"), "channel": ("channel",),
+                   "agent": ("agent_id",), "device": ("device",), "followups": ("followups",), "heat": ("heat",),
+                   "bucket": ("bucket",), "variant": ("variant",)}
+
+
+class MetricsFact(db.Model):
+    """One candidate's facts for the Metrics page, kept so the page reads one narrow row per
+    candidate instead of joining every candidate to their events, messages and answers.
+
+    Triggers (migration 0017_metrics_facts) mark a row stale (``fresh`` false) in the same
+    transaction as every change it depends on: a candidate inserted or changed, an event
+    of a type a fact reads, an answer, the first invite message. ``metrics.facts.refresh``
+    recomputes the stale rows in short write units before the page reads them (and the
+    scheduler's tick does so in the background), so the figures are always of the data as
+    it is. The definitions stay those of ``metrics.definitions``: ``flags`` holds the raw
+    facts (``definitions.FACT_BITS``) that ``stage_conditions`` combines.
+    """
+
+    __tablename__ = "metrics_fact"
+    __table_args__ = (
+        Index("ix_metrics_fact_entered", "entered_at"),
+        Index("ix_metrics_fact_stale", "fresh", "candidate_id"),
+        # One covering index per by-table: its value and the fact bits first, then every
+        # column the page filters on. SQLite reads the index in group order (no sort) and
+        # never the table: a by-table is one pass over a narrow index.
+        *(Index(f"ix_metrics_fact_by_{name}", *columns, "flags", *(c for c in _FACT_FILTERS if c not in columns))
+          for name, columns in _FACT_GROUPINGS.items()),
+        # One per step duration, in its order: a percentile is the row at its rank.
+        *(Index(f"ix_metrics_fact_time_{step}", step, *_FACT_FILTERS) for step in _FACT_STEPS),
+    )
+
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidate.id", ondelete="CASCADE"), primary_key=True)
+    fresh: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # When the candidate entered the page's date range: invited, or (never invited) first came through a link.
+    entered_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    agent_id: Mapped[Optional[int]] = mapped_column(Integer)
+    source: Mapped[Optional[str]] = mapped_column(String(20))
+    source_detail: Mapped[Optional[str]] = mapped_column(String(100))
+    channel: Mapped[Optional[str]] = mapped_column(String(20))
+    flags: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Candidate-local weekday (0 = Monday) × 24 + hour of the invite.
+    heat: Mapped[Optional[int]] = mapped_column(Integer)
+    bucket: Mapped[Optional[int]] = mapped_column(Integer)  # time to complete after the invite (BUCKETS)
+    device: Mapped[Optional[str]] = mapped_column(String(10))
+    variant: Mapped[Optional[str]] = mapped_column(String(41))  # "<channel>/<variant>" of the first invite
+    followups: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # received before completing, 3 = 3+
+    answers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Seconds of each step (TIME_STEPS), NULL where the step did not happen.
+    invite_click: Mapped[Optional[float]] = mapped_column(Float)
+    click_start: Mapped[Optional[float]] = mapped_column(Float)
+    start_complete: Mapped[Optional[float]] = mapped_column(Float)
+    invite_complete: Mapped[Optional[float]] = mapped_column(Float)
+    email_domain: Mapped[Optional[str]] = mapped_column(String(254))
+    # Deliverability: the candidate's messages meant to go (not cancelled or suppressed) per
+    # channel, how many were sent, failed for good, and failed for a while (retried).
+    email_messages: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    email_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    email_failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    email_temporary: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    sms_messages: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    sms_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    sms_failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    sms_temporary: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    whatsapp_messages: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    whatsapp_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    whatsapp_failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    whatsapp_temporary: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class MetricsAnswer(db.Model):
+    """The time a candidate spent on one question (from the previous answer, or the start, to
+    this answer), with the candidate's filter columns: the Metrics page's median per question
+    reads one index in order instead of ordering every answer. Written by
+    ``metrics.facts.refresh`` with the candidate's ``metrics_fact`` row (its triggers mark it stale).
+    """
+
+    __tablename__ = "metrics_answer"
+    __table_args__ = (
+        Index("ix_metrics_answer_candidate", "candidate_id"),
+        Index("ix_metrics_answer_spent", "agent_id", "position", "spent", *_FACT_FILTERS[:1],
+              *(c for c in _FACT_FILTERS[1:] if c != "agent_id")),
+    )
+
+    answer_id: Mapped[int] = mapped_column(ForeignKey("answer.id", ondelete="CASCADE"), primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidate.id", ondelete="CASCADE"))
+    agent_id: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer)
+    spent: Mapped[float] = mapped_column(Float)
+    entered_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    source: Mapped[Optional[str]] = mapped_column(String(20))
+    source_detail: Mapped[Optional[str]] = mapped_column(String(100))
+    channel: Mapped[Optional[str]] = mapped_column(String(20))
 
 
 class Answer(db.Model):

@@ -13,11 +13,13 @@ from typing import Mapping
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Integer, String, and_, case, cast, exists, func, literal, literal_column, not_, or_, select
+from sqlalchemy import and_, case, func, not_, or_, select
 
-from ..models import CHANNELS, DEVICE_CLASSES, ROLE_LEVELS, SOURCES, Agent, Answer, Candidate, Event, Message
+from ..candidates.services import unindexed
+from ..models import CHANNELS, DEVICE_CLASSES, ROLE_LEVELS, SOURCES, Agent, Candidate, MetricsFact
 
 C = Candidate
+F = MetricsFact
 PERIODS = ("7", "30", "90", "custom")
 DEFAULT_PERIOD = "30"
 # The funnel, in order; every rate is measured against "delivered".
@@ -26,16 +28,8 @@ FUNNEL = ("invited", "delivered", "opened", "clicked", "started", "completed")
 MAX_DAYS = 400
 LATE_INVITE_HOURS = 24
 FOLLOWUP_TYPES = ("reminded", "nudged")
-
-
-def _has_event(*types: str):
-    return exists().where(Event.candidate_id == C.id, Event.type.in_(types))
-
-
-def _invite_failed():
-    # A failure or bounce of the invite itself (a reminder's failure says nothing of the invite).
-    return exists().where(Event.candidate_id == C.id, Event.type.in_(("failed", "bounced")),
-                          Event.message_id == Message.id, Message.kind == "invite")
+# The event types the per-candidate facts read (``Defs.grouped_facts``); the page joins only these.
+FACT_EVENT_TYPES = ("opened", "machine_opened", "failed", "bounced") + FOLLOWUP_TYPES
 
 
 def seconds_between(dialect: str, start, end):
@@ -54,8 +48,6 @@ INVITED = C.invited_at.is_not(None)
 # invite: they enter the funnel at "clicked" (and "started"), never count as invited or
 # delivered, and join the base the rates are measured against (see ``funnel_figures``).
 LINK_ONLY = and_(C.invited_at.is_(None), CLICKED)
-# When a link-only candidate entered the funnel: the share link clicks and starts at once.
-ENTERED_AT = func.coalesce(C.clicked_at, C.started_at, C.completed_at)
 
 
 def rate_of(part: int, whole: int) -> float | None:
@@ -76,13 +68,29 @@ def funnel_figures(found: Mapping[str, int]) -> dict:
     return out
 
 
-def stage_conditions(fact) -> dict:
+class SqlLogic:
+    """``stage_conditions`` building SQL conditions."""
+
+    and_, or_, not_ = staticmethod(and_), staticmethod(or_), staticmethod(not_)
+
+
+class PyLogic:
+    """``stage_conditions`` deciding for one candidate's facts in Python (see ``who_mask``)."""
+
+    and_ = staticmethod(lambda *parts: all(parts))
+    or_ = staticmethod(lambda *parts: any(parts))
+    not_ = staticmethod(lambda part: not part)
+
+
+def stage_conditions(fact, logic=SqlLogic) -> dict:
     """The funnel's stages and what is counted beside them, built from ``fact(name)``.
 
-    ``fact`` gives one candidate's raw facts as SQL conditions (see ``Defs.facts``): on the
-    candidate table for a drill-down, on the page's materialized per-candidate rows for
-    the counts. Both go through this one function, so they cannot disagree.
+    ``fact`` gives one candidate's raw facts: as SQL conditions on the candidate table for a
+    drill-down (see ``Defs.facts``), or as booleans read from the bits of a ``metrics_fact``
+    row for the page's counts (``who_mask``, with ``PyLogic``). Both go through this one
+    function, so they cannot disagree.
     """
+    and_, or_, not_ = logic.and_, logic.or_, logic.not_
     invited, clicked = fact("invited"), fact("clicked")
     opened = or_(clicked, fact("opened_event"))
     failed = and_(invited, not_(clicked), fact("invite_failed"))
@@ -111,6 +119,20 @@ def stage_conditions(fact) -> dict:
         "friday_invite": and_(invited, fact("friday")),
         "outside_window": and_(invited, fact("outside")),
     }
+
+
+# The raw facts a ``metrics_fact`` row keeps as bits of ``flags`` (``metrics.facts``), in bit
+# order; "outside" is added when the page reads them, from the invite's local hour and the
+# send window set now.
+FACT_BITS = ("invited", "clicked", "started", "completed", "visited", "opened_event", "machine_event",
+             "invite_failed", "expired", "opted_out", "late", "friday", "outside")
+OUTSIDE_BIT = 1 << FACT_BITS.index("outside")
+
+
+def who_mask(flags: int, whos: tuple[str, ...]) -> int:
+    """Bit i set when the candidate with these fact bits counts as ``whos[i]``."""
+    found = stage_conditions(lambda name: bool(flags >> FACT_BITS.index(name) & 1), PyLogic)
+    return sum(1 << i for i, who in enumerate(whos) if found[who])
 
 
 WHO_LABELS = {
@@ -269,88 +291,55 @@ def parse_drill(args: Mapping) -> Filters | None:
                    period="custom")
 
 
-def base_conditions(f: Filters) -> list:
-    """Who the filters keep, apart from the date range: agent, source, channel, level.
+def fact_cohort(f: Filters, table=MetricsFact) -> list:
+    """The candidates the page is about, as conditions on their ``metrics_fact`` rows (or on
+    ``metrics_answer`` rows, which carry the same filter columns): those the filters keep (agent, source, share-link tag, channel, role level), invited in the date range
+    (link-only candidates: who entered through the link in it).
 
     Erased candidates count: erasure removes a person's data, not what happened (the stage
     and its times stay, anonymous), so last season's figures do not shrink when retention
     erases them. The drill-down lists leave them out, having nothing to show.
     """
-    conds = []
+    # Never by the entered_at index on SQLite: the counts read their covering indexes whole,
+    # and the other reads a narrow table in one pass (see ``candidates.services.unindexed``).
+    entered = unindexed(table.entered_at)
+    conds = [entered >= f.since, entered < f.until]
     if f.agent_id:
-        conds.append(C.agent_id == f.agent_id)
+        conds.append(table.agent_id == f.agent_id)
     if f.source:
-        conds.append(C.source == f.source)
+        conds.append(table.source == f.source)
     if f.src:
-        conds.append(C.source_detail == f.src)
+        conds.append(table.source_detail == f.src)
     if f.channel:
-        conds.append(C.channel == f.channel)
+        conds.append(table.channel == f.channel)
     if f.level:
-        conds.append(C.agent_id.in_(select(Agent.id).where(Agent.role_level == f.level)))
+        conds.append(table.agent_id.in_(select(Agent.id).where(Agent.role_level == f.level)))
     return conds
 
 
-def entered_between(since: datetime, until: datetime):
-    """SQL: invited in [since, until), or, never invited, entered through a link in it."""
-    return or_(and_(C.invited_at >= since, C.invited_at < until),
-               and_(C.invited_at.is_(None), ENTERED_AT >= since, ENTERED_AT < until))
+def outside_window(hour: int, window: tuple[int, int]) -> bool:
+    """Whether an invite sent in this local hour was outside the send window (minutes of the day)."""
+    lo, hi = window
+    return hour * 60 + 59 < lo or hour * 60 >= hi
 
 
-def cohort(f: Filters) -> list:
-    """The candidates the page is about: those the filters keep, invited in the date range
-    (link-only candidates: who entered through the link in it)."""
-    return base_conditions(f) + [entered_between(f.since, f.until)]
+def fact_flags(window: tuple[int, int]):
+    """SQL: a ``metrics_fact`` row's fact bits with "outside" (the send window ``window``,
+    minutes of the day, as ``outside_window``) read from the invite's local hour."""
+    lo, hi = window
+    minute = (F.heat % 24) * 60
+    return F.flags + case((or_(minute + 59 < lo, minute >= hi), OUTSIDE_BIT), else_=0)
 
 
-# --- candidate-local time -----------------------------------------------------------------
-
-def _offset(zone: ZoneInfo, instant: datetime) -> int:
-    return int(instant.astimezone(zone).utcoffset().total_seconds() // 60)
-
-
-def zone_offsets(zones: list[str], since: datetime, until: datetime) -> list[tuple[str, datetime, datetime, int]]:
-    """(zone, from, to, UTC offset in minutes) covering [since, until) for each zone.
-
-    SQLite has no time zone database, so the invite's local time is computed in SQL from
-    these intervals (a handful per zone: one per daylight-saving change). Offsets change
-    months apart, so stepping six hours and narrowing each change to the minute finds them all.
-    """
-    out = []
-    step = timedelta(hours=6)
-    for name in sorted(set(zones)):
-        zone = _zone(name)
-        start, offset, t = since, _offset(zone, since), since
-        while t < until:
-            nxt = min(t + step, until)
-            if nxt < until and _offset(zone, nxt) != offset:
-                lo, hi = t, nxt
-                while hi - lo > timedelta(minutes=1):
-                    mid = lo + (hi - lo) / 2
-                    lo, hi = (mid, hi) if _offset(zone, mid) == offset else (lo, mid)
-                hi = hi.replace(second=0, microsecond=0)
-                out.append((name, start, hi, offset))
-                start, offset = hi, _offset(zone, hi)
-            t = nxt
-        out.append((name, start, until, offset))
-    return out
+def fact_conditions(window: tuple[int, int]) -> dict:
+    """Every who-condition as SQL on ``metrics_fact`` rows (``stage_conditions`` over their bits)."""
+    flags = fact_flags(window)
+    return stage_conditions(lambda name: flags.op("&")(1 << FACT_BITS.index(name)) != 0)
 
 
-class Local:
-    """SQL for the candidate-local weekday (0 = Monday) and hour of a UTC timestamp column."""
-
-    def __init__(self, dialect: str, offsets: list[tuple[str, datetime, datetime, int]]) -> None:
-        self.dialect = dialect
-        whens = [(and_(C.timezone == zone, C.invited_at >= lo, C.invited_at < hi), off)
-                 for zone, lo, hi, off in offsets if off]
-        self.offset = case(*whens, else_=0) if whens else literal(0)
-
-    def parts(self, column):
-        """(weekday, hour) SQL integers of ``column`` moved to the candidate's zone."""
-        if self.dialect == "postgresql":
-            local = column + self.offset * literal_column("interval '1 minute'")
-            return (cast((func.extract("dow", local) + 6), Integer) % 7, cast(func.extract("hour", local), Integer))
-        local = func.datetime(column, cast(self.offset, String) + literal(" minutes"))
-        return ((cast(func.strftime("%w", local), Integer) + 6) % 7, cast(func.strftime("%H", local), Integer))
+def fact_has(name: str):
+    """SQL: the ``metrics_fact`` row has raw fact ``name`` (one of the stored bits)."""
+    return F.flags.op("&")(1 << FACT_BITS.index(name)) != 0
 
 
 # --- dimensions: what the by-tables group by ----------------------------------------------
@@ -364,89 +353,12 @@ BUCKETS = ((3600, "under 1 h"), (6 * 3600, "1–6 h"), (86400, "6–24 h"), (2 *
            (3 * 86400, "2–3 days"), (7 * 86400, "3–7 days"), (None, "over 7 days"))
 
 
-def answers_count():
-    """SQL: how many questions the candidate has answered."""
-    return select(func.count()).where(Answer.candidate_id == C.id).correlate(C).scalar_subquery()
-
-
-def followups_count():
-    """SQL: follow-ups received before completing (or so far), 3 meaning "3 or more"."""
-    n = (select(func.count()).where(Event.candidate_id == C.id, Event.type.in_(FOLLOWUP_TYPES),
-                                    or_(C.completed_at.is_(None), Event.at < C.completed_at))
-         .correlate(C).scalar_subquery())
-    return case((n >= 3, 3), else_=n)
-
-
 class Defs:
-    """The conditions and group-by expressions for one database and date range."""
+    """The database and the send window the page's conditions are built for."""
 
-    def __init__(self, dialect: str, offsets, window: tuple[int, int] = (9 * 60, 18 * 60)) -> None:
+    def __init__(self, dialect: str, window: tuple[int, int] = (9 * 60, 18 * 60)) -> None:
         self.dialect = dialect
-        self.local = Local(dialect, offsets)
-        weekday, hour = self.local.parts(C.invited_at)
-        self.weekday, self.hour = weekday, hour
         self.window = window
-        lo, hi = window
-        minute = hour * 60
-        self.facts = {
-            "invited": INVITED, "clicked": CLICKED, "started": STARTED, "completed": COMPLETED,
-            "visited": C.visited_at.is_not(None), "opened_event": _has_event("opened"),
-            "machine_event": _has_event("machine_opened"), "invite_failed": _invite_failed(),
-            "expired": C.stage == "expired", "opted_out": C.stage == "opted_out",
-            "late": seconds_between(dialect, C.created_at, C.invited_at) > LATE_INVITE_HOURS * 3600,
-            "friday": weekday == 4, "outside": or_(minute + 59 < lo, minute >= hi),
-        }
-        self.who = stage_conditions(self.facts.__getitem__)
-
-    def grouped_facts(self) -> tuple[dict, dict]:
-        """The facts and the event-based dimensions for a candidate LEFT JOIN event GROUP BY candidate.
-
-        The same facts as ``facts`` (which the drill-down uses on single candidates), but every
-        event fact is an aggregate over the candidate's events: the page reads each cohort
-        candidate's events once, in one pass, instead of one lookup per fact per candidate.
-        """
-        def any_event(cond):
-            return func.max(case((cond, 1), else_=0)) == 1
-
-        invite = (exists().where(Message.id == Event.message_id, Message.kind == "invite")
-                  .correlate(Event))
-        failed = func.max(case((Event.type.in_(("failed", "bounced")), case((invite, 1), else_=0)), else_=0)) == 1
-        facts = dict(self.facts, opened_event=any_event(Event.type == "opened"),
-                     machine_event=any_event(Event.type == "machine_opened"), invite_failed=failed)
-        n = func.coalesce(func.sum(case((and_(Event.type.in_(FOLLOWUP_TYPES),
-                                              or_(C.completed_at.is_(None), Event.at < C.completed_at)), 1),
-                                        else_=0)), 0)
-        return facts, {"followups": case((n >= 3, 3), else_=n)}
-
-    def dimension(self, name: str):
-        """The SQL expression a by-table groups by."""
-        if name == "source":
-            return C.source
-        if name == "src":
-            return case((C.source == "share_link", func.coalesce(C.source_detail, "")))
-        if name == "channel":
-            return C.channel
-        if name == "agent":
-            return C.agent_id
-        if name == "level":
-            return select(Agent.role_level).where(Agent.id == C.agent_id).correlate(C).scalar_subquery()
-        if name == "device":
-            return func.coalesce(C.device_class, "unknown")
-        if name == "followups":
-            return followups_count()
-        if name == "heat":
-            return self.weekday * 24 + self.hour
-        if name == "bucket":
-            d = seconds_between(self.dialect, C.invited_at, C.completed_at)
-            # Only for those invited who completed (NULL for everyone else: a share-link
-            # newcomer has no time since an invite, and would otherwise land in the last bar).
-            return case((or_(C.completed_at.is_(None), C.invited_at.is_(None)), None),
-                        *[(d < limit, i) for i, (limit, _) in enumerate(BUCKETS) if limit], else_=len(BUCKETS) - 1)
-        if name == "variant":
-            return (select(Message.channel + literal("/") + func.coalesce(Message.variant, "A"))
-                    .where(Message.candidate_id == C.id, Message.kind == "invite", Message.step == 1)
-                    .correlate(C).scalar_subquery())
-        raise KeyError(name)
 
     def dimension_value(self, name: str, raw: str):
         """A drill-down's value from its URL text, typed as the dimension's; None if invalid."""

@@ -12,18 +12,20 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
-from sqlalchemy import (String, and_, case, cast, distinct, exists, func, literal, not_, or_, select, true, union_all,
+from sqlalchemy import (String, and_, case, cast, distinct, exists, func, literal, not_, select, true, union_all,
                         update)
 from sqlalchemy.orm import Session, aliased
 
 from ..candidates import tally
 from ..candidates.services import csv_safe  # noqa: F401  (one neutraliser for every CSV; tests use it here)
-from ..models import (Agent, Answer, Candidate, Event, Message, MessageStatus, Question, Settings, Template,
-                      TemplateVersion)
+from ..models import (Agent, Candidate, Event, Message, MessageStatus, MetricsAnswer, MetricsFact, Question,
+                      Settings, Template, TemplateVersion)
 from . import definitions as d
-from .definitions import BUCKETS, COMPLETED, FUNNEL, STARTED, Defs, Filters
+from . import facts
+from .definitions import BUCKETS, FUNNEL, Defs, Filters
 
 C = Candidate
+F = MetricsFact
 
 # A/B: a winner is named only with p below this and at least this many delivered per variant.
 SIGNIFICANCE = 0.05
@@ -38,11 +40,11 @@ def dialect_of(session: Session) -> str:
 
 
 def defs_for(session: Session, f: Filters) -> Defs:
-    """The definitions for this database and range (the zones' offsets come from one small query)."""
-    zones = session.scalars(select(distinct(C.timezone)).where(*d.cohort(f))).all()
+    """The definitions for this database and the send window set now (the page reads the
+    invite's local weekday and hour from ``metrics_fact``, computed with the candidate's zone)."""
     settings = session.get(Settings, 1)
     window = (settings.window_start_minute, settings.window_end_minute) if settings else (540, 1080)
-    return Defs(dialect_of(session), d.zone_offsets(list(zones), f.since, f.until), window)
+    return Defs(dialect_of(session), window)
 
 
 def _sum(cond):
@@ -58,61 +60,93 @@ ALL_WHOS = tuple(d.WHO_LABELS)[:-2]  # every stage condition (not the drill-down
 INT_DIMENSIONS = ("agent", "followups", "heat", "bucket")
 
 
-def counts_many(session: Session, defs: Defs, conds: list, specs: dict[str, str | None]) -> dict:
+def _fact_dimension(name: str):
+    """The SQL value of a by-table's dimension on a ``metrics_fact`` row (drill-downs)."""
+    if name == "src":
+        return case((F.source == "share_link", func.coalesce(F.source_detail, "")))
+    return {"source": F.source, "channel": F.channel, "agent": F.agent_id, "device": F.device,
+            "followups": F.followups, "heat": F.heat, "bucket": F.bucket, "variant": F.variant}[name]
+
+
+# What each by-table groups ``metrics_fact`` rows by: the leading columns of its covering
+# index (``models._FACT_GROUPINGS``), so SQLite groups in index order. "level" is added up
+# from the agents, "src" keeps share-link candidates only, and the overall funnel is added up
+# from the weekday × hour rows (whose hour tells whether the invite was outside the window).
+_GROUP_COLUMNS = {"source": (F.source,), "src": (F.source, F.source_detail), "channel": (F.channel,),
+                  "agent": (F.agent_id,), "level": (F.agent_id,), "device": (F.device,),
+                  "followups": (F.followups,), "heat": (F.heat,), "bucket": (F.bucket,), "variant": (F.variant,),
+                  None: (F.heat,)}
+_GROUPING_OF = {"level": "agent", None: "heat"}
+
+
+def counts_many(session: Session, defs: Defs, f: Filters, specs: dict[str, str | None]) -> dict:
     """Every who-count per value of each spec's dimension (None: overall).
 
-    One pass reads the cohort's candidates with their events (LEFT JOIN, GROUP BY candidate:
-    each event fact is an aggregate, not a lookup per candidate) into a materialized table
-    of dimension values and one integer whose bits are the stage conditions the candidate
-    meets. Each spec then counts candidates per (value, bits) in ONE statement, and Python
-    adds the few hundred counts into the who-counts. Returns {spec: {key: {who: n}}}.
+    Reads the cohort's ``metrics_fact`` rows (refreshed first), one grouped read per
+    dimension, each over that dimension's covering index: candidates per (value, fact bits).
+    Python turns each distinct set of fact bits into the who-counts it belongs to
+    (``definitions.who_mask``, the one ``stage_conditions``) and adds up the few hundred rows.
+    "outside_window" is counted overall and per weekday × hour only (it needs the hour).
+    Returns {spec: {key: {who: n}}}.
     """
-    dims = sorted({by for by in specs.values() if by})
-    facts, grouped = defs.grouped_facts()
-    # The candidate-local weekday × hour is computed once per candidate (the costliest
-    # expression); the Friday and send-window facts are read from it.
-    local = [name for name in ("friday", "outside") if name in facts]
-    columns = [case((expr, 1), else_=0).label(name) for name, expr in facts.items() if name not in local]
-    columns.append((defs.weekday * 24 + defs.hour).label("local_heat"))
-    columns += [(grouped[dim] if dim in grouped else defs.dimension(dim)).label("dim_" + dim)
-                for dim in dims if dim != "heat"]
-    inner = (select(*columns).select_from(C).outerjoin(Event, Event.candidate_id == C.id)
-             .where(*conds).group_by(C.id).cte("metrics_facts").prefix_with("MATERIALIZED"))
-    heat = inner.c.local_heat
-    minute = (heat % 24) * 60
-    lo, hi = defs.window
-    derived = {"friday": and_(heat >= 4 * 24, heat < 5 * 24), "outside": or_(minute + 59 < lo, minute >= hi)}
-    who = d.stage_conditions(lambda name: derived[name] if name in derived else inner.c[name] == 1)
-    mask = sum((case((who[w], 1 << i), else_=0) for i, w in enumerate(ALL_WHOS)), literal(0))
-    base = (select(mask.label("mask"), *[(heat if dim == "heat" else inner.c["dim_" + dim]).label("dim_" + dim)
-                                        for dim in dims])
-            .cte("metrics_base").prefix_with("MATERIALIZED"))
+    facts.refresh(session)
+    cohort = d.fact_cohort(f)
+    groupings = {_GROUPING_OF.get(by, by) for by in specs.values()}
     parts = []
-    for spec, by in specs.items():
-        key = cast(base.c["dim_" + by], String) if by else cast(literal(None), String)
-        group = [key, base.c.mask] if by else [base.c.mask]
-        parts.append(select(literal(spec).label("spec"), key.label("key"), base.c.mask.label("mask"),
-                            func.count().label("n")).select_from(base).group_by(*group))
+    for name in sorted(groupings):
+        columns = _GROUP_COLUMNS[name]
+        keys = [cast(c, String).label(f"k{i}") for i, c in enumerate(columns)]
+        keys += [cast(literal(None), String).label(f"k{i}") for i in range(len(keys), 2)]
+        parts.append(select(literal(name).label("grouping"), *keys, F.flags, func.count().label("n"))
+                     .where(*cohort).group_by(*columns, F.flags))
+    rows = session.execute(union_all(*parts) if len(parts) > 1 else parts[0]).all()
+    levels = {}
+    if "level" in specs.values():
+        levels = {str(k): v for k, v in session.execute(select(Agent.id, Agent.role_level)).all()}
+    whos_of: dict[int, list[str]] = {}
+
+    def whos(bits: int) -> list[str]:
+        found = whos_of.get(bits)
+        if found is None:
+            mask = d.who_mask(bits, ALL_WHOS)
+            found = whos_of[bits] = [w for i, w in enumerate(ALL_WHOS) if mask >> i & 1]
+        return found
+
+    grouped: dict[str, list] = {}
+    for row in rows:
+        bits = int(row.flags)
+        if row.grouping == "heat" and row.k0 is not None and d.outside_window(int(row.k0) % 24, defs.window):
+            bits |= d.OUTSIDE_BIT
+        grouped.setdefault(row.grouping, []).append((row.k0, row.k1, whos(bits), int(row.n)))
     out: dict = {spec: ({None: {w: 0 for w in ALL_WHOS}} if by is None else {}) for spec, by in specs.items()}
-    for row in session.execute(union_all(*parts) if len(parts) > 1 else parts[0]).all():
-        by = specs[row.spec]
-        if by is None:
-            key = None
-        elif row.key is None:
-            continue  # no value for this dimension (e.g. a share-link tag of a non-share-link candidate)
-        else:
-            key = int(row.key) if by in INT_DIMENSIONS else row.key
-        found = out[row.spec].setdefault(key, {w: 0 for w in ALL_WHOS})
-        for i, w in enumerate(ALL_WHOS):
-            if row.mask >> i & 1:
-                found[w] += int(row.n)
+    for spec, by in specs.items():
+        for k0, k1, who_list, n in grouped.get(_GROUPING_OF.get(by, by), ()):
+            if by is None:
+                key = None
+            elif by == "src":
+                if k0 != "share_link":
+                    continue  # a share-link tag is only a share-link candidate's
+                key = k1 or ""
+            elif k0 is None:
+                continue  # no value for this dimension (e.g. the hour of someone never invited)
+            elif by == "level":
+                key = levels.get(k0)
+                if key is None:
+                    continue
+            else:
+                key = int(k0) if by in INT_DIMENSIONS else k0
+            found = out[spec].get(key)
+            if found is None:
+                found = out[spec][key] = {w: 0 for w in ALL_WHOS}
+            for w in who_list:
+                found[w] += n
     return out
 
 
-def counts(session: Session, defs: Defs, conds: list, whos: Iterable[str], by: str | None = None) -> dict:
+def counts(session: Session, defs: Defs, f: Filters, whos: Iterable[str], by: str | None = None) -> dict:
     """How many candidates meet each of ``whos``, overall or per value of dimension ``by``."""
     whos = list(whos)
-    found = counts_many(session, defs, conds, {"x": by})["x"]
+    found = counts_many(session, defs, f, {"x": by})["x"]
     if by is None:
         row = found.get(None) or {}
         return {w: row.get(w, 0) for w in whos}
@@ -165,7 +199,7 @@ def funnel(session: Session, defs: Defs, f: Filters, found: dict | None = None) 
               "visited_only", "never_started", "not_finished", "opened_not_clicked", "clicked_not_started",
               "late_invite", "friday_invite", "outside_window")
     if found is None:
-        found = counts(session, defs, d.cohort(f), FUNNEL + beside)
+        found = counts(session, defs, f, FUNNEL + beside)
     figures = d.funnel_figures(found)
     steps, previous = [], None
     for who in FUNNEL:
@@ -188,35 +222,24 @@ TIME_STEPS = (("invite_click", "Invite → click", "invited_at", "clicked_at"),
               ("invite_complete", "Invite → complete", "invited_at", "completed_at"))
 
 
-def _percentiles(session: Session, durations, keys: list) -> list:
-    """Median and p90 (nearest rank) of ``durations.c.d`` per ``keys``: rows (keys..., n, median, p90)."""
-    part = [durations.c[k] for k in keys]
-    ranked = select(*part, durations.c.d,
-                    func.row_number().over(partition_by=part, order_by=durations.c.d).label("rn"),
-                    func.count().over(partition_by=part).label("n")).subquery()
-    rk = [ranked.c[k] for k in keys]
-    n = ranked.c.n
-    median = func.max(case((ranked.c.rn == (n + 1) // 2, ranked.c.d)))
-    p90 = func.max(case((ranked.c.rn == (9 * n + 9) // 10, ranked.c.d)))
-    return session.execute(select(*rk, func.max(n).label("n"), median.label("median"), p90.label("p90"))
-                           .group_by(*rk).order_by(*rk)).all()
-
-
 def times(session: Session, defs: Defs, f: Filters, histogram: dict | None = None) -> dict:
     """Median and p90 of each step (seconds), and the histogram of invite → complete."""
-    parts = []
-    for key, _, a, b in TIME_STEPS:
-        start, end = getattr(C, a), getattr(C, b)
-        # A share-link sign-up clicks and starts in one form post: its 0 s says nothing.
-        extra = [d.INVITED] if key == "click_start" else []
-        parts.append(select(literal(key).label("step"), d.seconds_between(defs.dialect, start, end).label("d"))
-                     .where(*d.cohort(f), start.is_not(None), end.is_not(None), *extra))
-    found = {r.step: r for r in _percentiles(session, union_all(*parts).subquery(), ["step"])}
-    steps = [{"key": key, "label": label, "n": int(found[key].n) if key in found else 0,
-              "median": float(found[key].median) if key in found else None,
-              "p90": float(found[key].p90) if key in found else None} for key, label, _, _ in TIME_STEPS]
+    # The step durations are kept per candidate (``metrics_fact``, NULL where a step did not
+    # happen; a share-link sign-up's click → start, one form post, is not kept). Each step
+    # has an index in its order: how many, then the value at each rank, read from it.
+    facts.refresh(session)
+    cohort = d.fact_cohort(f)
+    steps = []
+    for key, label, _, _ in TIME_STEPS:
+        column = F.__table__.c[key]
+        n = session.scalar(select(func.count()).select_from(F).where(*cohort, column.is_not(None)))
+        ordered = select(column).where(*cohort, column.is_not(None)).order_by(column).limit(1)
+        median = session.scalar(ordered.offset((n + 1) // 2 - 1)) if n else None
+        p90 = session.scalar(ordered.offset((9 * n + 9) // 10 - 1)) if n else None
+        steps.append({"key": key, "label": label, "n": n, "median": None if median is None else float(median),
+                      "p90": None if p90 is None else float(p90)})
     if histogram is None:
-        histogram = counts(session, defs, d.cohort(f), ["completed"], by="bucket")
+        histogram = counts(session, defs, f, ["completed"], by="bucket")
     bars = [{"key": i, "label": label, "count": histogram.get(i, {}).get("completed", 0)}
             for i, (_, label) in enumerate(BUCKETS)]
     return {"steps": steps, "histogram": bars}
@@ -226,25 +249,36 @@ def times(session: Session, defs: Defs, f: Filters, histogram: dict | None = Non
 
 def questions(session: Session, defs: Defs, f: Filters) -> dict:
     """Per question: reached, answered, left there, median time spent; the biggest drop."""
-    # Materialized: each starter's answers are counted once, then joined to every question.
-    started = (select(C.agent_id.label("agent_id"), d.answers_count().label("k"),
-                      case((COMPLETED, 1), else_=0).label("done")).where(*d.cohort(f), STARTED)
+    # The starters are counted per agent, answers given and done, then joined to every question.
+    facts.refresh(session)
+    cohort = d.fact_cohort(f)
+    done = case((d.fact_has("completed"), 1), else_=0)
+    started = (select(F.agent_id.label("agent_id"), F.answers.label("k"), done.label("done"), func.count().label("n"))
+               .where(*cohort, d.fact_has("started")).group_by(F.agent_id, F.answers, done)
                .cte("metrics_started").prefix_with("MATERIALIZED"))
-    k, pos = started.c.k, Question.position
+    k, pos, n = started.c.k, Question.position, started.c.n
+
+    def _n(cond):
+        return func.coalesce(func.sum(case((cond, n), else_=0)), 0)
+
     rows = session.execute(
         select(Question.agent_id, Question.position, Question.text,
-               _sum(k >= pos - 1).label("reached"), _sum(k >= pos).label("answered"),
-               _sum((k == pos - 1) & (started.c.done == 0)).label("left"))
+               _n(k >= pos - 1).label("reached"), _n(k >= pos).label("answered"),
+               _n((k == pos - 1) & (started.c.done == 0)).label("left"))
         .join(started, started.c.agent_id == Question.agent_id)
         .group_by(Question.agent_id, Question.position, Question.text)
         .order_by(Question.agent_id, Question.position)).all()
-    # Time spent on a question: from the previous answer (or the start) to this answer.
-    previous = func.lag(Answer.answered_at).over(partition_by=Answer.candidate_id, order_by=Answer.position)
-    spent = (select(C.agent_id.label("agent_id"), Answer.position.label("position"),
-                    d.seconds_between(defs.dialect, func.coalesce(previous, C.started_at), Answer.answered_at)
-                    .label("d"))
-             .join(C, C.id == Answer.candidate_id).where(*d.cohort(f), C.started_at.is_not(None))).subquery()
-    medians = {(r.agent_id, r.position): float(r.median) for r in _percentiles(session, spent, ["agent_id", "position"])}
+    # Time spent on a question (from the previous answer, or the start, to this answer) is
+    # kept per answer in ``metrics_answer``, indexed by question and time: how many, then the
+    # value at the median's rank, read from the index.
+    A = MetricsAnswer
+    answered = d.fact_cohort(f, A)
+    medians = {}
+    for agent_id, position, total in session.execute(
+            select(A.agent_id, A.position, func.count()).where(*answered).group_by(A.agent_id, A.position)).all():
+        medians[(agent_id, position)] = float(session.scalar(
+            select(A.spent).where(A.agent_id == agent_id, A.position == position, *answered)
+            .order_by(A.spent).offset((total + 1) // 2 - 1).limit(1)))
     titles = dict(session.execute(select(Agent.id, Agent.title).where(Agent.id.in_({r.agent_id for r in rows}))).all())
     table = [{"agent_id": r.agent_id, "agent": titles.get(r.agent_id, ""), "position": r.position, "text": r.text,
               "reached": int(r.reached), "answered": int(r.answered), "left": int(r.left),
@@ -261,7 +295,7 @@ BY = ("source", "src", "channel", "agent", "level", "device", "followups")
 def by_dimension(session: Session, defs: Defs, f: Filters, name: str, found: dict | None = None) -> list[dict]:
     """Delivered, link-only, started, completed and the completion rate per value of one dimension."""
     if found is None:
-        found = counts(session, defs, d.cohort(f), ("invited", "delivered", "link_only", "started", "completed"),
+        found = counts(session, defs, f, ("invited", "delivered", "link_only", "started", "completed"),
                        by=name)
     labels = {}
     if name == "agent":
@@ -284,7 +318,7 @@ def by_dimension(session: Session, defs: Defs, f: Filters, name: str, found: dic
 def heat_map(session: Session, defs: Defs, f: Filters, found: dict | None = None) -> dict:
     """Invites and completion by candidate-local weekday × hour of the invite."""
     if found is None:
-        found = counts(session, defs, d.cohort(f), ("invited", "delivered", "link_only", "completed"), by="heat")
+        found = counts(session, defs, f, ("invited", "delivered", "link_only", "completed"), by="heat")
     cells = {}
     for key, row in found.items():
         cells[int(key)] = d.funnel_figures(row)
@@ -293,52 +327,46 @@ def heat_map(session: Session, defs: Defs, f: Filters, found: dict | None = None
 
 # --- deliverability -------------------------------------------------------------------------
 
-def _domain(dialect: str):
-    if dialect == "postgresql":
-        return func.lower(func.split_part(C.email, "@", 2))
-    return func.lower(func.substr(C.email, func.instr(C.email, "@") + 1))
-
-
-def message_conditions(f: Filters) -> list:
-    """Messages that were meant to go (not cancelled or suppressed), of the page's candidates.
-
-    The date range is the candidates' (``d.cohort``: invited in the range), as everywhere on
-    the page, never the messages' own dates: a reminder sent after the range to someone
-    invited in it counts, a reminder in the range to someone invited before it does not.
-    """
-    return [Message.status.not_in((MessageStatus.CANCELLED, MessageStatus.SUPPRESSED)), *d.cohort(f)]
-
-
 FAILED_PERMANENTLY = Message.status == MessageStatus.FAILED
-FAILED_TEMPORARILY = (Message.status != MessageStatus.FAILED) & ((Message.attempts > 1) | Message.last_error.is_not(None))
 
 
 def deliverability(session: Session, defs: Defs, f: Filters) -> dict:
-    """Sent, failed permanently and temporarily, per channel and per recipient domain (e-mail)."""
-    base = select().select_from(Message).join(C, C.id == Message.candidate_id).where(*message_conditions(f))
-    figures = (func.count().label("messages"), _sum(Message.sent_at.is_not(None)).label("sent"),
-               _sum(FAILED_PERMANENTLY).label("failed"), _sum(FAILED_TEMPORARILY).label("temporary"))
-    channel_rows = session.execute(base.add_columns(Message.channel.label("key"), *figures)
-                                   .group_by(Message.channel).order_by(Message.channel)).all()
-    domain = _domain(defs.dialect).label("key")
-    domain_rows = session.execute(base.add_columns(domain, *figures).where(Message.channel == "email")
-                                  .group_by(domain).order_by(func.count().desc(), domain).limit(25)).all()
+    """Sent, failed permanently and temporarily, per channel and per recipient domain (e-mail).
+
+    Messages meant to go (not cancelled or suppressed) of the page's candidates: the date
+    range is the candidates' (invited in the range), as everywhere on the page, never the
+    messages' own dates. Each candidate's messages are counted in their ``metrics_fact`` row
+    per channel, so this is one read of the cohort's rows and one grouped by domain.
+    """
+    facts.refresh(session)
+    cohort = d.fact_cohort(f)
+    column = F.__table__.c
+    sums = [func.coalesce(func.sum(column[name]), 0).label(name) for name in facts.DELIVERY_COLUMNS]
+    totals = session.execute(select(*sums).where(*cohort)).one()
+    channels = [{"key": channel, **{figure: int(getattr(totals, f"{channel}_{figure}"))
+                                    for figure in facts.MESSAGE_FIGURES}}
+                for channel in facts.MESSAGE_CHANNELS]
+    email = [func.sum(column[f"email_{figure}"]).label(figure) for figure in facts.MESSAGE_FIGURES]
+    domains = session.execute(
+        select(F.email_domain.label("key"), *email).where(*cohort, F.email_messages > 0)
+        .group_by(F.email_domain).order_by(func.sum(F.email_messages).desc(), F.email_domain).limit(25)).all()
 
     def shape(rows):
-        return [{"key": r.key, "messages": int(r.messages), "sent": int(r.sent), "failed": int(r.failed),
-                 "temporary": int(r.temporary), "failure_rate": rate(int(r.failed), int(r.messages))} for r in rows]
+        return [{"key": r["key"], "messages": int(r["messages"]), "sent": int(r["sent"]), "failed": int(r["failed"]),
+                 "temporary": int(r["temporary"]), "failure_rate": rate(int(r["failed"]), int(r["messages"]))}
+                for r in rows if r["messages"]]
 
-    return {"channels": shape(channel_rows), "domains": shape(domain_rows)}
+    return {"channels": shape(channels), "domains": shape([r._asdict() for r in domains])}
 
 
-def message_failed_condition(f: Filters, defs: Defs, channel: str | None, domain: str | None):
-    """Candidates of the page with a permanently failed message (to ``channel`` / ``domain``)."""
-    # The caller keeps the page's candidates (``d.cohort``); here only the message's own facts.
-    conds = [Message.candidate_id == C.id, FAILED_PERMANENTLY]
+def message_failed_condition(channel: str | None, domain: str | None):
+    """``metrics_fact`` rows of candidates with a permanently failed message (to ``channel`` / ``domain``)."""
+    # The caller keeps the page's candidates (``d.fact_cohort``); here only the message's own facts.
+    conds = [Message.candidate_id == F.candidate_id, FAILED_PERMANENTLY]
     if channel:
         conds.append(Message.channel == channel)
     if domain:
-        conds += [Message.channel == "email", _domain(defs.dialect) == domain]
+        conds += [Message.channel == "email", F.email_domain == domain]
     return exists().where(*conds)
 
 
@@ -383,7 +411,7 @@ def ab_results(session: Session, defs: Defs, f: Filters, found: dict | None = No
     """Per invite channel with several variants: each variant's funnel and its comparison."""
     whos = ("invited", "delivered", "opened", "clicked", "started", "completed", "opted_out")
     if found is None:
-        found = counts(session, defs, d.cohort(f), whos, by="variant")
+        found = counts(session, defs, f, whos, by="variant")
     templates = session.execute(select(Template.id, Template.channel, Template.variant, Template.active)
                                 .where(Template.kind == "invite")).all()
     by_channel: dict[str, list] = {}
@@ -504,8 +532,8 @@ def optout_rates(session: Session, defs: Defs, f: Filters) -> list[dict]:
         .select_from(m).join(TemplateVersion, TemplateVersion.id == m.template_version_id)
         .join(Template, Template.id == TemplateVersion.template_id)
         .join(changes, and_(changes.c.kind == Template.kind, changes.c.channel == Template.channel))
-        .join(C, C.id == m.candidate_id)
-        .where(m.sent_at.is_not(None), *d.cohort(f))
+        .join(F, F.candidate_id == m.candidate_id)
+        .where(m.sent_at.is_not(None), *d.fact_cohort(f))
         .group_by(changes.c.kind, changes.c.channel, changes.c.changed_at)
         .order_by(changes.c.kind, changes.c.channel)).all()
     out = []
@@ -641,9 +669,10 @@ CHANNEL_NAMES = {"email": "e-mail", "sms": "SMS", "whatsapp": "WhatsApp"}
 def page(session: Session, f: Filters) -> dict:
     """Every figure of the page for these filters."""
     defs = defs_for(session, f)
+    facts.refresh(session)
     specs = {"funnel": None, **{f"by-{name}": name for name in BY}, "heat": "heat", "bucket": "bucket",
              "variant": "variant"}
-    many = counts_many(session, defs, d.cohort(f), specs)
+    many = counts_many(session, defs, f, specs)
     funnel_ = funnel(session, defs, f, found=many["funnel"].get(None) or {w: 0 for w in ALL_WHOS})
     question_ = questions(session, defs, f)
     delivery = deliverability(session, defs, f)
@@ -663,41 +692,52 @@ def page(session: Session, f: Filters) -> dict:
 # --- drill-down -----------------------------------------------------------------------------
 
 def people_condition(session: Session, f: Filters, who: str, dim: str | None, raw: str | None):
-    """The condition that picks exactly the candidates a figure counted; None if unknown."""
+    """The condition that picks exactly the candidates a figure counted; None if unknown.
+
+    It reads the same ``metrics_fact`` rows, bits and dimensions the counts read, so a
+    drill-down lists exactly the people behind the figure.
+    """
     defs = defs_for(session, f)
+    facts.refresh(session)
+    cohort = d.fact_cohort(f)
+
+    def picked(*conds):
+        return C.id.in_(select(F.candidate_id).where(*cohort, *conds))
+
     if who == "message_failed":
         channel = raw if dim == "channel" else None
         domain = raw if dim == "domain" else None
         if dim not in (None, "channel", "domain"):
             return None
-        return and_(*d.cohort(f), message_failed_condition(f, defs, channel, domain))
+        return picked(message_failed_condition(channel, domain))
     if who == "optout_spike":
         condition = optout_spike_condition(session, defs, raw)
-        return None if condition is None else and_(*d.cohort(f), condition)
+        return None if condition is None else and_(picked(), condition)
     if who == "left_at":
         # raw is "agent_id:position": started, not completed, answered the questions before it only.
         try:
             agent_id, position = (int(x) for x in (raw or "").split(":"))
         except ValueError:
             return None
-        return and_(*d.cohort(f), STARTED, not_(COMPLETED), C.agent_id == agent_id,
-                    d.answers_count() == position - 1)
-    if who not in defs.who:
+        return picked(d.fact_has("started"), not_(d.fact_has("completed")), F.agent_id == agent_id,
+                      F.answers == position - 1)
+    whos = d.fact_conditions(defs.window)
+    if who not in whos:
         return None
-
-    conds = d.cohort(f) + [defs.who[who]]
+    conds = [whos[who]]
     if dim:
         if dim not in d.DIMENSIONS or dim == "question":
             return None
         value = defs.dimension_value(dim, raw or "")
         if value is None:
             return None
-        if dim == "src":
-            conds.append(C.source == "share_link")
-        if dim == "bucket":
-            conds.extend((COMPLETED, d.INVITED))
-        conds.append(defs.dimension(dim) == value)
-    return and_(*conds)
+        if dim == "level":
+            conds.append(F.agent_id.in_(select(Agent.id).where(Agent.role_level == value)))
+        else:
+            if dim == "src":
+                conds.append(F.source == "share_link")
+            conds.append(_fact_dimension(dim) == value)
+    return picked(*conds)
 
 
 # --- CSV ------------------------------------------------------------------------------------
