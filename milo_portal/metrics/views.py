@@ -79,11 +79,16 @@ def _human_labels(figures: dict) -> dict:
     return figures
 
 
+def delivery_rows(rows: list[dict]) -> list[tuple]:
+    """The deliverability chart's groups: (channel label, sent, failed permanently)."""
+    return [(metrics_value(r["key"], "channel"), r["sent"], r["failed"]) for r in rows]
+
+
 def _context(filters, errors) -> dict:
     return dict(
         f=filters, errors=errors, figures=_human_labels(services.page(db.session, filters)), d=definitions, s=services,
         agents=db.session.execute(select(Agent.id, Agent.title).order_by(Agent.title)).all(),
-        sources=SOURCES, channels=CHANNELS, levels=ROLE_LEVELS, action_form=EmptyForm(), value_labels=VALUE_LABELS,
+        sources=SOURCES, channels=CHANNELS, levels=ROLE_LEVELS, action_form=EmptyForm(), delivery_rows=delivery_rows,
         drill=lambda who, dim=None, value=None: url_for(
             "candidates.index", metric=who, metric_dim=dim, metric_value=value) + "&" + filters.drill(),
     )
