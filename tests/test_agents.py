@@ -1,6 +1,8 @@
 """Interview agents: create, edit, archive, inline questions and the Share panel."""
 from __future__ import annotations
 
+import re
+
 from milo_portal.extensions import db
 from milo_portal.models import Agent, Candidate, Question, Stage
 from tests.conftest import make_agent
@@ -267,3 +269,23 @@ def test_agents_list_does_not_query_per_agent(app, auth, client, user):
     assert body.count(user.name) >= 15
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
     assert len(selects) <= 6, selects
+
+
+def test_the_agent_page_funnel_boxes_say_which_stage_each_number_is(auth, client):
+    """Defect: the agent page's small funnel showed bars (and numbers) with no visible stage name,
+    only an aria-label."""
+    from milo_portal.clock import now
+
+    agent = make_agent()
+    t = now()
+    for i, fields in enumerate([dict(stage=Stage.COMPLETED, invited_at=t, clicked_at=t, started_at=t, completed_at=t),
+                                dict(stage=Stage.STARTED, invited_at=t, clicked_at=t, started_at=t),
+                                dict(stage=Stage.OPENED, invited_at=t)]):
+        db.session.add(Candidate(agent_id=agent.id, email=f"f{i}@x.test", **fields))
+    db.session.commit()
+    body = client.get(f"/agents/{agent.id}").get_data(as_text=True)
+    funnel = body[body.index('<ol class="stage-strip funnel-boxes">'):]
+    funnel = funnel[:funnel.index("</ol>")]
+    boxes = re.findall(r'<span class="stage-count">([^<]*)</span><span class="stage-label">([^<]*)</span>', funnel)
+    assert boxes == [("3", "Invited"), ("3", "Delivered"), ("2", "Clicked"), ("2", "Started"), ("1", "Completed")]
+    assert "visually-hidden" not in funnel

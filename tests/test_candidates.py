@@ -437,3 +437,26 @@ def test_a_completed_candidates_page_shows_the_answers_first(auth, client):
     started = _one(stage=Stage.STARTED, email="s@example.com", name="S")
     body = client.get(f"/candidates/{started.id}").get_data(as_text=True)
     assert body.index("<h2>Details</h2>") < body.index("<h2>Answers</h2>") < body.index("<h2>Timeline</h2>")
+
+
+def test_the_timeline_shows_how_someone_was_added_as_a_label(auth, client):
+    """Defect: a share-link sign-up's timeline said "added … share_link" (the stored source), and
+    its channel column "email"."""
+    moment = now()
+    agent = make_agent()
+    contact = services.CleanContact(name="Sue Share", email="sue@example.com", phone=None, timezone="UTC",
+                                    channel="email")
+    shared, _ = services.add_candidate(db.session, agent, contact, moment + timedelta(days=7), moment,
+                                       source="share_link", source_detail="linkedin")
+    db.session.add(Event(candidate_id=shared.id, agent_id=agent.id, type="opened", at=moment, channel="email"))
+    manual, _ = services.add_candidate(db.session, agent, services.CleanContact(
+        name="Max Manual", email="max@example.com", phone=None, timezone="UTC", channel="email"),
+        moment + timedelta(days=7), moment, source="manual")
+    db.session.commit()
+    body = client.get(f"/candidates/{shared.id}").get_data(as_text=True)
+    timeline = body[body.index('<table class="timeline'):body.index("</table>", body.index('<table class="timeline'))]
+    assert '<td data-label="Detail"><small>Share link</small></td>' in timeline
+    assert '<td data-label="Channel">E-mail</td>' in timeline
+    assert "share_link" not in timeline and ">email<" not in timeline
+    body = client.get(f"/candidates/{manual.id}").get_data(as_text=True)
+    assert '<td data-label="Detail"><small>Added manually</small></td>' in body

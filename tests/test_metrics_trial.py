@@ -123,10 +123,10 @@ def test_agent_page_and_metrics_agree_on_a_mix_of_invited_and_link_only_candidat
     agent_page = _text(client.get(f"/agents/{agent.id}"))
     assert "40 %</strong> completion of 3 delivered invites and 2 people by a link without an invite" in agent_page
     assert "3 invited → 4 clicked → 3 started → 2 completed" in agent_page
-    # More clicked than invited: the small funnel's bars stay inside its 20 px.
-    bars = re.search(r'<svg class="mini-funnel".*?</svg>', agent_page).group(0)
-    assert max(float(h) for h in re.findall(r'<rect[^>]* height="([\d.]+)"', bars)) == 18
     listed = _text(client.get("/agents"))
+    # More clicked than invited: the agents list's small funnel's bars stay inside its 20 px.
+    bars = re.search(r'<svg class="mini-funnel".*?</svg>', listed).group(0)
+    assert max(float(h) for h in re.findall(r'<rect[^>]* height="([\d.]+)"', bars)) == 18
     assert 'aria-label="Funnel: 3 invited, 4 clicked, 3 started, 2 completed"' in listed
     metrics_page = _text(client.get(f"/metrics?period=custom&from=2026-11-01&to=2026-11-19&agent_id={agent.id}"))
     assert re.search(r'<th scope="row">Clicked</th> <td class="num" data-label="Candidates"><a href="[^"]*">4</a>',

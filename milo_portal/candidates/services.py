@@ -39,7 +39,7 @@ from . import stages, tally
 PAGE_SIZE = 50
 MESSAGE_CHANNELS = ("email", "sms", "whatsapp")
 CHANNEL_LABELS = {"email": "E-mail", "sms": "SMS", "whatsapp": "WhatsApp", "link": "Link sent by hand"}
-SOURCE_LABELS = {"manual": "Manual", "bulk": "Bulk upload", "share_link": "Share link", "api": "API",
+SOURCE_LABELS = {"manual": "Added manually", "bulk": "Bulk upload", "share_link": "Share link", "api": "API",
                  "ats": "ATS", "indeed": "Indeed"}
 
 
@@ -899,9 +899,11 @@ class TimelineItem:
 
 def timeline(session: Session, candidate: Candidate) -> list[TimelineItem]:
     """Every event and message of the candidate, newest first."""
+    # An "added" event's detail is the stored source (share_link, bulk…): shown as its label.
     items = [
         TimelineItem(at=e.at, kind="event", title=e.type.replace("_", " "), channel=e.channel,
-                     device_class=e.device_class, detail=e.detail)
+                     device_class=e.device_class,
+                     detail=SOURCE_LABELS.get(e.detail, e.detail) if e.type == "added" and e.detail else e.detail)
         for e in session.scalars(select(Event).where(Event.candidate_id == candidate.id))
     ]
     for m in session.scalars(select(Message).where(Message.candidate_id == candidate.id)):

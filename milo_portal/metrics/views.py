@@ -6,12 +6,24 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from ..agents.forms import ROLE_LEVEL_CHOICES
 from ..auth.forms import EmptyForm
+from ..candidates.services import CHANNEL_LABELS, SOURCE_LABELS
 from ..clock import now
 from ..extensions import db
 from ..models import CHANNELS, ROLE_LEVELS, SOURCES, Agent, Template
 from ..settings.services import get_settings
 from . import bp, definitions, services
+
+
+# Stored values as people read them: the label maps the candidates pages and the agent
+# form already use, so a source or channel reads the same on every page.
+VALUE_LABELS = {
+    "source": SOURCE_LABELS, "channel": CHANNEL_LABELS,
+    "level": {c.value: c.label for c in ROLE_LEVEL_CHOICES}, "device": definitions.DEVICE_LABELS,
+}
+# CSV tables whose first column is a channel.
+_CSV_CHANNEL_TABLES = ("channels", "ab")
 
 
 def _filters():
@@ -29,11 +41,54 @@ def metrics_days(args: dict) -> str:
         return ""
 
 
+@bp.app_template_filter("metrics_value")
+def metrics_value(value, dim: str | None) -> str:
+    """A stored value of one Metrics dimension (a source, channel, level, weekday × hour…) as people read it."""
+    if value is None or value == "":
+        return "(no tag)" if dim == "src" else "—"
+    labels = VALUE_LABELS.get(dim or "")
+    if labels is not None:
+        return labels.get(str(value), str(value))
+    text = str(value)
+    if dim == "heat" and text.isdigit() and int(text) < 7 * 24:
+        return f"{services.WEEKDAYS[int(text) // 24]} {int(text) % 24:02d}:00"
+    if dim == "bucket" and text.isdigit() and int(text) < len(definitions.BUCKETS):
+        return definitions.BUCKETS[int(text)][1]
+    if dim == "followups" and text == "3":
+        return "3 or more"
+    if dim == "variant" and "/" in text:
+        channel, variant = text.split("/", 1)
+        return f"{CHANNEL_LABELS.get(channel, channel)} {variant}"
+    if dim == "agent" and text.isdigit():
+        title = db.session.scalar(select(Agent.title).where(Agent.id == int(text)))
+        return title or text
+    return text
+
+
+@bp.app_template_filter("metrics_dim")
+def metrics_dim(dim: str | None) -> str:
+    """A drill-down's dimension name as the Metrics page heads it."""
+    return definitions.DIMENSIONS.get(dim or "", (dim or "").replace("_", " ").capitalize())
+
+
+def _human_labels(figures: dict) -> dict:
+    """Label the by-tables' stored values (share_link, email, senior…) for people, in place."""
+    for name in VALUE_LABELS:
+        for row in figures.get("by", {}).get(name, []):
+            row["label"] = metrics_value(row["key"], name)
+    return figures
+
+
+def delivery_rows(rows: list[dict]) -> list[tuple]:
+    """The deliverability chart's groups: (channel label, sent, failed permanently)."""
+    return [(metrics_value(r["key"], "channel"), r["sent"], r["failed"]) for r in rows]
+
+
 def _context(filters, errors) -> dict:
     return dict(
-        f=filters, errors=errors, figures=services.page(db.session, filters), d=definitions, s=services,
+        f=filters, errors=errors, figures=_human_labels(services.page(db.session, filters)), d=definitions, s=services,
         agents=db.session.execute(select(Agent.id, Agent.title).order_by(Agent.title)).all(),
-        sources=SOURCES, channels=CHANNELS, levels=ROLE_LEVELS, action_form=EmptyForm(),
+        sources=SOURCES, channels=CHANNELS, levels=ROLE_LEVELS, action_form=EmptyForm(), delivery_rows=delivery_rows,
         drill=lambda who, dim=None, value=None: url_for(
             "candidates.index", metric=who, metric_dim=dim, metric_value=value) + "&" + filters.drill(),
     )
@@ -55,7 +110,9 @@ def export(table: str):
     if table not in services.TABLES:
         abort(404)
     filters, _ = _filters()
-    header, rows = services.table_csv(services.page(db.session, filters), table)
+    header, rows = services.table_csv(_human_labels(services.page(db.session, filters)), table)
+    if table in _CSV_CHANNEL_TABLES:
+        rows = [[CHANNEL_LABELS.get(row[0], row[0]), *row[1:]] for row in rows]
     stamp = now().strftime("%Y%m%d-%H%M")
     return Response(services.to_csv(header, rows), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="metrics-{table}-{stamp}.csv"'})
