@@ -452,6 +452,8 @@ class MetricsFact(db.Model):
         # never the table: a by-table is one pass over a narrow index.
         *(Index(f"ix_metrics_fact_by_{name}", *columns, "flags", *(c for c in _FACT_FILTERS if c not in columns))
           for name, columns in _FACT_GROUPINGS.items()),
+        # Where the starters stop: per agent and answers given, in that order.
+        Index("ix_metrics_fact_answers", "agent_id", "answers", "flags", *_FACT_FILTERS[:1], *_FACT_FILTERS[2:]),
         # One per step duration, in its order: a percentile is the row at its rank.
         *(Index(f"ix_metrics_fact_time_{step}", step, *_FACT_FILTERS) for step in _FACT_STEPS),
     )
@@ -610,6 +612,8 @@ class Message(db.Model):
         Index("ix_message_status_scheduled_for", "status", "scheduled_for"),
         Index("ix_message_provider_id", "provider_id"),
         Index("ix_message_created_at", "created_at"),  # deliverability over a date range
+        # The messages of a template's versions (Metrics: opt-outs after a template change).
+        Index("ix_message_template_version", "template_version_id", "sent_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

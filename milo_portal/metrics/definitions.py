@@ -356,9 +356,10 @@ BUCKETS = ((3600, "under 1 h"), (6 * 3600, "1–6 h"), (86400, "6–24 h"), (2 *
 class Defs:
     """The database and the send window the page's conditions are built for."""
 
-    def __init__(self, dialect: str, window: tuple[int, int] = (9 * 60, 18 * 60)) -> None:
+    def __init__(self, dialect: str, window: tuple[int, int] = (9 * 60, 18 * 60), waiting: int = 0) -> None:
         self.dialect = dialect
         self.window = window
+        self.waiting = waiting  # candidates whose facts were still stale when these were made
 
     def dimension_value(self, name: str, raw: str):
         """A drill-down's value from its URL text, typed as the dimension's; None if invalid."""

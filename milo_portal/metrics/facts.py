@@ -12,6 +12,7 @@ The facts follow ``definitions``: the stage facts are the bits of ``flags``
 """
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -27,21 +28,21 @@ C, F = Candidate, MetricsFact
 CHUNK = 100
 
 
-def refresh(session: Session, limit: int | None = None) -> int:
-    """Recompute stale facts in write units of ``CHUNK`` candidates, all of them or about
-    ``limit``; return how many were recomputed."""
+def refresh(session: Session, seconds: float | None = None) -> bool:
+    """Recompute stale facts in write units of ``CHUNK`` candidates: all of them, or for
+    about ``seconds`` (then the rest waits for the next call). True when none is left stale."""
     if session.scalar(select(F.candidate_id).where(F.fresh.is_(False)).limit(1)) is None:
-        return 0  # decided by a read: a page with nothing stale writes nothing
-    done = 0
-    while limit is None or done < limit:
+        return True  # decided by a read: a page with nothing stale writes nothing
+    started = time.monotonic()
+    while True:
         with write_unit(session) as unit:
             ids = _claim(unit)
             if ids:
                 _recompute(unit, ids)
-        done += len(ids)
         if len(ids) < CHUNK:
-            break
-    return done
+            return True
+        if seconds is not None and time.monotonic() - started >= seconds:
+            return False
 
 
 def stale_count(session: Session) -> int:

@@ -39,12 +39,14 @@ def dialect_of(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
-def defs_for(session: Session, f: Filters) -> Defs:
-    """The definitions for this database and the send window set now (the page reads the
-    invite's local weekday and hour from ``metrics_fact``, computed with the candidate's zone)."""
+def defs_for(session: Session, f: Filters, seconds: float | None = None) -> Defs:
+    """The definitions for this database and the send window set now, once the candidates'
+    ``metrics_fact`` rows are fresh (recomputed first; for at most about ``seconds``, then
+    ``Defs.waiting`` says how many are not). Every figure reads those rows."""
+    waiting = 0 if facts.refresh(session, seconds=seconds) else facts.stale_count(session)
     settings = session.get(Settings, 1)
     window = (settings.window_start_minute, settings.window_end_minute) if settings else (540, 1080)
-    return Defs(dialect_of(session), window)
+    return Defs(dialect_of(session), window, waiting)
 
 
 def _sum(cond):
@@ -89,7 +91,6 @@ def counts_many(session: Session, defs: Defs, f: Filters, specs: dict[str, str |
     "outside_window" is counted overall and per weekday × hour only (it needs the hour).
     Returns {spec: {key: {who: n}}}.
     """
-    facts.refresh(session)
     cohort = d.fact_cohort(f)
     groupings = {_GROUPING_OF.get(by, by) for by in specs.values()}
     parts = []
@@ -97,8 +98,10 @@ def counts_many(session: Session, defs: Defs, f: Filters, specs: dict[str, str |
         columns = _GROUP_COLUMNS[name]
         keys = [cast(c, String).label(f"k{i}") for i, c in enumerate(columns)]
         keys += [cast(literal(None), String).label(f"k{i}") for i in range(len(keys), 2)]
+        # Rows without a value count only in a by-table that skips them: not read at all.
+        valued = [columns[0].is_not(None)] if name in ("bucket", "variant") else []
         parts.append(select(literal(name).label("grouping"), *keys, F.flags, func.count().label("n"))
-                     .where(*cohort).group_by(*columns, F.flags))
+                     .where(*cohort, *valued).group_by(*columns, F.flags))
     rows = session.execute(union_all(*parts) if len(parts) > 1 else parts[0]).all()
     levels = {}
     if "level" in specs.values():
@@ -227,7 +230,6 @@ def times(session: Session, defs: Defs, f: Filters, histogram: dict | None = Non
     # The step durations are kept per candidate (``metrics_fact``, NULL where a step did not
     # happen; a share-link sign-up's click → start, one form post, is not kept). Each step
     # has an index in its order: how many, then the value at each rank, read from it.
-    facts.refresh(session)
     cohort = d.fact_cohort(f)
     steps = []
     for key, label, _, _ in TIME_STEPS:
@@ -249,14 +251,15 @@ def times(session: Session, defs: Defs, f: Filters, histogram: dict | None = Non
 
 def questions(session: Session, defs: Defs, f: Filters) -> dict:
     """Per question: reached, answered, left there, median time spent; the biggest drop."""
-    # The starters are counted per agent, answers given and done, then joined to every question.
-    facts.refresh(session)
+    # The starters are counted per agent, answers given and fact bits (in the order of their
+    # covering index, so without a sort), then joined to every question.
     cohort = d.fact_cohort(f)
-    done = case((d.fact_has("completed"), 1), else_=0)
-    started = (select(F.agent_id.label("agent_id"), F.answers.label("k"), done.label("done"), func.count().label("n"))
-               .where(*cohort, d.fact_has("started")).group_by(F.agent_id, F.answers, done)
+    started = (select(F.agent_id.label("agent_id"), F.answers.label("k"), F.flags.label("flags"),
+                      func.count().label("n"))
+               .where(*cohort, d.fact_has("started")).group_by(F.agent_id, F.answers, F.flags)
                .cte("metrics_started").prefix_with("MATERIALIZED"))
     k, pos, n = started.c.k, Question.position, started.c.n
+    done = started.c.flags.op("&")(1 << d.FACT_BITS.index("completed")) != 0
 
     def _n(cond):
         return func.coalesce(func.sum(case((cond, n), else_=0)), 0)
@@ -264,7 +267,7 @@ def questions(session: Session, defs: Defs, f: Filters) -> dict:
     rows = session.execute(
         select(Question.agent_id, Question.position, Question.text,
                _n(k >= pos - 1).label("reached"), _n(k >= pos).label("answered"),
-               _n((k == pos - 1) & (started.c.done == 0)).label("left"))
+               _n((k == pos - 1) & ~done).label("left"))
         .join(started, started.c.agent_id == Question.agent_id)
         .group_by(Question.agent_id, Question.position, Question.text)
         .order_by(Question.agent_id, Question.position)).all()
@@ -338,7 +341,6 @@ def deliverability(session: Session, defs: Defs, f: Filters) -> dict:
     messages' own dates. Each candidate's messages are counted in their ``metrics_fact`` row
     per channel, so this is one read of the cohort's rows and one grouped by domain.
     """
-    facts.refresh(session)
     cohort = d.fact_cohort(f)
     column = F.__table__.c
     sums = [func.coalesce(func.sum(column[name]), 0).label(name) for name in facts.DELIVERY_COLUMNS]
@@ -522,26 +524,42 @@ def optout_rates(session: Session, defs: Defs, f: Filters) -> list[dict]:
     """Per template (kind and channel) that changed: messages sent to the page's candidates
     before and after its last change, and how many of each an opt-out answered."""
     changes = _template_changes()
+    if session.scalar(select(func.count()).select_from(changes)) == 0:
+        return []  # no template was changed: nothing to compare (and no message to read)
     m = aliased(Message)
     after = m.sent_at >= changes.c.changed_at
-    opted = _opted_out_after(defs.dialect, m)
-    rows = session.execute(
-        select(changes.c.kind, changes.c.channel, changes.c.changed_at,
-               _sum(~after).label("before"), _sum(and_(~after, opted)).label("before_out"),
-               _sum(after).label("after"), _sum(and_(after, opted)).label("after_out"))
-        .select_from(m).join(TemplateVersion, TemplateVersion.id == m.template_version_id)
-        .join(Template, Template.id == TemplateVersion.template_id)
-        .join(changes, and_(changes.c.kind == Template.kind, changes.c.channel == Template.channel))
-        .join(F, F.candidate_id == m.candidate_id)
-        .where(m.sent_at.is_not(None), *d.fact_cohort(f))
-        .group_by(changes.c.kind, changes.c.channel, changes.c.changed_at)
-        .order_by(changes.c.kind, changes.c.channel)).all()
+    keys = (changes.c.kind, changes.c.channel, changes.c.changed_at)
+    sent = (select(*keys).select_from(m).join(TemplateVersion, TemplateVersion.id == m.template_version_id)
+            .join(Template, Template.id == TemplateVersion.template_id)
+            .join(changes, and_(changes.c.kind == Template.kind, changes.c.channel == Template.channel))
+            .join(F, F.candidate_id == m.candidate_id)
+            .where(m.sent_at.is_not(None), *d.fact_cohort(f),
+                   # (the changed templates' versions first, then their messages by index)
+                   m.template_version_id.in_(
+                       select(TemplateVersion.id).join(Template, Template.id == TemplateVersion.template_id)
+                       .join(changes, and_(changes.c.kind == Template.kind, changes.c.channel == Template.channel))))
+            .group_by(*keys).order_by(*keys))
+    rows = session.execute(sent.add_columns(_sum(~after).label("before"), _sum(after).label("after"))).all()
+    # The opt-outs are few: each one's message (the last sent on its channel before it, within
+    # OPT_OUT_DAYS) is found from the opt-out, rather than an opt-out looked for after every send.
+    later = aliased(Message)
+    answered = {tuple(r[:3]): r for r in session.execute(
+        sent.join(Event, and_(Event.candidate_id == m.candidate_id, Event.type == "opted_out",
+                              Event.channel == m.channel, Event.at >= m.sent_at,
+                              d.seconds_between(defs.dialect, m.sent_at, Event.at) < OPT_OUT_DAYS * 86400,
+                              ~exists().where(later.candidate_id == m.candidate_id, later.channel == m.channel,
+                                              later.sent_at > m.sent_at, later.sent_at <= Event.at)))
+        .add_columns(func.count(distinct(case((~after, m.id)))).label("before_out"),
+                     func.count(distinct(case((after, m.id)))).label("after_out"))).all()}
+    none = {"before_out": 0, "after_out": 0}
+    rows = [dict(r._asdict(), **{k: getattr(answered[tuple(r[:3])], k) if tuple(r[:3]) in answered else none[k]
+                                 for k in none}) for r in rows]
     out = []
     for r in rows:
-        before, after_n = int(r.before), int(r.after)
-        out.append({"kind": r.kind, "channel": r.channel, "changed_at": r.changed_at, "before": before,
-                    "before_out": int(r.before_out), "after": after_n, "after_out": int(r.after_out),
-                    "before_rate": rate(int(r.before_out), before), "after_rate": rate(int(r.after_out), after_n)})
+        before, after_n, before_out, after_out = (int(r[k]) for k in ("before", "after", "before_out", "after_out"))
+        out.append({"kind": r["kind"], "channel": r["channel"], "changed_at": r["changed_at"], "before": before,
+                    "before_out": before_out, "after": after_n, "after_out": after_out,
+                    "before_rate": rate(before_out, before), "after_rate": rate(after_out, after_n)})
     return out
 
 
@@ -666,10 +684,15 @@ CHANNEL_NAMES = {"email": "e-mail", "sms": "SMS", "whatsapp": "WhatsApp"}
 
 # --- the whole page -------------------------------------------------------------------------
 
+# How long the page itself recomputes stale facts before it shows what is there.
+REFRESH_SECONDS = 5.0
+
+
 def page(session: Session, f: Filters) -> dict:
     """Every figure of the page for these filters."""
-    defs = defs_for(session, f)
-    facts.refresh(session)
+    # After an upgrade or a very large upload the background refresh may still be at work:
+    # the page helps for a few seconds, then shows what is there and says how much is left.
+    defs = defs_for(session, f, seconds=REFRESH_SECONDS)
     specs = {"funnel": None, **{f"by-{name}": name for name in BY}, "heat": "heat", "bucket": "bucket",
              "variant": "variant"}
     many = counts_many(session, defs, f, specs)
@@ -686,6 +709,7 @@ def page(session: Session, f: Filters) -> dict:
         "by": by, "heat": heat_map(session, defs, f, found=many["heat"]), "delivery": delivery,
         "ab": ab_results(session, defs, f, found=many["variant"]),
         "flags": red_flags(funnel_, question_, delivery, by["device"], email, optouts=optouts, variants=variants),
+        "waiting": defs.waiting,
     }
 
 
@@ -697,8 +721,7 @@ def people_condition(session: Session, f: Filters, who: str, dim: str | None, ra
     It reads the same ``metrics_fact`` rows, bits and dimensions the counts read, so a
     drill-down lists exactly the people behind the figure.
     """
-    defs = defs_for(session, f)
-    facts.refresh(session)
+    defs = defs_for(session, f, seconds=REFRESH_SECONDS)
     cohort = d.fact_cohort(f)
 
     def picked(*conds):

@@ -1,5 +1,5 @@
 """What the scheduler's tick does after dispatching: the heartbeat, the daily jobs
-(retention, audit purge, old login attempts) and the nightly backup.
+(retention, audit purge, old login attempts), the nightly backup and the Metrics facts.
 
 Each periodic job runs in one process per period across all workers: its ``job_lease``
 row is taken by one conditional UPDATE (``until`` in the past), which also sets when it
@@ -46,10 +46,11 @@ def _release_now(session: Session, name: str, now: datetime) -> None:
 
 
 def after_tick(session: Session, now: datetime, holder: str) -> None:
-    """The heartbeat, then the daily jobs and the nightly backup when they are due."""
+    """The heartbeat, then the daily jobs and the nightly backup when they are due, then the
+    Metrics facts that changed."""
     with write_unit(session) as work:
         health.beat(work, now, holder)
-    for job in (daily, nightly_backup):
+    for job in (daily, nightly_backup, metrics_facts):
         try:
             job(session, now, holder)
         except Exception:  # one job's trouble must not stop the others, nor the next tick
@@ -81,6 +82,19 @@ def daily(session: Session, now: datetime, holder: str) -> bool:
     if more:
         _release_now(session, DAILY, now)  # a backlog: the next tick goes on with it
     return True
+
+
+# How long a tick recomputes stale Metrics facts (the rest waits for the next tick).
+METRICS_REFRESH_SECONDS = 2.0
+
+
+def metrics_facts(session: Session, now: datetime, holder: str) -> bool:
+    """Recompute the Metrics facts that changed since the last tick, in short units, so the
+    page rarely has anything left to do. False when some are left for the next tick."""
+    from ..metrics import facts
+
+    end_transaction(session)
+    return facts.refresh(session, seconds=METRICS_REFRESH_SECONDS)
 
 
 def next_backup_time(now: datetime, hour: int) -> datetime:
