@@ -1,8 +1,10 @@
-"""The Metrics page's figures, each one SQL aggregate (GROUP BY, window functions) over
-candidates, events, answers and messages; Python only shapes the few aggregated rows.
+"""The Metrics page's figures, SQL aggregates over the candidates' facts (``metrics_fact``,
+``metrics_answer``: see ``facts``), each read from an index in its own order; Python only
+shapes the few aggregated rows.
 
 Rates are measured against *delivered*. Percentiles are nearest-rank: the value at rank
-ceil(p·n) of the n sorted durations (the median of 4 values is the 2nd).
+ceil(p·n) of the n sorted durations (the median of 4 values is the 2nd), read at that
+offset of the duration's index.
 """
 from __future__ import annotations
 
