@@ -126,8 +126,11 @@ MESSAGE_COLUMNS = ("id", "candidate_id", "kind", "step", "channel", "variant", "
 # clicks differ by channel and invite variant (B's subject line does better on e-mail),
 # starts by device, one question of the support interview loses many (more on phones),
 # Friday invites do worse, one company domain bounces, some invites go out days late.
-DOMAINS = [("gmail.com", 40), ("outlook.com", 25), ("yahoo.com", 10), ("corp-mail.example", 8),
+# Only reserved names (RFC 2606 ``.example``) and fictional numbers (NANP 555-0100 to 555-0199):
+# a demo history loaded into an installation whose scheduler sends can never reach a person.
+DOMAINS = [("gmail.example", 40), ("outlook.example", 25), ("yahoo.example", 10), ("corp-mail.example", 8),
            ("acme-partners.example", 17)]
+AREA_CODES = ("201", "212", "305", "312", "415", "503", "617", "702", "713", "818")
 BOUNCE = {"corp-mail.example": 0.50}
 CLICK = {"email": 0.42, "sms": 0.58, "whatsapp": 0.70, "link": 0.85}
 START = {"desktop": 0.90, "tablet": 0.84, "mobile": 0.76}
@@ -141,6 +144,11 @@ PHONE_LEAVE = 2.5     # leaving a question is this much likelier on a phone
 OPT_OUT = 0.015
 LEAVE = 0.03          # per question
 HARD_QUESTION = (1, 2, 0.20)  # (agent index, question position, chance to leave there)
+
+
+def demo_phone(cid: int) -> str:
+    """A fictional number (555-0100 to 555-0199 in one of a few area codes) for demo candidate ``cid``."""
+    return f"+1{AREA_CODES[cid // 100 % len(AREA_CODES)]}55501{cid % 100:02d}"
 
 
 def _in_window(t, zone, rng: random.Random):
@@ -306,7 +314,7 @@ def create_demo_candidates(session: Session, count: int, seed: int, now, days: i
             name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
             candidates.append((
                 cid, agent.id, name, f"demo{cid}@{domain}",
-                f"+1415555{cid % 10000:04d}" if channel in ("sms", "whatsapp") else None,
+                demo_phone(cid) if channel in ("sms", "whatsapp") else None,
                 zone_name, source, rng.choice(SHARE_SOURCES) if source == "share_link" else None,
                 channel, secrets.token_urlsafe(24), stage, stamp(deadline),
                 opted_out and channel == "email", opted_out and channel == "sms",

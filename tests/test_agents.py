@@ -225,6 +225,11 @@ def test_demo_data_creates_a_team_agents_and_candidates_everywhere(runner, app, 
     assert db.session.query(Answer).filter_by(candidate_id=completed.id).count() == len(completed.agent.questions)
     result = runner.invoke(args=["milo", "demo-data", "--candidates", "10"])  # agents are not made twice
     assert db.session.query(Agent).count() == 3 and db.session.query(Candidate).count() == 610
+    # Nobody real can be reached: reserved domains and fictional 555-01xx numbers only.
+    people = db.session.query(Candidate).all()
+    assert all(c.email.endswith(".example") for c in people if c.email)
+    phones = [c.phone for c in people if c.phone]
+    assert phones and all(re.fullmatch(r"\+1\d{3}55501\d{2}", p) for p in phones)
 
 
 def test_follow_up_rules_can_be_overridden_per_agent_and_cleared(auth, client, user):

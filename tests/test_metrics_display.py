@@ -34,7 +34,8 @@ def _chart(body: str, chart_id: str) -> str:
 
 
 def _texts(svg: str) -> list[str]:
-    return [html.unescape(t).strip() for t in re.findall(r"<text[^>]*>([^<]*)</text>", svg)]
+    # (a shortened label carries its whole text in a <title> first)
+    return [html.unescape(t).strip() for t in re.findall(r"<text[^>]*>(?:<title>[^<]*</title>)?([^<]*)</text>", svg)]
 
 
 def test_completion_rate_bars_show_their_numbers_as_percentages(auth, client, data):
@@ -117,3 +118,20 @@ def test_the_heat_map_has_a_tall_version_for_phones_with_every_hour_labelled(aut
     assert tall.count("<rect") == 7 * 24
     assert 'class="chart heat-wide"' in _chart(body, "heat-chart")
     assert "The heat map's numbers" in body and '<table class="dense stack" aria-labelledby="heat-h">' in body
+
+
+def test_long_chart_labels_are_shortened_to_fit_and_the_tallest_bars_number_stays_inside(auth, client, data):
+    """Defect (trial): "Customer support specialist" ran past the chart's left edge, and the
+    histogram's tallest bar put its number above the top of the chart."""
+    from milo_portal.models import Agent
+
+    agent = db.session.get(Agent, data["agent_b"])
+    agent.title = "Customer support specialist, nights"
+    db.session.commit()
+    body = client.get(f"/metrics?{QS}").get_data(as_text=True)
+    chart = _chart(body, "by-agent-chart")
+    assert "<title>Customer support specialist, nights</title>Customer support spe…" in html.unescape(chart)
+    histogram = _chart(body, "histogram-chart")
+    value_ys = [float(y) for y in re.findall(r'<text x="[^"]+" y="([^"]+)" text-anchor="middle" font-size="12"',
+                                              histogram)]
+    assert value_ys and min(value_ys) >= 14  # a 12 px number's baseline, fully inside the chart

@@ -51,6 +51,16 @@ def test_bad_filters_get_a_message_by_the_field_not_an_error(auth, client, data)
     assert client.get("/metrics?period=custom&from=nonsense").status_code == 200
 
 
+def test_a_bad_range_sent_by_the_in_place_filters_loads_the_whole_page_with_its_message(auth, client, data):
+    """Defect: only the figures were swapped, so the message next to the date never showed
+    and the page quietly showed the last 30 days."""
+    bad = "/metrics?period=custom&from=2026-11-20&to=2026-11-10"
+    response = client.htmx_get(bad, headers={"HX-Target": "metrics-figures"})
+    assert response.headers.get("HX-Redirect") == bad
+    body = client.get(response.headers["HX-Redirect"]).get_data(as_text=True)
+    assert "The end date is before the start date." in body and 'aria-invalid="true"' in body
+
+
 def test_the_page_keeps_its_filters_and_htmx_gets_only_the_figures(auth, client, data):
     full = client.get(f"/metrics?{QS}&agent_id={data['agent_b']}").get_data(as_text=True)
     assert "<html" in full and f'<option value="{data["agent_b"]}" selected' in full

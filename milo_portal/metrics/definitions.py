@@ -144,7 +144,7 @@ WHO_LABELS = {
     "clicked but never started", "not_finished": "started, did not finish", "late_invite":
     f"invited more than {LATE_INVITE_HOURS} h after being added", "friday_invite": "first invite on a Friday",
     "outside_window": "first invite outside the send window",
-    "link_only": "came through the share link, never invited", "left_at": "left at this question",
+    "link_only": "came by a link, never invited", "left_at": "left at this question",
     "message_failed": "a message failed permanently",
 }
 

@@ -839,7 +839,7 @@ def funnel_rows(steps: list[Step]) -> list[tuple]:
 
 def rate_rows(rows: list[dict]) -> list[tuple]:
     """A by-table's chart bars: (label, completion %, 100)."""
-    return [(r["label"][:24], round((r["completion"] or 0) * 100), 100) for r in rows]
+    return [(r["label"], round((r["completion"] or 0) * 100), 100) for r in rows]
 
 
 def histogram_rows(bars: list[dict]) -> list[tuple]:

@@ -98,6 +98,10 @@ def _context(filters, errors) -> dict:
 def index():
     """The page; an htmx request (the filter form) gets only the figures."""
     filters, errors = _filters()
+    if errors and request.htmx:
+        # Only the figures are swapped in place: the messages belong next to the form's
+        # fields, so the browser loads the whole page for this address instead.
+        return "", 200, {"HX-Redirect": request.full_path}
     ctx = _context(filters, errors)
     if request.htmx and request.htmx.target == "metrics-figures":
         return render_template("metrics/_figures.html", **ctx)
