@@ -429,3 +429,58 @@ def test_a_write_unit_that_fails_or_is_abandoned_gives_up_its_turn(app):
     assert WRITER.locked()
     conn.close()
     assert not WRITER.locked()
+
+
+def test_the_next_write_unit_asks_sqlite_only_once_the_commit_has_ended(app, monkeypatch):
+    """Defect: the turn passed to the next write unit when SQLAlchemy announced its COMMIT,
+    before the COMMIT ran, so the next unit's BEGIN IMMEDIATE often met the lock still held
+    and slept in SQLite's busy handler (1 ms at least, then 2, 5 ...): with four threads
+    recording first visits, half the units waited so. A slow COMMIT makes it certain here."""
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("the turn is for SQLite's single writer")
+    from milo_portal.transactions import write_unit
+
+    agent = make_agent()
+    agent_id = agent.id
+    db.session.commit()
+    dialect = db.engine.dialect
+    real_commit = dialect.do_commit
+    first_connection: list = []
+    seen_at_begin: list[bool] = []
+
+    def slow_commit(dbapi_connection):
+        if threading.current_thread().name == "first":
+            time.sleep(0.3)  # a COMMIT that takes a while (a busy disk)
+        real_commit(dbapi_connection)
+
+    def on_execute(conn, cursor, statement, params, context, executemany):
+        if threading.current_thread().name == "second" and statement.strip().upper() == "BEGIN IMMEDIATE":
+            seen_at_begin.append(first_connection[0].in_transaction)
+
+    started = threading.Event()
+
+    def unit(name):
+        with app.app_context():
+            with write_unit(db.session) as work:
+                conn = work.connection()
+                if name == "first":
+                    first_connection.append(conn.connection.dbapi_connection)
+                    started.set()
+                conn.execute(db.text("UPDATE agent SET title = :t WHERE id = :id"), {"t": name, "id": agent_id})
+            db.session.remove()
+
+    monkeypatch.setattr(dialect, "do_commit", slow_commit)
+    event.listen(db.engine, "before_cursor_execute", on_execute)
+    try:
+        a = threading.Thread(target=unit, args=("first",), name="first")
+        a.start()
+        assert started.wait(10)
+        b = threading.Thread(target=unit, args=("second",), name="second")
+        b.start()
+        a.join(10)
+        b.join(10)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", on_execute)
+    assert not a.is_alive() and not b.is_alive()
+    assert seen_at_begin == [False]  # the first unit's transaction had ended when the second asked
+    assert db.session.get(type(agent), agent_id).title == "second"
