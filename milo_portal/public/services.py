@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, joinedload, undefer
 from sqlalchemy.orm.attributes import set_committed_value
-from ua_parser import parse as parse_ua
+from ua_parser import parse_device, parse_os
 
 from .. import ratelimit
 from ..candidates import services as candidates
@@ -27,13 +27,20 @@ TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 RESEND_LINK_EVERY = timedelta(hours=1)
 
 
+def warm_up() -> None:
+    """Load the user-agent lists now (a fifth of a second), not during a candidate's first visit."""
+    device_class("")
+
+
 def device_class(user_agent: str | None) -> str:
     """Classify a user agent as mobile, tablet or desktop."""
     ua = user_agent or ""
-    result = parse_ua(ua)
-    os_family = result.os.family if result.os else ""
-    device = result.device.family if result.device else ""
-    brand = (result.device.brand or "") if result.device else ""
+    # Only the OS and device lists: matching the browser's as well took twice as long for a
+    # user agent not seen before (about 1.4 ms instead of 0.8).
+    os_, device_ = parse_os(ua), parse_device(ua)
+    os_family = os_.family if os_ else ""
+    device = device_.family if device_ else ""
+    brand = (device_.brand or "") if device_ else ""
     if device == "iPad" or "Tablet" in brand or "Tablet" in ua:
         return "tablet"
     if os_family == "Android":
