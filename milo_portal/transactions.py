@@ -199,32 +199,13 @@ def _lock_file(database: str | None) -> int | None:
 
 @event.listens_for(Engine, "commit")
 def _sqlite_on_commit(conn):
-    """COMMIT a write unit that has the turn, then let the next write unit go."""
-    _finish_then_end_turn(conn, "commit")
+    """Let the next write unit of this process go (it waits at most for our COMMIT itself)."""
+    _end_turn(conn.info)
 
 
 @event.listens_for(Engine, "rollback")
 def _sqlite_on_rollback(conn):
-    """ROLLBACK a write unit that has the turn, then let the next write unit go."""
-    _finish_then_end_turn(conn, "rollback")
-
-
-def _finish_then_end_turn(conn, how: str) -> None:
-    """End the unit's SQLite transaction here, then pass the turn on.
-
-    SQLAlchemy calls these listeners *before* its own COMMIT or ROLLBACK. Passing the turn
-    on there let the next unit's BEGIN IMMEDIATE meet the lock still held, and SQLite's busy
-    handler then slept 1 ms or more (2, 5 ...) while the lock came free a tenth of a
-    millisecond later: with four threads recording first visits, half the write units
-    waited so. Ended here, SQLAlchemy's own COMMIT or ROLLBACK finds no transaction and does
-    nothing (pysqlite skips it); if ending here fails, it is left to SQLAlchemy, which
-    raises as it always did.
-    """
-    if _TURN in conn.info or _FILE_TURN in conn.info:
-        try:
-            getattr(conn.connection.dbapi_connection, how)()
-        except Exception:  # noqa: BLE001 (SQLAlchemy's own COMMIT or ROLLBACK reports it)
-            log.debug("ending the write unit early failed; SQLAlchemy's %s decides", how, exc_info=True)
+    """Let the next write unit go after a rollback too."""
     _end_turn(conn.info)
 
 
