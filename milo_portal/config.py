@@ -212,7 +212,15 @@ class Config:
             raise ConfigError("MILO_METRICS_TOKEN must be at least 16 characters (or unset)")
 
         self.WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session
-        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+
+    @property
+    def SQLALCHEMY_ENGINE_OPTIONS(self) -> dict:  # noqa: N802 (Flask reads upper-case names)
+        """Ping PostgreSQL connections before use (the server may have restarted); not SQLite's.
+
+        A SQLite connection is an open file that never goes stale: its ping was one more
+        statement before every page's query, twice on a page that writes.
+        """
+        return {} if self.SQLALCHEMY_DATABASE_URI.startswith("sqlite") else {"pool_pre_ping": True}
 
 
 class TestConfig(Config):

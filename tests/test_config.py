@@ -47,3 +47,18 @@ def test_the_send_deadline_is_parsed_strictly(monkeypatch):
         monkeypatch.setenv("MILO_SEND_DEADLINE", bad)
         with pytest.raises(ConfigError, match="MILO_SEND_DEADLINE"):
             Config()
+
+
+def test_only_postgresql_connections_are_pinged_before_use(monkeypatch):
+    """A SQLite file never drops a connection: its ping was one more statement per page."""
+    from milo_portal import create_app
+    from milo_portal.config import TestConfig
+    from milo_portal.extensions import db
+
+    monkeypatch.setenv("MILO_DATABASE_URL", "sqlite:////tmp/milo-config-test.sqlite3")
+    assert Config().SQLALCHEMY_ENGINE_OPTIONS == {}
+    monkeypatch.setenv("MILO_DATABASE_URL", "postgresql://milo@db.example.test/milo")
+    assert Config().SQLALCHEMY_ENGINE_OPTIONS == {"pool_pre_ping": True}
+    app = create_app(TestConfig, database_url="sqlite:////tmp/milo-config-test.sqlite3")
+    with app.app_context():
+        assert db.engine.pool._pre_ping is False

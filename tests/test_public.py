@@ -508,6 +508,80 @@ def test_coming_back_to_the_link_later_counts_as_a_click(client, monkeypatch):
     assert c.stage == Stage.CLICKED
 
 
+def test_a_return_visit_records_the_click_exactly_as_the_stage_machine_does(client, monkeypatch):
+    """The return visit's two prepared statements write what ``stages.move`` writes for a click:
+    the stage and its timestamps, the device class, one "clicked" event, and the webhook
+    deliveries (none: other systems hear of starts, not clicks)."""
+    from milo_portal.candidates import stages
+    from milo_portal.models import WebhookDelivery, WebhookEndpoint
+    from milo_portal.public import views
+    from milo_portal.public.services import CAME_BACK
+
+    agent = make_agent()
+    db.session.add(WebhookEndpoint(url="https://hooks.example.com/milo", secret="s" * 32))
+    by_move, by_visit = _candidate(agent, email="move@example.com"), _candidate(agent, email="visit@example.com")
+    first = now().replace(microsecond=0)
+    monkeypatch.setattr(views, "now", lambda: first)
+    client.get(f"/i/{by_visit.token}", headers={"User-Agent": IPHONE})
+    later = first + timedelta(minutes=5)
+    monkeypatch.setattr(views, "now", lambda: later)
+    assert client.get(f"/i/{by_visit.token}", headers={"User-Agent": IPHONE}).status_code == 200
+    assert stages.move(db.session, by_move, Stage.CLICKED, later, device_class="mobile", detail=CAME_BACK)
+    db.session.commit()
+    db.session.expire_all()
+
+    fields = ("stage", "clicked_at", "updated_at", "last_activity_at", "device_class")
+    assert [getattr(by_visit, f) for f in fields] == [getattr(by_move, f) for f in fields] \
+        == [Stage.CLICKED, later, later, later, "mobile"]
+    event_fields = ("type", "at", "channel", "device_class", "detail", "message_id", "actor_id", "agent_id")
+    clicks = [[tuple(getattr(e, f) for f in event_fields)
+               for e in db.session.query(Event).filter_by(candidate_id=c.id, type="clicked")] for c in (by_visit, by_move)]
+    assert clicks[0] == clicks[1] == [("clicked", later, None, "mobile", CAME_BACK, None, None, agent.id)]
+    assert db.session.query(WebhookDelivery).count() == 0
+
+
+def test_a_return_visits_click_stops_the_not_clicked_reminders(client, team_settings, monkeypatch):
+    """A reminder queued before the candidate came back is cancelled when due ("Clicked their
+    link"), and no later reminder is planned; a third visit records no second click."""
+    from milo_portal.followups.services import dispatch
+    from milo_portal.public import views
+    from tests.conftest import at
+
+    sent = at("2026-11-30T10:00:00")
+    c = _candidate(stage=Stage.INVITED, invited_at=sent, deadline_at=sent + timedelta(days=7))
+    assert _reminders_due(c, sent + timedelta(hours=25)) == 1  # reminder 1 is in the outbox
+    monkeypatch.setattr(views, "now", lambda: sent + timedelta(hours=25))
+    client.get(f"/i/{c.token}", headers={"User-Agent": DESKTOP})
+    for minutes in (3, 4):
+        monkeypatch.setattr(views, "now", lambda: sent + timedelta(hours=25, minutes=minutes))
+        client.get(f"/i/{c.token}", headers={"User-Agent": DESKTOP})
+    db.session.expire_all()
+    assert c.stage == Stage.CLICKED and c.device_class == "desktop"
+    assert _events(c, "visited") == 1 and _events(c, "clicked") == 1
+    dispatch(db.session, sent + timedelta(hours=26))
+    reminder = db.session.query(Message).filter_by(candidate_id=c.id, kind="reminder").one()
+    assert reminder.status == "cancelled" and "Clicked their link" in (reminder.last_error or "")
+    assert _reminders_due(c, sent + timedelta(hours=49)) == 1  # reminder 2 is never planned
+
+
+def test_a_stale_return_visit_after_the_candidate_started_records_no_click(client, monkeypatch):
+    """The return visit's UPDATE re-checks the stage: if the candidate started in another tab
+    between the page's read and its write unit, nothing is recorded."""
+    from milo_portal.public import services, views
+
+    c = _candidate(stage=Stage.INVITED)
+    first = now()
+    monkeypatch.setattr(views, "now", lambda: first)
+    client.get(f"/i/{c.token}")
+    view, _ = services.view_with_help(db.session, c.token)
+    db.session.rollback()
+    db.session.query(Candidate).filter_by(id=c.id).update({"stage": Stage.STARTED})
+    db.session.commit()
+    assert services.visit(db.session, view, first + timedelta(minutes=5), IPHONE) is None
+    db.session.expire_all()
+    assert c.stage == Stage.STARTED and _events(c, "clicked") == 0
+
+
 def test_machine_opens_are_recorded_apart_and_move_nothing(client):
     from milo_portal.models import Message as Msg
 

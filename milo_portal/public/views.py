@@ -81,11 +81,8 @@ def landing(token: str):
     if candidate.stage == Stage.STARTED:
         return _continue(candidate)
     instant = now()
-    if services.visit_would_record(candidate, instant):
-        with write_unit(db.session):
-            # A first visit is two plain statements; a return visit may move the stage (ORM).
-            target = candidate if candidate.visited_at is None else _reload(candidate)
-            services.visit(db.session, target, instant, request.user_agent.string)
+    if services.visit_would_record(candidate, instant):  # decided in Python: a repeat visit writes nothing
+        services.visit(db.session, candidate, instant, request.user_agent.string)
     local_deadline = candidate.deadline_at
     return _page("landing.html", candidate, errors={}, name=candidate.name or "", email=candidate.email or "",
                  deadline=local_deadline)
