@@ -430,23 +430,38 @@ _FACT_GROUPINGS = {"source": ("source",), "src": ("source", "source_detail"), "c
                    "bucket": ("bucket",), "variant": ("variant",)}
 
 
+class MetricsStale(db.Model):
+    """A candidate whose Metrics facts must be recomputed (see ``MetricsFact``).
+
+    Written only by triggers (migration 0017_metrics_facts), in the same transaction as every
+    change a fact depends on; ``metrics.facts.refresh`` takes rows out as it recomputes. A
+    separate, one-column table so that marking costs an insert into a small index (a bulk
+    upload of 10,000 people marks 10,000 rows), not a write of the wide fact row and its indexes.
+    """
+
+    __tablename__ = "metrics_stale"
+
+    # No foreign key: a trigger writes here while candidates are being deleted (refresh drops
+    # the ids of candidates that are gone).
+    candidate_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+
+
 class MetricsFact(db.Model):
     """One candidate's facts for the Metrics page, kept so the page reads one narrow row per
     candidate instead of joining every candidate to their events, messages and answers.
 
-    Triggers (migration 0017_metrics_facts) mark a row stale (``fresh`` false) in the same
-    transaction as every change it depends on: a candidate inserted or changed, an event
-    of a type a fact reads, an answer, the first invite message. ``metrics.facts.refresh``
-    recomputes the stale rows in short write units before the page reads them (and the
-    scheduler's tick does so in the background), so the figures are always of the data as
-    it is. The definitions stay those of ``metrics.definitions``: ``flags`` holds the raw
-    facts (``definitions.FACT_BITS``) that ``stage_conditions`` combines.
+    Triggers (migration 0017_metrics_facts) mark the candidate stale (``MetricsStale``) in the
+    same transaction as every change a fact depends on: a candidate inserted or changed, an
+    event of a type a fact reads, an answer, a message made or its delivery changed.
+    ``metrics.facts.refresh`` recomputes the stale candidates' rows in short write units
+    before the page reads them (and the scheduler's tick does so in the background), so the
+    figures are of the data as it is. The definitions stay those of ``metrics.definitions``:
+    ``flags`` holds the raw facts (``definitions.FACT_BITS``) that ``stage_conditions`` combines.
     """
 
     __tablename__ = "metrics_fact"
     __table_args__ = (
         Index("ix_metrics_fact_entered", "entered_at"),
-        Index("ix_metrics_fact_stale", "fresh", "candidate_id"),
         # One covering index per by-table: its value and the fact bits first, then every
         # column the page filters on. SQLite reads the index in group order (no sort) and
         # never the table: a by-table is one pass over a narrow index.
@@ -459,7 +474,6 @@ class MetricsFact(db.Model):
     )
 
     candidate_id: Mapped[int] = mapped_column(ForeignKey("candidate.id", ondelete="CASCADE"), primary_key=True)
-    fresh: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # When the candidate entered the page's date range: invited, or (never invited) first came through a link.
     entered_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     agent_id: Mapped[Optional[int]] = mapped_column(Integer)
@@ -642,6 +656,11 @@ class Message(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow)
 
     candidate: Mapped[Candidate] = relationship()
+
+
+# Triggers on these tables write into metrics_stale: it is created before and emptied after them.
+for _table in (Candidate.__table__, Event.__table__, Answer.__table__, Message.__table__):
+    _table.add_is_dependent_on(MetricsStale.__table__)
 
 
 # --- team settings ------------------------------------------------------------------------

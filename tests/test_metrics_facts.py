@@ -13,7 +13,8 @@ from milo_portal.clock import now
 from milo_portal.extensions import db
 from milo_portal.metrics import definitions, facts
 from milo_portal.metrics import services as metrics
-from milo_portal.models import Answer, Candidate, Event, Message, MetricsAnswer, MetricsFact, Question, Stage
+from milo_portal.models import (Answer, Candidate, Event, Message, MetricsAnswer, MetricsFact, MetricsStale, Question,
+                                Stage)
 from milo_portal.ops import jobs
 from milo_portal.public import services as public
 from tests.conftest import make_agent
@@ -25,14 +26,14 @@ F = MetricsFact
 def _rows() -> list[tuple]:
     facts_ = db.session.execute(select(F).order_by(F.candidate_id)).scalars().all()
     answers = db.session.execute(select(MetricsAnswer).order_by(MetricsAnswer.answer_id)).scalars().all()
-    shown = [tuple(getattr(r, c.key) for c in F.__table__.columns if c.key != "fresh") for r in facts_]
+    shown = [tuple(getattr(r, c.key) for c in F.__table__.columns) for r in facts_]
     shown += [tuple(getattr(r, c.key) for c in MetricsAnswer.__table__.columns) for r in answers]
     db.session.rollback()
     return shown
 
 
 def _stale() -> set[int]:
-    found = set(db.session.scalars(select(F.candidate_id).where(F.fresh.is_(False))))
+    found = set(db.session.scalars(select(MetricsStale.candidate_id)))
     db.session.rollback()
     return found
 
@@ -41,7 +42,7 @@ def _fresh_equals_recomputed() -> list[tuple]:
     """Refresh, then recompute every candidate: a change no trigger caught would differ."""
     assert facts.refresh(db.session)
     stored = _rows()
-    db.session.execute(update(F).values(fresh=False))
+    db.session.execute(insert(MetricsStale).from_select(["candidate_id"], select(Candidate.id)))
     db.session.commit()
     assert facts.refresh(db.session)
     assert _rows() == stored
@@ -219,7 +220,7 @@ def test_the_migration_makes_stale_rows_for_candidates_already_there_and_can_be_
             for i in range(4)])
         db.session.commit()
         upgrade()
-        assert db.session.scalar(select(func.count()).select_from(F).where(F.fresh.is_(False))) == 4
+        assert db.session.scalar(select(func.count()).select_from(MetricsStale)) == 4
         db.session.rollback()
         f, _ = definitions.parse(MultiDict(), now(), "UTC")
         assert metrics.page(db.session, f)["funnel"]["counts"]["invited"] == 4
@@ -229,6 +230,6 @@ def test_the_migration_makes_stale_rows_for_candidates_already_there_and_can_be_
         assert names == 1
         db.session.rollback()
         upgrade()
-        assert db.session.scalar(select(func.count()).select_from(F)) == 4
+        assert db.session.scalar(select(func.count()).select_from(MetricsStale)) == 4
         db.session.remove()
         db.engine.dispose()

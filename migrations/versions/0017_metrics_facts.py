@@ -6,20 +6,21 @@ Revises: 0016_agent_tally
 ``metrics_fact`` holds, per candidate, what the Metrics page counts and groups by (the raw
 stage facts as bits, the invite's local weekday and hour, the device, the first invite's
 variant, the follow-ups before completing, the answers, the step durations, the recipient
-domain), so the page reads one narrow row per candidate instead of joining every candidate
-to their events, messages and answers. Triggers mark a row stale (``fresh`` false) in the
-same transaction as every change it depends on: a candidate inserted (a stale row is made),
-a watched candidate column changed, an event of a type a fact reads, an answer saved, changed
-or removed, a message made or its delivery (status, attempts, error, sent) or variant changed. ``metrics.facts.refresh``
-recomputes stale rows in short write units before the page reads them. A deleted candidate's
-row goes with it (foreign key, cascade). Rows for the candidates already there are made
-stale here, and the first refresh (the scheduler's tick, or the page) fills them.
+domain, the messages per channel), so the page reads one narrow row per candidate instead
+of joining every candidate to their events, messages and answers. Triggers put the
+candidate's id in ``metrics_stale`` in the same transaction as every change a fact depends
+on: a candidate inserted, a watched candidate column changed, an event of a type a fact
+reads, an answer saved, changed or removed, a message made or its delivery (status,
+attempts, error, sent) or variant changed. ``metrics.facts.refresh`` takes ids out and
+recomputes their rows in short write units before the page reads them. A deleted
+candidate's rows go with it (foreign key, cascade). The candidates already there are marked
+here, and the first refresh (the scheduler's tick, or the page) fills their rows.
 
 ``metrics_answer`` holds the time each candidate spent on each question, with the filter
 columns, written by the same refresh: the median per question reads one index in order.
 ``ix_message_template_version`` finds the messages of a changed template's versions.
 
-The downgrade drops the triggers, their functions and the table; it rebuilds no table (a
+The downgrade drops the triggers, their functions and the tables; it rebuilds no table (a
 SQLite batch rebuild would drop the triggers of 0006 and 0016 on ``candidate``).
 """
 from alembic import op
@@ -39,7 +40,6 @@ WATCHED = ("agent_id, source, source_detail, channel, stage, timezone, email, de
 EVENT_TYPES = "('opened', 'machine_opened', 'failed', 'bounced', 'reminded', 'nudged')"
 # The message columns the deliverability and the first invite's variant are read from.
 MESSAGE_WATCHED = "status, attempts, last_error, sent_at, channel, variant"
-NEW_ROW = "(candidate_id, fresh, flags, followups, answers)"
 # One covering index per by-table of the page: its value and the fact bits, then the columns
 # the page filters on (SQLite reads it in group order and never the table).
 FILTERS = ("entered_at", "agent_id", "source", "source_detail", "channel")
@@ -50,54 +50,59 @@ GROUPINGS = {"source": ("source",), "src": ("source", "source_detail"), "channel
              "bucket": ("bucket",), "variant": ("variant",)}
 
 
-def _stale(who: str, fresh: str) -> str:
-    return f"UPDATE metrics_fact SET fresh = {fresh} WHERE candidate_id = {who};"
+def _sqlite_mark(who: str) -> str:
+    return f"INSERT OR IGNORE INTO metrics_stale (candidate_id) VALUES ({who});"
+
+
+# PostgreSQL: a mark that finds the candidate already marked updates the row anyway, so that
+# it always takes the row's lock: a refresh that has just claimed (deleted) the row makes it
+# wait and the candidate is marked again after the refresh commits; a refresh claiming after
+# it waits for its commit, then reads the change.
+def _postgres_mark(who: str) -> str:
+    return (f"INSERT INTO metrics_stale (candidate_id) VALUES ({who}) "
+            "ON CONFLICT (candidate_id) DO UPDATE SET candidate_id = excluded.candidate_id;")
 
 
 SQLITE_TRIGGERS = [
     f"""CREATE TRIGGER metrics_fact_candidate_insert AFTER INSERT ON candidate
-    BEGIN
-        INSERT INTO metrics_fact {NEW_ROW} VALUES (new.id, 0, 0, 0, 0);
-    END""",
+    BEGIN {_sqlite_mark('new.id')} END""",
     f"""CREATE TRIGGER metrics_fact_candidate_update AFTER UPDATE OF {WATCHED} ON candidate
-    BEGIN {_stale('new.id', '0')} END""",
+    BEGIN {_sqlite_mark('new.id')} END""",
     f"""CREATE TRIGGER metrics_fact_event AFTER INSERT ON event WHEN new.type IN {EVENT_TYPES}
-    BEGIN {_stale('new.candidate_id', '0')} END""",
+    BEGIN {_sqlite_mark('new.candidate_id')} END""",
     f"""CREATE TRIGGER metrics_fact_answer_insert AFTER INSERT ON answer
-    BEGIN {_stale('new.candidate_id', '0')} END""",
+    BEGIN {_sqlite_mark('new.candidate_id')} END""",
     f"""CREATE TRIGGER metrics_fact_answer_update AFTER UPDATE OF answered_at, position ON answer
-    BEGIN {_stale('new.candidate_id', '0')} END""",
+    BEGIN {_sqlite_mark('new.candidate_id')} END""",
     f"""CREATE TRIGGER metrics_fact_answer_delete AFTER DELETE ON answer
-    BEGIN {_stale('old.candidate_id', '0')} END""",
+    BEGIN {_sqlite_mark('old.candidate_id')} END""",
     f"""CREATE TRIGGER metrics_fact_message_insert AFTER INSERT ON message
-    BEGIN {_stale('new.candidate_id', '0')} END""",
+    BEGIN {_sqlite_mark('new.candidate_id')} END""",
     f"""CREATE TRIGGER metrics_fact_message_update AFTER UPDATE OF {MESSAGE_WATCHED} ON message
-    BEGIN {_stale('new.candidate_id', '0')} END""",
+    BEGIN {_sqlite_mark('new.candidate_id')} END""",
 ]
 
-# PostgreSQL: new candidates get their rows once per statement (a bulk insert is one
-# statement); every other mark is per row. The mark is an unconditional UPDATE so that it
-# always takes the row's lock: a refresh that claimed the row first makes it wait, and it
-# marks the row stale again after the refresh commits.
+# New candidates are marked once per statement (a bulk insert is one statement); every other
+# mark is per row.
 POSTGRES_FUNCTIONS = [
-    f"""CREATE FUNCTION metrics_fact_added() RETURNS trigger LANGUAGE plpgsql AS $$
+    """CREATE FUNCTION metrics_fact_added() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        INSERT INTO metrics_fact {NEW_ROW} SELECT r.id, false, 0, 0, 0 FROM new_rows r;
+        INSERT INTO metrics_stale (candidate_id) SELECT r.id FROM new_rows r ON CONFLICT DO NOTHING;
         RETURN NULL;
     END $$""",
     f"""CREATE FUNCTION metrics_fact_candidate_changed() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        {_stale('new.id', 'false')}
+        {_postgres_mark('new.id')}
         RETURN NULL;
     END $$""",
     f"""CREATE FUNCTION metrics_fact_row_changed() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        {_stale('new.candidate_id', 'false')}
+        {_postgres_mark('new.candidate_id')}
         RETURN NULL;
     END $$""",
     f"""CREATE FUNCTION metrics_fact_row_removed() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        {_stale('old.candidate_id', 'false')}
+        {_postgres_mark('old.candidate_id')}
         RETURN NULL;
     END $$""",
 ]
@@ -132,7 +137,6 @@ def upgrade():
     op.create_table(
         'metrics_fact',
         sa.Column('candidate_id', sa.Integer(), nullable=False),
-        sa.Column('fresh', sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column('entered_at', sa.DateTime(), nullable=True),
         sa.Column('agent_id', sa.Integer(), nullable=True),
         sa.Column('source', sa.String(length=20), nullable=True),
@@ -157,7 +161,11 @@ def upgrade():
         sa.PrimaryKeyConstraint('candidate_id', name=op.f('pk_metrics_fact')),
     )
     op.create_index('ix_metrics_fact_entered', 'metrics_fact', ['entered_at'], unique=False)
-    op.create_index('ix_metrics_fact_stale', 'metrics_fact', ['fresh', 'candidate_id'], unique=False)
+    op.create_table(
+        'metrics_stale',
+        sa.Column('candidate_id', sa.Integer(), autoincrement=False, nullable=False),
+        sa.PrimaryKeyConstraint('candidate_id', name=op.f('pk_metrics_stale')),
+    )
     for name, columns in GROUPINGS.items():
         op.create_index(f'ix_metrics_fact_by_{name}', 'metrics_fact',
                         [*columns, 'flags', *(c for c in FILTERS if c not in columns)], unique=False)
@@ -194,8 +202,7 @@ def upgrade():
     elif dialect == "postgresql":
         for statement in POSTGRES_FUNCTIONS + POSTGRES_TRIGGERS:
             op.execute(statement)
-    op.execute(f"INSERT INTO metrics_fact {NEW_ROW} SELECT id, {'0' if dialect == 'sqlite' else 'false'}, 0, 0, 0 "
-               "FROM candidate")
+    op.execute("INSERT INTO metrics_stale (candidate_id) SELECT id FROM candidate")
 
 
 def downgrade():
@@ -214,6 +221,6 @@ def downgrade():
         op.drop_index(f'ix_metrics_fact_time_{step}', table_name='metrics_fact')
     for name in GROUPINGS:
         op.drop_index(f'ix_metrics_fact_by_{name}', table_name='metrics_fact')
-    op.drop_index('ix_metrics_fact_stale', table_name='metrics_fact')
+    op.drop_table('metrics_stale')
     op.drop_index('ix_metrics_fact_entered', table_name='metrics_fact')
     op.drop_table('metrics_fact')

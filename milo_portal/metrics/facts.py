@@ -1,11 +1,11 @@
 """Each candidate's facts for the Metrics page (``metrics_fact``), recomputed when stale.
 
-Triggers (migration 0017_metrics_facts) mark a candidate's row stale in the same transaction
-as every change a fact depends on. ``refresh`` claims stale rows a chunk at a time and
-recomputes them from the candidate, their events, answers and first invite, each chunk one
-short write unit (rule 4 of ``transactions``). The page refreshes before it reads, so its
-figures are of the data as it is; the scheduler's tick refreshes in the background, so the
-page rarely has anything left to do.
+Triggers (migration 0017_metrics_facts) put a candidate in ``metrics_stale`` in the same
+transaction as every change a fact depends on. ``refresh`` claims stale candidates a chunk at
+a time and writes their rows again from the candidate, their events, answers and messages,
+each chunk one short write unit (rule 4 of ``transactions``). The page refreshes before it
+reads, so its figures are of the data as it is; the scheduler's tick refreshes in the
+background, so the page rarely has anything left to do.
 
 The facts follow ``definitions``: the stage facts are the bits of ``flags``
 (``definitions.FACT_BITS``), and ``stage_conditions`` turns them into the figures.
@@ -16,14 +16,15 @@ import time
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import and_, bindparam, case, delete, func, insert, literal, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, insert, literal, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from ..models import Answer, Candidate, Event, Message, MessageStatus, MetricsAnswer, MetricsFact, Stage
+from ..models import (Answer, Candidate, Event, Message, MessageStatus, MetricsAnswer, MetricsFact, MetricsStale,
+                      Stage)
 from ..transactions import write_unit
 from . import definitions as d
 
-C, F = Candidate, MetricsFact
+C, F, S = Candidate, MetricsFact, MetricsStale
 # Candidates recomputed per write unit: about 50 ms of lock on this kind of machine.
 CHUNK = 100
 
@@ -31,7 +32,7 @@ CHUNK = 100
 def refresh(session: Session, seconds: float | None = None) -> bool:
     """Recompute stale facts in write units of ``CHUNK`` candidates: all of them, or for
     about ``seconds`` (then the rest waits for the next call). True when none is left stale."""
-    if session.scalar(select(F.candidate_id).where(F.fresh.is_(False)).limit(1)) is None:
+    if session.scalar(select(S.candidate_id).limit(1)) is None:
         return True  # decided by a read: a page with nothing stale writes nothing
     started = time.monotonic()
     while True:
@@ -47,20 +48,19 @@ def refresh(session: Session, seconds: float | None = None) -> bool:
 
 def stale_count(session: Session) -> int:
     """How many candidates' facts wait to be recomputed."""
-    return session.scalar(select(func.count()).select_from(F).where(F.fresh.is_(False)))
+    return session.scalar(select(func.count()).select_from(S))
 
 
 def _claim(session: Session) -> list[int]:
-    """Mark a chunk of stale rows fresh and return their candidates.
+    """Take a chunk of candidates out of ``metrics_stale`` and return them.
 
     Claimed first, computed after: on PostgreSQL a change committed meanwhile either waits
-    for this unit (its trigger's UPDATE needs the row) and marks the row stale again after
-    it, or committed before the claim and is read by the computing statement that follows.
+    for this unit (its trigger's upsert needs the row) and marks the candidate again after
+    it, or committed before the claim and is read by the computing statements that follow.
     """
-    stale = select(F.candidate_id).where(F.fresh.is_(False)).order_by(F.candidate_id).limit(CHUNK)
-    return list(session.scalars(
-        update(F).where(F.candidate_id.in_(stale.scalar_subquery()), F.fresh.is_(False)).values(fresh=True)
-        .returning(F.candidate_id).execution_options(synchronize_session=False)))
+    chunk = select(S.candidate_id).order_by(S.candidate_id).limit(CHUNK).scalar_subquery()
+    return list(session.scalars(delete(S).where(S.candidate_id.in_(chunk)).returning(S.candidate_id)
+                                .execution_options(synchronize_session=False)))
 
 
 def _any(condition):
@@ -92,11 +92,10 @@ _FACTS = (
 MESSAGE_CHANNELS = ("email", "sms", "whatsapp")
 MESSAGE_FIGURES = ("messages", "sent", "failed", "temporary")
 DELIVERY_COLUMNS = tuple(f"{channel}_{figure}" for channel in MESSAGE_CHANNELS for figure in MESSAGE_FIGURES)
-_WRITE = (update(F).where(F.candidate_id == bindparam("b_id"))
-          .values({column: bindparam("b_" + column) for column in (
-              "entered_at", "agent_id", "source", "source_detail", "channel", "flags", "heat", "bucket", "device",
-              "variant", "followups", "answers", "invite_click", "click_start", "start_complete",
-              "invite_complete", "email_domain") + DELIVERY_COLUMNS}))
+_WRITE = insert(F).values(candidate_id=bindparam("b_id"), **{column: bindparam("b_" + column) for column in (
+    "entered_at", "agent_id", "source", "source_detail", "channel", "flags", "heat", "bucket", "device",
+    "variant", "followups", "answers", "invite_click", "click_start", "start_complete",
+    "invite_complete", "email_domain") + DELIVERY_COLUMNS})
 
 
 def _count(condition):
@@ -131,9 +130,12 @@ def _recompute(session: Session, ids: list[int]) -> None:
             for figure in MESSAGE_FIGURES:
                 by_id[row.candidate_id][f"b_{row.channel}_{figure}"] = int(getattr(row, figure) or 0)
     conn = session.connection()
-    if values:
-        conn.execute(_WRITE.execution_options(synchronize_session=False), values)
+    # Written again whole (a candidate deleted meanwhile has no row to write, and its old
+    # rows went with it).
     conn.execute(delete(MetricsAnswer).where(MetricsAnswer.candidate_id.in_(ids)))
+    conn.execute(delete(F).where(F.candidate_id.in_(ids)))
+    if values:
+        conn.execute(_WRITE, values)
     spent = answers_of(session.execute(_ANSWERS, {"ids": ids}).all(), {row.id: row for row in rows}, values)
     if spent:
         conn.execute(insert(MetricsAnswer), spent)

@@ -3,9 +3,9 @@
 The target is migrated to this version's schema by ``flask db upgrade`` first (in a child
 process, exactly as a deployment would), must hold no data of its own, and receives the
 rows table by table in dependency order, in batches. ``candidate_count``,
-``agent_funnel_count``, ``metrics_fact`` and ``metrics_answer`` are not copied: the target's
-own triggers fill them as the candidates arrive (the Metrics facts stale, recomputed by the
-first refresh).
+``agent_funnel_count`` and the Metrics facts (``metrics_stale``, ``metrics_fact``,
+``metrics_answer``) are not copied: the target's own triggers fill them as the candidates
+arrive (every candidate marked stale, its facts written by the first refresh).
 PostgreSQL's id sequences are moved past the copied ids at the end.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ..extensions import db
 BATCH = 1000
 # Rows the migrations make in a new database; the copy replaces them with the source's.
 MADE_BY_MIGRATIONS = ("settings", "job_lease", "ops_settings")
-FILLED_BY_TRIGGERS = ("candidate_count", "agent_funnel_count", "metrics_fact", "metrics_answer")
+FILLED_BY_TRIGGERS = ("candidate_count", "agent_funnel_count", "metrics_stale", "metrics_fact", "metrics_answer")
 
 
 class CopyError(Exception):
