@@ -626,8 +626,6 @@ class Message(db.Model):
         Index("ix_message_status_scheduled_for", "status", "scheduled_for"),
         Index("ix_message_provider_id", "provider_id"),
         Index("ix_message_created_at", "created_at"),  # deliverability over a date range
-        # The messages of a template's versions (Metrics: opt-outs after a template change).
-        Index("ix_message_template_version", "template_version_id", "sent_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -18,7 +18,6 @@ here, and the first refresh (the scheduler's tick, or the page) fills their rows
 
 ``metrics_answer`` holds the time each candidate spent on each question, with the filter
 columns, written by the same refresh: the median per question reads one index in order.
-``ix_message_template_version`` finds the messages of a changed template's versions.
 
 The downgrade drops the triggers, their functions and the tables; it rebuilds no table (a
 SQLite batch rebuild would drop the triggers of 0006 and 0016 on ``candidate``).
@@ -193,7 +192,6 @@ def upgrade():
     op.create_index('ix_metrics_answer_candidate', 'metrics_answer', ['candidate_id'], unique=False)
     op.create_index('ix_metrics_answer_spent', 'metrics_answer',
                     ['agent_id', 'position', 'spent', 'entered_at', 'source', 'source_detail', 'channel'], unique=False)
-    op.create_index('ix_message_template_version', 'message', ['template_version_id', 'sent_at'], unique=False)
     # Triggers first, then the rows already there: on PostgreSQL creating a trigger locks out
     # writers until this transaction ends, so no candidate is missed or given two rows.
     if dialect == "sqlite":
@@ -212,7 +210,6 @@ def downgrade():
     if dialect == "postgresql":
         for name in FUNCTIONS:
             op.execute(f"DROP FUNCTION IF EXISTS {name}()")
-    op.drop_index('ix_message_template_version', table_name='message')
     op.drop_index('ix_metrics_answer_spent', table_name='metrics_answer')
     op.drop_index('ix_metrics_answer_candidate', table_name='metrics_answer')
     op.drop_table('metrics_answer')

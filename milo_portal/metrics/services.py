@@ -536,7 +536,7 @@ def optout_rates(session: Session, defs: Defs, f: Filters) -> list[dict]:
             .join(changes, and_(changes.c.kind == Template.kind, changes.c.channel == Template.channel))
             .join(F, F.candidate_id == m.candidate_id)
             .where(m.sent_at.is_not(None), *d.fact_cohort(f),
-                   # (the changed templates' versions first, then their messages by index)
+                   # (the changed templates' versions first: one pass over the messages checks a short list)
                    m.template_version_id.in_(
                        select(TemplateVersion.id).join(Template, Template.id == TemplateVersion.template_id)
                        .join(changes, and_(changes.c.kind == Template.kind, changes.c.channel == Template.channel))))
