@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from milo_portal.candidates import services as cs
 from milo_portal.extensions import db
@@ -530,3 +531,29 @@ def test_unicode_digits_in_the_rules_are_a_form_error_not_a_crash(auth, client, 
                                         "t-followup_cap": "3", "t-min_spacing_auto_hours": "20",
                                         "t-min_spacing_manual_hours": "1"})
     assert r.status_code == 422
+
+
+def test_the_schedule_shows_two_reminders_a_spacing_apart_as_the_dispatcher_sends_them(world):
+    """Defect (trial): invited on a Friday, both reminders (24 h and 48 h after) fell on the
+    weekend and the page showed both at Monday 09:00; the dispatcher sends the second one the
+    minimum spacing (20 h) later, at the next allowed moment: Tuesday 09:00."""
+    from milo_portal.candidates import stages
+
+    friday = at("2026-11-27T10:00:00-05:00")
+    c = add(world, friday - timedelta(hours=1), invite=False)
+    stages.move(db.session, c, Stage.INVITED, friday)
+    db.session.commit()
+    schedule = upcoming(db.session, c, friday + timedelta(hours=1))
+    assert [(i.kind, i.when) for i in schedule.items] == [
+        ("reminder", at("2026-11-30T09:00:00-05:00")), ("reminder", at("2026-12-01T09:00:00-05:00"))]
+    assert "minimum spacing" in schedule.items[1].rule
+    # What the dispatcher really does at those moments.
+    tick(at("2026-11-30T09:00:00-05:00"))
+    tick(at("2026-11-30T09:01:00-05:00"))
+    sent = db.session.scalars(select(Message).where(Message.candidate_id == c.id, Message.kind == "reminder",
+                                                    Message.status == MessageStatus.SENT)).all()
+    assert [m.step for m in sent] == [1]
+    tick(at("2026-12-01T09:00:00-05:00"))
+    sent = db.session.scalars(select(Message).where(Message.candidate_id == c.id, Message.kind == "reminder",
+                                                    Message.status == MessageStatus.SENT)).all()
+    assert sorted(m.step for m in sent) == [1, 2]

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from flask import current_app
@@ -828,10 +828,31 @@ def upcoming(session: Session, candidate: Candidate, now: datetime) -> Schedule:
         items += planned[:max(rules.cap - counted, 0)]
         if len(planned) > max(rules.cap - counted, 0):
             note = f"At most {rules.cap} follow-ups per candidate (the cap in the follow-up rules)."
-    items.sort(key=lambda u: u.when)
+    items = _spaced(items, history(session, [candidate.id]).get(candidate.id, (0, None))[1], candidate, rules)
     if not items and not note:
         note = "Nothing more is planned: no allowed moment is left before the deadline."
     return Schedule(items, note)
+
+
+def _spaced(items: list[Upcoming], last: datetime | None, candidate: Candidate, rules: Rules) -> list[Upcoming]:
+    """The items in order, each moved as the dispatcher will move it: never closer to the
+    message before it than the minimum spacing (two reminders that fall on the same Monday
+    09:00 go out a spacing apart), or cancelled when that leaves no moment before the deadline."""
+    out = []
+    for item in sorted(items, key=lambda u: u.when):
+        if item.status in (MessageStatus.SCHEDULED, "planned") and last is not None:
+            spacing = rules.spacing_manual if item.kind in ("link_resend", "manual_nudge") else rules.spacing_auto
+            if item.when < last + spacing:
+                when = next_allowed(last + spacing, candidate.timezone, rules, item.kind == "invite")
+                if when is None or (candidate.deadline_at and when >= candidate.deadline_at):
+                    out.append(replace(item, status="will_be_cancelled",
+                                       rule="No moment in the send window before the deadline (minimum spacing)"))
+                    continue
+                item = replace(item, when=when, rule=f"{item.rule} — moved by the minimum spacing")
+        if item.status != "will_be_cancelled":
+            last = item.when
+        out.append(item)
+    return out
 
 
 def _nothing_more(candidate: Candidate, rules: Rules, now: datetime, counted: int) -> str:
