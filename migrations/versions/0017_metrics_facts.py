@@ -49,8 +49,11 @@ GROUPINGS = {"source": ("source",), "src": ("source", "source_detail"), "channel
              "bucket": ("bucket",), "variant": ("variant",)}
 
 
+# SQLite: not INSERT OR IGNORE, whose conflict clause the outer statement's overrides (an
+# answer saved by an upsert would fail on a candidate already marked).
 def _sqlite_mark(who: str) -> str:
-    return f"INSERT OR IGNORE INTO metrics_stale (candidate_id) VALUES ({who});"
+    return (f"INSERT INTO metrics_stale (candidate_id) SELECT {who} "
+            f"WHERE NOT EXISTS (SELECT 1 FROM metrics_stale WHERE candidate_id = {who});")
 
 
 # PostgreSQL: a mark that finds the candidate already marked updates the row anyway, so that
