@@ -190,7 +190,7 @@ def test_flags_are_computed_from_the_data(app, data):
     """The flags read the dataset's figures: P8 was invited two days after being added, and
     one late invite of ten stays under the 25 % threshold; nothing else crosses one."""
     f, _ = definitions.parse(MultiDict(RANGE), NOW, "UTC")
-    defs = services.defs_for(db.session, f)
+    defs = services.defs_for(db.session)
     fun = services.funnel(db.session, defs, f)
     assert fun["counts"]["late_invite"] == 1
     flags = services.red_flags(fun, {"worst": None}, {"domains": []}, [], {"delivered": 6, "opened": 3},

@@ -261,7 +261,7 @@ def test_the_metrics_page_counts_the_same_before_and_after_retention_erases(app)
 
     def figures():
         db.session.expire_all()
-        found = metrics.funnel(db.session, metrics.defs_for(db.session, f), f)["counts"]
+        found = metrics.funnel(db.session, metrics.defs_for(db.session), f)["counts"]
         return {who: found[who] for who in ("invited", "clicked", "started", "completed", "expired", "opted_out")}
 
     before = figures()

@@ -41,7 +41,7 @@ def dialect_of(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
-def defs_for(session: Session, f: Filters, seconds: float | None = None) -> Defs:
+def defs_for(session: Session, seconds: float | None = None) -> Defs:
     """The definitions for this database and the send window set now, once the candidates'
     ``metrics_fact`` rows are fresh (recomputed first; for at most about ``seconds``, then
     ``Defs.waiting`` says how many are not). Every figure reads those rows."""
@@ -694,7 +694,7 @@ def page(session: Session, f: Filters) -> dict:
     """Every figure of the page for these filters."""
     # After an upgrade or a very large upload the background refresh may still be at work:
     # the page helps for a few seconds, then shows what is there and says how much is left.
-    defs = defs_for(session, f, seconds=REFRESH_SECONDS)
+    defs = defs_for(session, seconds=REFRESH_SECONDS)
     specs = {"funnel": None, **{f"by-{name}": name for name in BY}, "heat": "heat", "bucket": "bucket",
              "variant": "variant"}
     many = counts_many(session, defs, f, specs)
@@ -723,7 +723,7 @@ def people_condition(session: Session, f: Filters, who: str, dim: str | None, ra
     It reads the same ``metrics_fact`` rows, bits and dimensions the counts read, so a
     drill-down lists exactly the people behind the figure.
     """
-    defs = defs_for(session, f, seconds=REFRESH_SECONDS)
+    defs = defs_for(session, seconds=REFRESH_SECONDS)
     cohort = d.fact_cohort(f)
 
     def picked(*conds):

@@ -43,48 +43,41 @@ OVERLAPS = """(sel) => {
 }"""
 
 
-def _page(browser, live_server, width):
-    context = browser.new_context(viewport={"width": width, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    login(page, live_server, "rita@example.com", PASSWORD)
-    return context, page
+def _metrics_at_each_width(browser, live_server, path):
+    """The dataset's Metrics page at ``path``, logged in, at each width: yields (width, page)."""
+    make_user("rita@example.com", "Rita Recruiter")
+    metrics_data.build()
+    db.session.remove()
+    for width in WIDTHS:
+        context = browser.new_context(viewport={"width": width, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        try:
+            login(page, live_server, "rita@example.com", PASSWORD)
+            page.goto(live_server.url(path))
+            yield width, page
+        finally:
+            context.close()
 
 
 def test_filter_selects_show_their_whole_options_at_desktop_and_phone_widths(live_server, browser):
     """Defect: "the last 90 days" was cut off in the "Invited in" select (10rem fields)."""
-    make_user("rita@example.com", "Rita Recruiter")
-    metrics_data.build()
-    db.session.remove()
-    for width in WIDTHS:
-        context, page = _page(browser, live_server, width)
-        try:
-            page.goto(live_server.url("/metrics?period=90"))
-            assert page.evaluate(CLIPPED_SELECTS) == [], width
-            period = page.locator("select[name=period]").bounding_box()
-            assert period["x"] >= 0 and period["x"] + period["width"] <= width, width
-        finally:
-            context.close()
+    for width, page in _metrics_at_each_width(browser, live_server, "/metrics?period=90"):
+        assert page.evaluate(CLIPPED_SELECTS) == [], width
+        period = page.locator("select[name=period]").bounding_box()
+        assert period["x"] >= 0 and period["x"] + period["width"] <= width, width
 
 
 def test_heat_map_labels_are_readable_on_a_phone(live_server, browser):
     """Defect: at 390 px the 24-column heat map drew its labels at about 6 px."""
-    make_user("rita@example.com", "Rita Recruiter")
-    metrics_data.build()
-    db.session.remove()
-    for width in WIDTHS:
-        context, page = _page(browser, live_server, width)
-        try:
-            page.goto(live_server.url(f"/metrics?{RANGE}"))
-            shown = "#heat-chart-tall" if width < 640 else "#heat-chart"
-            hidden = "#heat-chart" if width < 640 else "#heat-chart-tall"
-            assert page.locator(shown).is_visible() and not page.locator(hidden).is_visible()
-            smallest = page.evaluate("""(sel) => Math.min(...[...document.querySelectorAll(sel + ' text')]
-                .map(t => t.getBoundingClientRect().height))""", shown)
-            assert smallest >= 13, (width, smallest)  # a 12 px font's line box is ~14 px
-            assert page.evaluate("document.scrollingElement.scrollWidth") <= width
-        finally:
-            context.close()
+    for width, page in _metrics_at_each_width(browser, live_server, f"/metrics?{RANGE}"):
+        shown = "#heat-chart-tall" if width < 640 else "#heat-chart"
+        hidden = "#heat-chart" if width < 640 else "#heat-chart-tall"
+        assert page.locator(shown).is_visible() and not page.locator(hidden).is_visible()
+        smallest = page.evaluate("""(sel) => Math.min(...[...document.querySelectorAll(sel + ' text')]
+            .map(t => t.getBoundingClientRect().height))""", shown)
+        assert smallest >= 13, (width, smallest)  # a 12 px font's line box is ~14 px
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= width
 
 
 @pytest.mark.parametrize("counts", [[(0, 0), (1, 0), (2, 1)], [(1_234_567, 89_012), (3, 999_999), (0, 12)]],
@@ -110,14 +103,6 @@ def test_deliverability_chart_labels_and_bars_never_overlap(app, browser, counts
 
 def test_the_metrics_page_draws_the_deliverability_chart_without_overlaps(live_server, browser):
     """The chart on the page itself, at both widths, with the dataset's small counts."""
-    make_user("rita@example.com", "Rita Recruiter")
-    metrics_data.build()
-    db.session.remove()
-    for width in WIDTHS:
-        context, page = _page(browser, live_server, width)
-        try:
-            page.goto(live_server.url(f"/metrics?{RANGE}"))
-            page.locator("#channels-chart").scroll_into_view_if_needed()
-            assert page.evaluate(OVERLAPS, "#channels-chart") == [], width
-        finally:
-            context.close()
+    for width, page in _metrics_at_each_width(browser, live_server, f"/metrics?{RANGE}"):
+        page.locator("#channels-chart").scroll_into_view_if_needed()
+        assert page.evaluate(OVERLAPS, "#channels-chart") == [], width
