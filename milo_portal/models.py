@@ -433,8 +433,10 @@ _FACT_GROUPINGS = {"source": ("source",), "src": ("source", "source_detail"), "c
 class MetricsStale(db.Model):
     """A candidate whose Metrics facts must be recomputed (see ``MetricsFact``).
 
-    Written only by triggers (migration 0017_metrics_facts), in the same transaction as every
-    change a fact depends on; ``metrics.facts.refresh`` takes rows out as it recomputes. A
+    Written by triggers (migration 0017_metrics_facts), in the same transaction as every
+    change a fact depends on, and on SQLite for new events and messages by
+    ``metrics.facts.absorb`` (``MetricsMark``); ``metrics.facts.refresh`` takes rows out as
+    it recomputes. A
     separate, one-column table so that marking costs an insert into a small index (a bulk
     upload of 10,000 people marks 10,000 rows), not a write of the wide fact row and its indexes.
     """
@@ -444,6 +446,22 @@ class MetricsStale(db.Model):
     # No foreign key: a trigger writes here while candidates are being deleted (refresh drops
     # the ids of candidates that are gone).
     candidate_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+
+
+class MetricsMark(db.Model):
+    """On SQLite, the highest ``event`` and ``message`` id whose candidates the Metrics refresh
+    has marked stale (``metrics.facts.absorb``; migration 0018_metrics_marks).
+
+    One writer at a time appends rows with ids one above the highest in use, so the rows
+    added since are those above the mark: a bulk upload's events and messages cost no trigger
+    each. A delete trigger lowers the mark when the highest ids are deleted (SQLite would hand
+    them out again). PostgreSQL marks those rows with triggers and never reads this table.
+    """
+
+    __tablename__ = "metrics_mark"
+
+    name: Mapped[str] = mapped_column(String(20), primary_key=True)
+    last_id: Mapped[int] = mapped_column(Integer)
 
 
 class MetricsFact(db.Model):

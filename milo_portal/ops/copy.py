@@ -5,7 +5,9 @@ process, exactly as a deployment would), must hold no data of its own, and recei
 rows table by table in dependency order, in batches. ``candidate_count``,
 ``agent_funnel_count`` and the Metrics facts (``metrics_stale``, ``metrics_fact``,
 ``metrics_answer``) are not copied: the target's own triggers fill them as the candidates
-arrive (every candidate marked stale, its facts written by the first refresh).
+arrive (every candidate marked stale, its facts written by the first refresh). Nor is
+``metrics_mark``: the target keeps the marks its migration made, which only ever lead a
+first refresh to mark candidates that are stale already.
 PostgreSQL's id sequences are moved past the copied ids at the end.
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ BATCH = 1000
 # Rows the migrations make in a new database; the copy replaces them with the source's.
 MADE_BY_MIGRATIONS = ("settings", "job_lease", "ops_settings")
 FILLED_BY_TRIGGERS = ("candidate_count", "agent_funnel_count", "metrics_stale", "metrics_fact", "metrics_answer")
+KEPT_BY_TARGET = ("metrics_mark",)
 
 
 class CopyError(Exception):
@@ -47,7 +50,7 @@ def copy_database(source: Engine, url: str, echo: Callable[[str], None] = lambda
         raise CopyError("The target is this very database.")
     _migrate(url)
     target = create_engine(target_url)
-    tables = [t for t in db.metadata.sorted_tables if t.name not in FILLED_BY_TRIGGERS]
+    tables = [t for t in db.metadata.sorted_tables if t.name not in FILLED_BY_TRIGGERS + KEPT_BY_TARGET]
     try:
         with target.connect() as conn:
             busy = [t.name for t in tables if t.name not in MADE_BY_MIGRATIONS
