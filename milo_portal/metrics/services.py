@@ -108,24 +108,20 @@ def counts_many(session: Session, defs: Defs, f: Filters, specs: dict[str, str |
     levels = {}
     if "level" in specs.values():
         levels = {str(k): v for k, v in session.execute(select(Agent.id, Agent.role_level)).all()}
-    whos_of: dict[int, list[str]] = {}
-
-    def whos(bits: int) -> list[str]:
-        found = whos_of.get(bits)
-        if found is None:
-            mask = d.who_mask(bits, ALL_WHOS)
-            found = whos_of[bits] = [w for i, w in enumerate(ALL_WHOS) if mask >> i & 1]
-        return found
-
+    # Rows of the same value and fact bits are added up first (the overall funnel reads the
+    # weekday × hour rows, thousands of them, but only a few hundred distinct sets of bits),
+    # then each distinct set of bits is turned into the who-counts it belongs to, once.
     grouped: dict[str, list] = {}
     for row in rows:
         bits = int(row.flags)
         if row.grouping == "heat" and row.k0 is not None and d.outside_window(int(row.k0) % 24, defs.window):
             bits |= d.OUTSIDE_BIT
-        grouped.setdefault(row.grouping, []).append((row.k0, row.k1, whos(bits), int(row.n)))
-    out: dict = {spec: ({None: {w: 0 for w in ALL_WHOS}} if by is None else {}) for spec, by in specs.items()}
+        grouped.setdefault(row.grouping, []).append((row.k0, row.k1, bits, int(row.n)))
+    indexes_of: dict[int, tuple[int, ...]] = {}
+    out: dict = {}
     for spec, by in specs.items():
-        for k0, k1, who_list, n in grouped.get(_GROUPING_OF.get(by, by), ()):
+        per_key: dict = {None: {}} if by is None else {}
+        for k0, k1, bits, n in grouped.get(_GROUPING_OF.get(by, by), ()):
             if by is None:
                 key = None
             elif by == "src":
@@ -140,11 +136,22 @@ def counts_many(session: Session, defs: Defs, f: Filters, specs: dict[str, str |
                     continue
             else:
                 key = int(k0) if by in INT_DIMENSIONS else k0
-            found = out[spec].get(key)
-            if found is None:
-                found = out[spec][key] = {w: 0 for w in ALL_WHOS}
-            for w in who_list:
-                found[w] += n
+            by_bits = per_key.get(key)
+            if by_bits is None:
+                by_bits = per_key[key] = {}
+            by_bits[bits] = by_bits.get(bits, 0) + n
+        found: dict = {}
+        for key, by_bits in per_key.items():
+            totals = [0] * len(ALL_WHOS)
+            for bits, n in by_bits.items():
+                indexes = indexes_of.get(bits)
+                if indexes is None:
+                    mask = d.who_mask(bits, ALL_WHOS)
+                    indexes = indexes_of[bits] = tuple(i for i in range(len(ALL_WHOS)) if mask >> i & 1)
+                for i in indexes:
+                    totals[i] += n
+            found[key] = dict(zip(ALL_WHOS, totals))
+        out[spec] = found
     return out
 
 
