@@ -90,6 +90,7 @@ class Run:
     errors: int
     p50_ms: float
     p99_ms: float
+    kinds: str = ""  # which errors (wrk: connect, read, write, status, timeout), when there were any
 
     @property
     def rps(self) -> float:
@@ -274,8 +275,10 @@ def run_wrk(port: int, scenario: Scenario, seconds: float, concurrency: int, thr
            "--", tokens_file, scenario.path, scenario.method, scenario.body, *headers]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     summary = json.loads(out.strip().splitlines()[-1])
-    errors = sum(summary[k] for k in ("connect", "read", "write", "status", "timeout"))
-    return Run(summary["requests"], summary["duration_us"] / 1e6, errors, summary["p50_us"] / 1000, summary["p99_us"] / 1000)
+    kinds = ("connect", "read", "write", "status", "timeout")
+    errors = sum(summary[k] for k in kinds)
+    return Run(summary["requests"], summary["duration_us"] / 1e6, errors, summary["p50_us"] / 1000, summary["p99_us"] / 1000,
+               ", ".join(f"{k} {summary[k]}" for k in kinds if summary[k]))
 
 
 def run_python(port: int, scenario: Scenario, seconds: float, concurrency: int, threads: int, workdir: Path) -> Run:
@@ -506,7 +509,8 @@ def main() -> int:
                 results[s.name].append((floor, run))
                 print(f"round {number} {s.name:11s} {run.rps:7.0f} req/s  p50 {run.p50_ms:7.1f} ms  "
                       f"p99 {run.p99_ms:7.1f} ms  errors {run.errors:5d} | bare {floor.rps:6.0f} req/s  "
-                      f"ratio {run.rps / floor.rps if floor.rps else 0:.3f}", flush=True)
+                      f"ratio {run.rps / floor.rps if floor.rps else 0:.3f}"
+                      + (f"  ({run.kinds}; status: non-2xx/3xx answers)" if run.kinds else ""), flush=True)
         met = report(scenarios, results)
         if args.beside_create:
             met = beside_create(args, port, url, env, drive, [s for s in scenarios if s.name in ("landing", "question")],

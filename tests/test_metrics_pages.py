@@ -8,12 +8,13 @@ import re
 from urllib.parse import parse_qs
 
 import pytest
+from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 
 from milo_portal.candidates import services as candidates
 from milo_portal.extensions import db
 from milo_portal.metrics import definitions, services
-from milo_portal.models import Candidate
+from milo_portal.models import Candidate, Message
 from tests import metrics_data
 from tests.metrics_data import NOW, RANGE
 
@@ -99,6 +100,44 @@ def test_every_drill_down_counts_what_the_figure_says(app, data):
         listed = candidates.list_candidates(db.session, candidates.ListFilters(
             metric="delivered", metric_dim="channel", metric_value=row["key"], metric_args=args))
         assert listed.total == row["delivered"]
+
+
+def test_the_times_questions_and_deliverability_figures_link_to_their_people(auth, client, data):
+    """Every figure links to the people behind it, the step counts, the per-question counts
+    and the per-channel message counts too (they once were plain numbers)."""
+    body = client.get(f"/metrics?{QS}").get_data(as_text=True)
+    f, _ = definitions.parse(MultiDict(RANGE), NOW, "UTC")
+    page = services.page(db.session, f)
+    drill = "&" + f.drill()
+
+    def listed(**kw) -> set[str]:
+        href = "/candidates?" + "&".join(f"{k}={v}" for k, v in kw.items())
+        if "fax" not in href:  # (a link the page shows)
+            assert 'href="' + href.replace("&", "&amp;") + "&amp;" in body.replace("%3A", ":"), kw
+        return names_behind(client, href + drill)
+
+    assert [s["n"] for s in page["times"]["steps"]] != [0, 0, 0, 0]
+    for step in page["times"]["steps"]:
+        people = listed(metric="step_time", metric_dim="step", metric_value=step["key"])
+        assert len(people) == step["n"], step["key"]
+    rows = page["questions"]["rows"]
+    assert any(q["reached"] for q in rows) and any(q["answered"] for q in rows)
+    for q in rows:
+        value = f"{q['agent_id']}:{q['position']}"
+        reached, answered = listed(metric="reached", metric_value=value), listed(metric="answered", metric_value=value)
+        assert (len(reached), len(answered)) == (q["reached"], q["answered"]) and answered <= reached, value
+    # The e-mail row counts messages; its people are those of the range with such a message.
+    email = next(r for r in page["delivery"]["channels"] if r["key"] == "email")
+    in_range = listed(metric="invited") | listed(metric="link_only")
+    owners = {c.name for c in db.session.scalars(
+        select(Candidate).join(Message, Message.candidate_id == Candidate.id)
+        .where(Message.channel == "email", Message.status.not_in(("cancelled", "suppressed"))))}
+    sent = {c.name for c in db.session.scalars(
+        select(Candidate).join(Message, Message.candidate_id == Candidate.id)
+        .where(Message.channel == "email", Message.sent_at.is_not(None)))}
+    assert email["messages"] and listed(metric="message_any", metric_dim="channel", metric_value="email") == owners & in_range
+    assert listed(metric="message_sent", metric_dim="channel", metric_value="email") == sent & in_range
+    assert listed(metric="message_any", metric_dim="channel", metric_value="fax") == set()
 
 
 def test_a_malformed_drill_down_lists_nobody(auth, client, data):

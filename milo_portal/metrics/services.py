@@ -234,6 +234,12 @@ TIME_STEPS = (("invite_click", "Invite → click", "invited_at", "clicked_at"),
               ("invite_complete", "Invite → complete", "invited_at", "completed_at"))
 
 
+STEP_KEYS = tuple(step[0] for step in TIME_STEPS)
+STEP_LABELS = {step[0]: step[1] for step in TIME_STEPS}
+# Drill-downs from the deliverability tables: candidates with at least one such message.
+MESSAGE_WHOS = {"message_any": "messages", "message_sent": "sent", "message_temporary": "temporary"}
+
+
 def times(session: Session, defs: Defs, f: Filters, histogram: dict | None = None) -> dict:
     """Median and p90 of each step (seconds), and the histogram of invite → complete."""
     # The step durations are kept per candidate (``metrics_fact``, NULL where a step did not
@@ -753,6 +759,28 @@ def people_condition(session: Session, f: Filters, who: str, dim: str | None, ra
             return None
         return picked(d.fact_has("started"), not_(d.fact_has("completed")), F.agent_id == agent_id,
                       F.answers == position - 1)
+    if who in ("reached", "answered"):
+        # raw is "agent_id:position": starters who reached the question (answered the ones
+        # before it) or answered it, as the per-question table counts them.
+        try:
+            agent_id, position = (int(x) for x in (raw or "").split(":"))
+        except ValueError:
+            return None
+        return picked(d.fact_has("started"), F.agent_id == agent_id,
+                      F.answers >= (position - 1 if who == "reached" else position))
+    if who == "step_time":
+        # The people a step's median and 90th percentile are of: that step's time is known.
+        if dim != "step" or raw not in STEP_KEYS:
+            return None
+        return picked(F.__table__.c[raw].is_not(None))
+    if who in MESSAGE_WHOS:
+        # A deliverability figure counts messages; its people are those with such a message.
+        figure = MESSAGE_WHOS[who]
+        if dim == "channel" and raw in facts.MESSAGE_CHANNELS:
+            return picked(F.__table__.c[f"{raw}_{figure}"] > 0)
+        if dim == "domain" and raw:
+            return picked(F.email_domain == raw, F.__table__.c[f"email_{figure}"] > 0)
+        return None
     whos = d.fact_conditions(defs.window)
     if who not in whos:
         return None

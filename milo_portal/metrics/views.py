@@ -59,6 +59,8 @@ def metrics_value(value, dim: str | None) -> str:
     if dim == "variant" and "/" in text:
         channel, variant = text.split("/", 1)
         return f"{CHANNEL_LABELS.get(channel, channel)} {variant}"
+    if dim == "step":
+        return services.STEP_LABELS.get(text, text)
     if dim == "agent" and text.isdigit():
         title = db.session.scalar(select(Agent.title).where(Agent.id == int(text)))
         return title or text
