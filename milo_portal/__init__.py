@@ -59,6 +59,7 @@ def create_app(config_class=Config, **config_kwargs) -> Flask:
         # The operator's environment: one line naming the variable, not a stack trace.
         print(f"Milo Portal cannot start: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    transactions.init_checkpointer(app)  # before any connection is made
     if _serving_from_flask_run():
         # `flask run` builds the app here (gunicorn goes through wsgi.py, which checks first):
         # a database a newer version has upgraded is never served nor ticked on.

@@ -429,3 +429,44 @@ def test_a_write_unit_that_fails_or_is_abandoned_gives_up_its_turn(app):
     assert WRITER.locked()
     conn.close()
     assert not WRITER.locked()
+
+
+def test_a_thread_checkpoints_the_sqlite_log_so_that_commits_do_not(tmp_path, monkeypatch):
+    """Rule 6: a COMMIT that took the log past 1,000 pages copied it into the database file
+    itself (with an fsync), and the request it belonged to waited 30-40 ms. A thread of the
+    process does it every MILO_SQLITE_CHECKPOINT_MS instead; the commits keep a far-off limit."""
+    import shutil
+    import sqlite3
+
+    from sqlalchemy import text
+
+    from milo_portal import create_app, transactions
+    from milo_portal.config import TestConfig
+
+    monkeypatch.setattr(transactions, "_checkpoint_seconds", transactions._checkpoint_seconds)
+    path = tmp_path / "log.sqlite3"
+    config = TestConfig(f"sqlite:///{path}")
+    config.MILO_SQLITE_CHECKPOINT_MS = 50
+    app = create_app(lambda: config)
+    with app.app_context():
+        assert db.session.execute(text("PRAGMA wal_autocheckpoint")).scalar() == transactions.CHECKPOINT_BACKSTOP_PAGES
+        db.session.execute(text("CREATE TABLE logged (body TEXT)"))
+        db.session.commit()
+        for _ in range(300):
+            db.session.execute(text("INSERT INTO logged VALUES (:b)"), {"b": "x" * 2000})
+            db.session.commit()
+        assert any(t.name == "milo-sqlite-checkpoint" for t in threading.enumerate())
+        # The rows reach the database file itself (read without its log) within a few ticks.
+        deadline, found = time.monotonic() + 5, 0
+        while found < 300 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            shutil.copy(path, tmp_path / "alone.sqlite3")
+            with sqlite3.connect(tmp_path / "alone.sqlite3") as alone:
+                found = alone.execute("SELECT count(*) FROM logged").fetchone()[0]
+        assert found == 300
+        db.session.remove()
+    # Off (the test suite's own setting): SQLite's default, the commits checkpoint at 1,000 pages.
+    off = create_app(lambda: TestConfig(f"sqlite:///{tmp_path / 'plain.sqlite3'}"))
+    with off.app_context():
+        assert db.session.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 1000
+        db.session.remove()
