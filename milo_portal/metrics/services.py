@@ -354,7 +354,8 @@ def deliverability(session: Session, defs: Defs, f: Filters) -> dict:
     Messages meant to go (not cancelled or suppressed) of the page's candidates: the date
     range is the candidates' (invited in the range), as everywhere on the page, never the
     messages' own dates. Each candidate's messages are counted in their ``metrics_fact`` row
-    per channel, so this is one read of the cohort's rows and one grouped by domain.
+    per channel, so this is two reads of their narrow index (``ix_metrics_fact_delivery``):
+    the totals, and the rows grouped by domain in its order.
     """
     cohort = d.fact_cohort(f)
     column = F.__table__.c
