@@ -250,9 +250,10 @@ def times(session: Session, defs: Defs, f: Filters, histogram: dict | None = Non
     for key, label, _, _ in TIME_STEPS:
         column = F.__table__.c[key]
         n = session.scalar(select(func.count()).select_from(F).where(*cohort, column.is_not(None)))
-        ordered = select(column).where(*cohort, column.is_not(None)).order_by(column).limit(1)
-        median = session.scalar(ordered.offset((n + 1) // 2 - 1)) if n else None
-        p90 = session.scalar(ordered.offset((9 * n + 9) // 10 - 1)) if n else None
+        ordered = select(column).where(*cohort, column.is_not(None)).limit(1)
+        median = session.scalar(ordered.order_by(column).offset((n + 1) // 2 - 1)) if n else None
+        # (read from the top end: the index is walked up to the rank, a tenth of it instead of nine)
+        p90 = session.scalar(ordered.order_by(column.desc()).offset(n - (9 * n + 9) // 10)) if n else None
         steps.append({"key": key, "label": label, "n": n, "median": None if median is None else float(median),
                       "p90": None if p90 is None else float(p90)})
     if histogram is None:
