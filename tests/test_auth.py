@@ -379,6 +379,31 @@ def test_a_session_not_remembered_ends_after_its_idle_time(app, client, user, mo
     assert _sent_to_login(client.get("/agents"))
 
 
+def test_the_last_seen_time_is_written_in_a_write_unit_of_its_own(app, client, user, monkeypatch):
+    """Defect: a GET wrote the session's last-seen time with an UPDATE in a deferred SQLite
+    transaction, which fails at once ("database is locked") when another writer committed
+    first: 2-7 of the candidates list's requests failed with 500 under load."""
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("the BEGIN mode is SQLite's")
+    t0 = at("2026-12-01T09:00:00")
+    _clock(monkeypatch, t0)
+    Auth(client).login()
+    seen = []
+
+    def record(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith(("BEGIN", "UPDATE")):
+            seen.append(statement.split()[0:2])
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        _clock(monkeypatch, t0 + timedelta(minutes=6))
+        assert client.get("/agents").status_code == 200
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    update = next(i for i, s in enumerate(seen) if s[0].upper() == "UPDATE")
+    assert seen[update - 1] == ["BEGIN", "IMMEDIATE"], seen
+
+
 def test_a_get_writes_the_last_seen_time_at_most_every_five_minutes(app, client, user, monkeypatch):
     t0 = at("2026-12-01T09:00:00")
     _clock(monkeypatch, t0)

@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, joinedload
 
 from ..models import User, UserSession
+from ..transactions import write_unit
 
 # Activity is written at most this often, so an ordinary GET does not write every time.
 TOUCH_EVERY = timedelta(minutes=5)
@@ -101,16 +102,17 @@ def touch(session: Session, row: UserSession, now: datetime, policy: SessionPoli
     values = {"last_seen_at": now, "address": address[:64]}
     if not row.remember:
         values["expires_at"] = now + policy.idle
-    # End the read before the write, so the write is one short unit of its own. The
-    # condition makes two workers touching at once write once.
-    session.commit()
-    changed = session.execute(
-        update(UserSession)
-        .where(UserSession.id == row.id, UserSession.revoked_at.is_(None),
-               UserSession.last_seen_at <= now - TOUCH_EVERY)
-        .values(**values)
-    ).rowcount
-    session.commit()
+    # One short write unit of its own (the request is a GET: its transaction is a read).
+    # It begins IMMEDIATE on SQLite: an UPDATE in a deferred transaction that another writer
+    # committed after failed at once with "database is locked" (a 500 on the candidates list
+    # under load). The condition makes two workers touching at once write once.
+    with write_unit(session) as unit:
+        changed = unit.execute(
+            update(UserSession)
+            .where(UserSession.id == row.id, UserSession.revoked_at.is_(None),
+                   UserSession.last_seen_at <= now - TOUCH_EVERY)
+            .values(**values)
+        ).rowcount
     return changed == 1
 
 
