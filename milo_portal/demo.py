@@ -222,6 +222,26 @@ def create_demo_candidates(session: Session, count: int, seed: int, now, days: i
             def happen(name, at, device_class=None, ch=None, message=None):
                 ev.append((name, at, device_class, ch, message))
 
+            def interview(start_at):
+                """Started at ``start_at``: answers until they leave, run out of time, or finish."""
+                nonlocal stage, last
+                stage, last, t["started"] = "started", start_at, start_at
+                happen("started", start_at)
+                at = start_at
+                for pos, (qid, qtext) in enumerate(questions[agent.id], start=1):
+                    leave = HARD_QUESTION[2] if hard.get(agent.id) == pos else LEAVE
+                    if device == "mobile":
+                        leave *= PHONE_LEAVE
+                    at = at + timedelta(minutes=rng.expovariate(1 / (8 if leave > LEAVE * 2 else 3)))
+                    if rng.random() < leave or at >= now:
+                        break
+                    answers.append((cid, qid, pos, qtext, f"Demo answer {pos}.", stamp(at)))
+                    happen("answered", at)
+                    last = at
+                else:
+                    stage, t["completed"] = "completed", at
+                    happen("completed", at)
+
             invited = created + (timedelta(hours=rng.uniform(24, 96)) if rng.random() < LATE_INVITE
                                  else timedelta(minutes=rng.expovariate(1 / 20)))
             if rng.random() > SEND_NOW:
@@ -230,7 +250,14 @@ def create_demo_candidates(session: Session, count: int, seed: int, now, days: i
                 local = invited.astimezone(zone)
                 friday = local + timedelta(days=(4 - local.weekday()) % 7)
                 invited = friday.replace(hour=14, minute=rng.randrange(60)).astimezone(timezone.utc)
-            if rng.random() >= 0.03 and invited < now:
+            if source == "share_link":
+                # Came by the share link: its form makes them a candidate who has clicked and
+                # started at once, never invited (their own link goes to the address they typed).
+                channel = "email" if channel == "link" else channel
+                stage, last, t["clicked"] = "clicked", created, created
+                happen("clicked", created, device_class=device)
+                interview(created)
+            elif rng.random() >= 0.03 and invited < now:
                 stage, last = "invited", invited
                 t["invited"] = invited
                 variant = "B" if channel in ("email", "sms") and rng.random() < 0.5 else "A"
@@ -290,23 +317,7 @@ def create_demo_candidates(session: Session, count: int, seed: int, now, days: i
                         happen("clicked", click_at, device_class=device)
                         start_at = click_at + timedelta(minutes=rng.expovariate(1 / 5))
                         if rng.random() < START[device] and start_at < now:
-                            stage, last, t["started"] = "started", start_at, start_at
-                            happen("started", start_at)
-                            at = start_at
-                            asked = questions[agent.id]
-                            for pos, (qid, qtext) in enumerate(asked, start=1):
-                                leave = HARD_QUESTION[2] if hard.get(agent.id) == pos else LEAVE
-                                if device == "mobile":
-                                    leave *= PHONE_LEAVE
-                                at = at + timedelta(minutes=rng.expovariate(1 / (8 if leave > LEAVE * 2 else 3)))
-                                if rng.random() < leave or at >= now:
-                                    break
-                                answers.append((cid, qid, pos, qtext, f"Demo answer {pos}.", stamp(at)))
-                                happen("answered", at)
-                                last = at
-                            else:
-                                stage, t["completed"] = "completed", at
-                                happen("completed", at)
+                            interview(start_at)
             deadline = (t["invited"] or created) + timedelta(days=agent.deadline_days)
             if stage in ("added", "invited", "opened", "clicked", "started") and deadline < now:
                 stage, last = "expired", deadline

@@ -219,10 +219,17 @@ def test_demo_data_creates_a_team_agents_and_candidates_everywhere(runner, app, 
     assert {c.stage for c in db.session.query(Candidate)} == set(Stage.ALL)
     assert {c.source for c in db.session.query(Candidate)} == set(SOURCES)
     assert {c.device_class for c in db.session.query(Candidate)} >= {"mobile", "tablet", "desktop"}
-    completed = db.session.query(Candidate).filter_by(stage=Stage.COMPLETED).first()
+    completed = db.session.query(Candidate).filter_by(stage=Stage.COMPLETED).filter(
+        Candidate.source != "share_link").first()
     assert {e.type for e in db.session.query(Event).filter_by(candidate_id=completed.id)} >= {
         "added", "invited", "clicked", "started", "answered", "completed"}
     assert db.session.query(Answer).filter_by(candidate_id=completed.id).count() == len(completed.agent.questions)
+    # People who came by the share link signed up through its form: clicked and started at
+    # once, never invited (so the Metrics page's "came by a link" figures are not empty).
+    signed_up = db.session.query(Candidate).filter_by(source="share_link").all()
+    assert signed_up and all(c.invited_at is None and c.clicked_at == c.created_at for c in signed_up)
+    assert any(c.stage == Stage.COMPLETED for c in signed_up)
+    assert {e.type for e in db.session.query(Event).filter_by(candidate_id=signed_up[0].id)} >= {"clicked", "started"}
     result = runner.invoke(args=["milo", "demo-data", "--candidates", "10"])  # agents are not made twice
     assert db.session.query(Agent).count() == 3 and db.session.query(Candidate).count() == 610
     # Nobody real can be reached: reserved domains and fictional 555-01xx numbers only.
