@@ -1,4 +1,4 @@
-"""Jinja filters for showing UTC instants in a person's time zone."""
+"""Jinja filters: UTC instants in a person's time zone, and whole numbers with thousands separators."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -29,10 +29,18 @@ def format_local(value: datetime | None, tz_name: str | None, fmt: str = "%a %d 
     return f"{local.strftime(fmt)} {local.tzname()}"
 
 
+def thousands(value) -> str:
+    """A whole number as the tables print it (12,345); anything else (a rate, a label) as it is."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
 def register_filters(app: Flask) -> None:
     """Make the filters available to templates."""
     app.add_template_filter(format_local, "local")
     app.add_template_filter(time_ago, "ago")
+    app.add_template_filter(thousands, "thousands")
 
 
 def relative(value: datetime | None, moment: datetime) -> str:

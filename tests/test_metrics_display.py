@@ -135,3 +135,20 @@ def test_long_chart_labels_are_shortened_to_fit_and_the_tallest_bars_number_stay
     value_ys = [float(y) for y in re.findall(r'<text x="[^"]+" y="([^"]+)" text-anchor="middle" font-size="12"',
                                               histogram)]
     assert value_ys and min(value_ys) >= 14  # a 12 px number's baseline, fully inside the chart
+
+
+def test_chart_numbers_have_thousands_separators_like_their_tables(app):
+    """Defect (review): the charts printed 12345 beside a table that said 12,345."""
+    with app.test_request_context():
+        charts = app.jinja_env.get_template("metrics/_charts.html").module
+        funnel = str(charts.hbars("f", "Funnel", [("Invited", 12345, 12345), ("Completed", 987, 12345)]))
+        rates = str(charts.hbars("r", "Rates", [("E-mail", 42.5, 100)], unit=" %"))
+        bars = str(charts.vbars("h", "Histogram", [("< 1 h", 1500), ("1–4 h", 20)]))
+        delivery = str(charts.delivery("d", "Delivery", [("E-mail", 1234567, 1200)]))
+    assert _texts(funnel)[1::2] == ["12,345", "987"]
+    assert _texts(rates)[1] == "42.5 %"
+    assert _texts(bars)[0::2] == ["1,500", "20"]
+    assert "1,234,567" in _texts(delivery) and "1,200" in _texts(delivery)
+    # The delivery chart keeps room on its right for the widest number as printed.
+    widths = [float(w) for w in re.findall(r'<rect [^>]*width="([\d.]+)"', delivery)]
+    assert max(widths) <= 520 - 110 - 50 - (len("1,234,567") + 2) * 8 - 6 + 0.1
