@@ -425,9 +425,11 @@ Candidate.__table__.add_is_dependent_on(AgentFunnelCount.__table__)
 # (``metrics.services.counts_many``); each grouping has its covering index on metrics_fact.
 _FACT_FILTERS = ("entered_at", "agent_id", "source", "source_detail", "channel")
 _FACT_STEPS = ("invite_click", "click_start", "start_complete", "invite_complete")
-_FACT_GROUPINGS = {"source": ("source",), "src": ("source", "source_detail"), "channel": ("channel",),
-                   "agent": ("agent_id",), "device": ("device",), "followups": ("followups",), "heat": ("heat",),
-                   "bucket": ("bucket",), "variant": ("variant",)}
+# The by-tables' groupings (``metrics.services.counts_many``): source and tag; channel, agent,
+# device and follow-ups together (their combinations are few); weekday × hour; time bucket;
+# template variant. "agent" alone serves the one-agent filter.
+_FACT_GROUPINGS = {"src": ("source", "source_detail"), "mix": ("channel", "agent_id", "device", "followups"),
+                   "agent": ("agent_id",), "heat": ("heat",), "bucket": ("bucket",), "variant": ("variant",)}
 
 
 _FACT_DELIVERY = tuple(f"{channel}_{figure}" for channel in ("email", "sms", "whatsapp")
