@@ -116,24 +116,41 @@ def counts_many(session: Session, defs: Defs, f: Filters, specs: dict[str, str |
     # Rows of the same value and fact bits are added up first (the overall funnel reads the
     # weekday × hour rows, thousands of them, but only a few hundred distinct sets of bits),
     # then each distinct set of bits is turned into the who-counts it belongs to, once.
+    # (Rows unpacked as tuples: thousands of them, and a Row's attribute access costs more.)
+    outside = {str(hour) for hour in range(7 * 24) if d.outside_window(hour % 24, defs.window)}
     grouped: dict[str, list] = {}
-    for row in rows:
-        bits = int(row.flags)
-        if row.grouping == "heat" and row.k0 is not None and d.outside_window(int(row.k0) % 24, defs.window):
+    for grouping, *values, flags, n in rows:
+        bits = int(flags)
+        if grouping == "heat" and values[0] in outside:
             bits |= d.OUTSIDE_BIT
-        grouped.setdefault(row.grouping, []).append((row[1:1 + _KEYS], bits, int(row.n)))
+        grouped.setdefault(grouping, []).append((values, bits, int(n)))
+    # Each (grouping, column) is added up once per value: {value: {bits: n}} (the agent and
+    # role-level tables share one, as do the funnel and the heat map); a share-link tag only
+    # counts share-link candidates.
+    per_value: dict[tuple, dict] = {}
+
+    def values_of(grouping: str, at: int) -> dict:
+        found = per_value.get((grouping, at))
+        if found is None:
+            found = per_value[(grouping, at)] = {}
+            tags_only = grouping == "src" and at == 1
+            for values, bits, n in grouped.get(grouping, ()):
+                if tags_only and values[0] != "share_link":
+                    continue
+                by_bits = found.get(values[at])
+                if by_bits is None:
+                    by_bits = found[values[at]] = {}
+                by_bits[bits] = by_bits.get(bits, 0) + n
+        return found
+
     indexes_of: dict[int, tuple[int, ...]] = {}
     out: dict = {}
     for spec, by in specs.items():
-        grouping, at = _GROUPING_OF[by]
         per_key: dict = {None: {}} if by is None else {}
-        for values, bits, n in grouped.get(grouping, ()):
-            value = values[at]
+        for value, by_bits in values_of(*_GROUPING_OF[by]).items():
             if by is None:
                 key = None
             elif by == "src":
-                if values[0] != "share_link":
-                    continue  # a share-link tag is only a share-link candidate's
                 key = value or ""
             elif value is None:
                 continue  # no value for this dimension (e.g. the hour of someone never invited)
@@ -143,10 +160,12 @@ def counts_many(session: Session, defs: Defs, f: Filters, specs: dict[str, str |
                     continue
             else:
                 key = int(value) if by in INT_DIMENSIONS else value
-            by_bits = per_key.get(key)
-            if by_bits is None:
-                by_bits = per_key[key] = {}
-            by_bits[bits] = by_bits.get(bits, 0) + n
+            into = per_key.get(key)
+            if into is None:
+                per_key[key] = dict(by_bits)
+            else:
+                for bits, n in by_bits.items():
+                    into[bits] = into.get(bits, 0) + n
         found: dict = {}
         for key, by_bits in per_key.items():
             totals = [0] * len(ALL_WHOS)
