@@ -270,8 +270,9 @@ def times(session: Session, defs: Defs, f: Filters, histogram: dict | None = Non
     """Median and p90 of each step (seconds), and the histogram of invite → complete."""
     # The step durations are kept per candidate (``metrics_fact``, NULL where a step did not
     # happen; a share-link sign-up's click → start, one form post, is not kept). Each step
-    # has an index in its order: how many, then the value at each rank, read from it.
-    cohort = d.fact_cohort(f)
+    # has an index in its order: how many, then the value at each rank, read from it (the
+    # filters never choose another index: ``seek=False``).
+    cohort = d.fact_cohort(f, seek=False)
     steps = []
     for key, label, _, _ in TIME_STEPS:
         column = F.__table__.c[key]
@@ -580,7 +581,7 @@ def optout_rates(session: Session, defs: Defs, f: Filters) -> list[dict]:
             .join(Template, Template.id == TemplateVersion.template_id)
             .join(changes, and_(changes.c.kind == Template.kind, changes.c.channel == Template.channel))
             .join(F, F.candidate_id == m.candidate_id)
-            .where(m.sent_at.is_not(None), *d.fact_cohort(f),
+            .where(m.sent_at.is_not(None), *d.fact_cohort(f, seek=False),
                    # (the changed templates' versions first: one pass over the messages checks a short list)
                    m.template_version_id.in_(
                        select(TemplateVersion.id).join(Template, Template.id == TemplateVersion.template_id)
