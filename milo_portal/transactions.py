@@ -36,6 +36,12 @@
    far-off limit of their own (:data:`CHECKPOINT_BACKSTOP_PAGES`) for a process whose thread
    is not running.
 
+7. On SQLite, the busiest write (saving an answer) is one statement in autocommit, into a
+   TEMP view whose INSTEAD OF trigger makes its writes (:func:`one_statement_write`): SQLite
+   takes the lock, writes and commits within one call that runs without the GIL. As a unit
+   of five calls, each waiting for the GIL from the worker's other threads, it held the lock
+   2-5 ms at the median under load (0.6 ms as one statement).
+
 PostgreSQL needs no BEGIN mode: it locks rows, not the database. The same units keep its
 transactions short and the conditional statements keep concurrent writers correct.
 """
@@ -67,6 +73,7 @@ WRITER_WAIT_SECONDS = 10.0
 _TURN = "milo_writer_turn"
 _FILE_TURN = "milo_writer_file_turn"
 _owner: int | None = None  # the thread whose write unit has the turn
+_PROCEDURES = "milo_procedures"  # the one_statement_write set-ups a connection has run
 
 
 def begins_immediate(options: dict) -> bool:
@@ -323,6 +330,36 @@ def write_unit(session) -> Iterator[Session]:
         raise
     finally:
         real.expire_on_commit = keep
+
+
+def one_statement_write(session, setup: str, statement: str, parameters: tuple) -> None:
+    """SQLite only (rule 7): ``statement`` as a write unit of its own, in one call into SQLite.
+
+    The read transaction ends; on a pooled connection outside the session (so outside any
+    transaction), with this process's and the other processes' turn (rule 5), the statement
+    runs in autocommit: SQLite takes its write lock, writes and commits inside that one call,
+    which runs without the GIL. ``setup`` (run once per connection) creates the TEMP view and
+    INSTEAD OF trigger that the statement inserts into, so one statement can make several
+    writes; a ``RAISE(ABORT, ...)`` in the trigger undoes them all and arrives as
+    ``sqlite3.IntegrityError``.
+    """
+    real = _real(session)
+    end_transaction(real)
+    engine = real.get_bind()
+    raw = engine.raw_connection()
+    try:
+        connection = raw.driver_connection
+        if setup not in raw.info.setdefault(_PROCEDURES, set()):
+            connection.executescript(setup)
+            raw.info[_PROCEDURES].add(setup)
+        turn: dict = {}
+        _take_turn(turn, engine.url.database)
+        try:
+            connection.execute(statement, parameters)
+        finally:
+            _end_turn(turn)
+    finally:
+        raw.close()
 
 
 def delete_in_units(session, model, condition, chunk: int = 1000) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hmac
 import re
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -446,18 +447,69 @@ _UPSERT_ANSWER = text(
     ("b_text", "question_text"), ("b_body", "body"), ("b_now", "answered_at"))))
 
 
+# On SQLite the three are one statement, an insert into a TEMP view whose INSTEAD OF trigger
+# makes them (created on each connection by ``transactions.one_statement_write``): the write
+# lock is then held for one call into SQLite, not across five calls and the Python between
+# them. Under load, with a worker's threads taking turns on the GIL, the five-call unit held
+# the lock 2-5 ms at the median and 8-15 ms at the 90th percentile, and answers queued on it.
+_NOT_STARTED = "milo: the interview is no longer open for answers"
+_SAVE_ANSWER_SETUP = f"""
+CREATE TEMP VIEW IF NOT EXISTS milo_save_answer AS
+    SELECT NULL AS candidate_id, NULL AS agent_id, NULL AS question_id, NULL AS position,
+           NULL AS question_text, NULL AS body, NULL AS at, NULL AS detail;
+CREATE TEMP TRIGGER IF NOT EXISTS milo_save_answer_insert INSTEAD OF INSERT ON milo_save_answer
+BEGIN
+    UPDATE candidate SET last_activity_at = NEW.at, updated_at = NEW.at
+        WHERE id = NEW.candidate_id AND stage = '{Stage.STARTED}';
+    SELECT RAISE(ABORT, '{_NOT_STARTED}') WHERE changes() = 0;
+    INSERT INTO answer (candidate_id, question_id, position, question_text, body, answered_at)
+        VALUES (NEW.candidate_id, NEW.question_id, NEW.position, NEW.question_text, NEW.body, NEW.at)
+        ON CONFLICT (candidate_id, question_id) DO UPDATE SET body = excluded.body, answered_at = excluded.answered_at;
+    INSERT INTO event (candidate_id, agent_id, type, at, detail)
+        VALUES (NEW.candidate_id, NEW.agent_id, 'answered', NEW.at, NEW.detail);
+END;
+"""
+_SAVE_ANSWER = ("INSERT INTO milo_save_answer (candidate_id, agent_id, question_id, position, question_text, body,"
+                " at, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+def _sqlite_instant(moment: datetime) -> str:
+    """An aware instant as the UTC columns store it on SQLite (``models.UTCDateTime``)."""
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    global _INSTANT
+    if _INSTANT is None:
+        _INSTANT = _ans.c.answered_at.type.bind_processor(sqlite_dialect.dialect())
+    return _INSTANT(moment)
+
+
+_INSTANT = None
+
+
 def save_answer(session: Session, candidate: CandidateView, questions: list[QuestionView], number: int,
                 body: str, now: datetime) -> None:
     """Save (or replace) the answer to question ``number`` in one short write unit, with its event.
 
     Checked in Python first; the unit is three statements: a conditional UPDATE that the
     candidate is still started (``NotStarted`` otherwise), an upsert of the answer (unique per
-    candidate and question) and the "answered" event.
+    candidate and question) and the "answered" event. On SQLite the three are made by one
+    statement (``_SAVE_ANSWER_SETUP``).
     """
-    from ..transactions import write_unit
+    from ..transactions import one_statement_write, write_unit
 
     body = check_answer(questions, number, body)
     question = questions[number - 1]
+    if session.get_bind().dialect.name == "sqlite":
+        # The same three writes in one call into SQLite (transactions rule 7).
+        try:
+            one_statement_write(session, _SAVE_ANSWER_SETUP, _SAVE_ANSWER, (
+                candidate.id, candidate.agent_id, question.id, number, question.text, body, _sqlite_instant(now),
+                f"question {number}"))
+        except sqlite3.IntegrityError as err:
+            if _NOT_STARTED in str(err):
+                raise NotStarted("This interview is no longer open for answers.") from None
+            raise
+        return
     values = {"b_candidate": candidate.id, "b_agent": candidate.agent_id, "b_question": question.id,
               "b_number": number, "b_text": question.text, "b_body": body, "b_now": now,
               "b_detail": f"question {number}"}
