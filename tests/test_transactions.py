@@ -156,6 +156,34 @@ def test_saving_an_answer_and_choosing_the_next_page_is_one_write_unit(client):
     assert saved.last_activity_at is not None and saved.stage == Stage.STARTED
 
 
+def test_an_answer_that_arrives_after_the_interview_closed_writes_nothing(app):
+    """The save re-checks the stage in its own write: a candidate read as started, then
+    completed by another request before the save, gets ``NotStarted``; no answer, no event,
+    no activity time is written (on SQLite the trigger's RAISE undoes the one statement)."""
+    from milo_portal.public import services
+
+    c = _candidate(make_agent(), stage=Stage.STARTED)
+    view, _ = services.view_with_help(db.session, c.token)
+    questions = services.questions_of(db.session, view)
+    db.session.rollback()
+    # Another request completes the interview between this one's read and its write.
+    db.session.execute(db.update(Candidate).where(Candidate.id == c.id).values(stage=Stage.COMPLETED))
+    db.session.commit()
+    with pytest.raises(services.NotStarted):
+        services.save_answer(db.session, view, questions, 1, "Too late.", now())
+    db.session.rollback()
+    db.session.expire_all()
+    saved = db.session.get(Candidate, c.id)
+    assert saved.answers == [] and saved.last_activity_at is None
+    assert db.session.query(Event).filter_by(candidate_id=c.id, type="answered").count() == 0
+    # And the same save for a candidate still started goes through (the view is not stale).
+    db.session.execute(db.update(Candidate).where(Candidate.id == c.id).values(stage=Stage.STARTED))
+    db.session.commit()
+    services.save_answer(db.session, view, questions, 1, "In time.", now())
+    db.session.expire_all()
+    assert [a.body for a in db.session.get(Candidate, c.id).answers] == ["In time."]
+
+
 def test_public_pages_never_insert_the_settings_row(client):
     """Defect: every public request inserted, then rolled back, a missing settings row."""
     share = f"/s/{make_agent().share_token}"
