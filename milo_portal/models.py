@@ -496,9 +496,10 @@ class MetricsFact(db.Model):
         # One per step duration, in its order: a percentile is the row at its rank.
         *(Index(f"ix_metrics_fact_time_{step}", step, *_FACT_FILTERS) for step in _FACT_STEPS),
         # Deliverability: the message counts by recipient domain, in domain order, with the
-        # filter columns: its two reads (the channels' totals, the domains) scan this narrow
-        # index instead of the wide rows (168 -> 75 ms at 100,000 candidates).
-        Index("ix_metrics_fact_delivery", "email_domain", *_FACT_FILTERS, *_FACT_DELIVERY),
+        # filter columns, so its read scans this narrow index instead of the wide rows (168 ->
+        # 75 ms at 100,000 candidates); with the step durations, the same pass counts how many
+        # candidates each step has (the times' medians need that count first).
+        Index("ix_metrics_fact_delivery", "email_domain", *_FACT_FILTERS, *_FACT_DELIVERY, *_FACT_STEPS),
     )
 
     candidate_id: Mapped[int] = mapped_column(ForeignKey("candidate.id", ondelete="CASCADE"), primary_key=True)

@@ -266,8 +266,12 @@ STEP_LABELS = {step[0]: step[1] for step in TIME_STEPS}
 MESSAGE_WHOS = {"message_any": "messages", "message_sent": "sent", "message_temporary": "temporary"}
 
 
-def times(session: Session, defs: Defs, f: Filters, histogram: dict | None = None) -> dict:
-    """Median and p90 of each step (seconds), and the histogram of invite → complete."""
+def times(session: Session, defs: Defs, f: Filters, histogram: dict | None = None,
+          counts: dict | None = None) -> dict:
+    """Median and p90 of each step (seconds), and the histogram of invite → complete.
+
+    ``counts``: how many candidates have each step, when the caller has read them (``fact_sums``).
+    """
     # The step durations are kept per candidate (``metrics_fact``, NULL where a step did not
     # happen; a share-link sign-up's click → start, one form post, is not kept). Each step
     # has an index in its order: how many, then the value at each rank, read from it (the
@@ -276,7 +280,8 @@ def times(session: Session, defs: Defs, f: Filters, histogram: dict | None = Non
     steps = []
     for key, label, _, _ in TIME_STEPS:
         column = F.__table__.c[key]
-        n = session.scalar(select(func.count()).select_from(F).where(*cohort, column.is_not(None)))
+        n = counts[key] if counts is not None else session.scalar(
+            select(func.count()).select_from(F).where(*cohort, column.is_not(None)))
         ordered = select(column).where(*cohort, column.is_not(None)).limit(1)
         median = session.scalar(ordered.order_by(column).offset((n + 1) // 2 - 1)) if n else None
         # (read from the top end: the index is walked up to the rank, a tenth of it instead of nine)
@@ -376,7 +381,25 @@ def heat_map(session: Session, defs: Defs, f: Filters, found: dict | None = None
 FAILED_PERMANENTLY = Message.status == MessageStatus.FAILED
 
 
-def deliverability(session: Session, defs: Defs, f: Filters) -> dict:
+def fact_sums(session: Session, f: Filters) -> list:
+    """The cohort's message counts per recipient domain (``facts.DELIVERY_COLUMNS``) and how
+    many of them have each step's duration (``TIME_STEPS``), in one read of
+    ``ix_metrics_fact_delivery``: rows of (domain, *sums, *step counts)."""
+    column = F.__table__.c
+    sums = [func.coalesce(func.sum(column[name]), 0).label(name) for name in facts.DELIVERY_COLUMNS]
+    steps = [func.count(column[key]).label(key) for key, _, _, _ in TIME_STEPS]
+    # (seek=False: the filters never pick another index, whose rows would then be read in the table)
+    return session.execute(select(F.email_domain, *sums, *steps).where(*d.fact_cohort(f, seek=False))
+                           .group_by(F.email_domain)).all()
+
+
+def step_counts(rows: list) -> dict:
+    """How many candidates have each step's duration, from ``fact_sums`` rows."""
+    first = 1 + len(facts.DELIVERY_COLUMNS)
+    return {key: sum(int(row[first + i]) for row in rows) for i, (key, _, _, _) in enumerate(TIME_STEPS)}
+
+
+def deliverability(session: Session, defs: Defs, f: Filters, rows: list | None = None) -> dict:
     """Sent, failed permanently and temporarily, per channel and per recipient domain (e-mail).
 
     Messages meant to go (not cancelled or suppressed) of the page's candidates: the date
@@ -385,10 +408,8 @@ def deliverability(session: Session, defs: Defs, f: Filters) -> dict:
     per channel, so this is one read of their narrow index (``ix_metrics_fact_delivery``),
     grouped by recipient domain in its order; the channels' totals are the domains' sums.
     """
-    cohort = d.fact_cohort(f)
-    column = F.__table__.c
-    sums = [func.coalesce(func.sum(column[name]), 0).label(name) for name in facts.DELIVERY_COLUMNS]
-    rows = session.execute(select(F.email_domain, *sums).where(*cohort).group_by(F.email_domain)).all()
+    if rows is None:
+        rows = fact_sums(session, f)
     totals = dict.fromkeys(facts.DELIVERY_COLUMNS, 0)
     for row in rows:
         for name, value in zip(facts.DELIVERY_COLUMNS, row[1:]):
@@ -746,14 +767,15 @@ def page(session: Session, f: Filters) -> dict:
     many = counts_many(session, defs, f, specs)
     funnel_ = funnel(session, defs, f, found=many["funnel"].get(None) or {w: 0 for w in ALL_WHOS})
     question_ = questions(session, defs, f)
-    delivery = deliverability(session, defs, f)
+    sums = fact_sums(session, f)
+    delivery = deliverability(session, defs, f, rows=sums)
     by = {name: by_dimension(session, defs, f, name, found=many[f"by-{name}"]) for name in BY}
     email = many["by-channel"].get("email") or {"delivered": 0, "opened": 0}
     optouts = optout_rates(session, defs, f)
     variants = {(r["kind"], r["channel"]): changed_variant(session, r["kind"], r["channel"])
                 for r in optouts if is_optout_spike(r)}
     return {
-        "funnel": funnel_, "times": times(session, defs, f, histogram=many["bucket"]), "questions": question_,
+        "funnel": funnel_, "times": times(session, defs, f, histogram=many["bucket"], counts=step_counts(sums)), "questions": question_,
         "by": by, "heat": heat_map(session, defs, f, found=many["heat"]), "delivery": delivery,
         "ab": ab_results(session, defs, f, found=many["variant"]),
         "flags": red_flags(funnel_, question_, delivery, by["device"], email, optouts=optouts, variants=variants),
