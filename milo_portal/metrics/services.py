@@ -206,10 +206,15 @@ def agent_funnels(session: Session, agent_ids: list[int]) -> dict[int, dict]:
     """
     if not agent_ids:
         return {}
+    # The failed invites first (a few thousand events, found by type), then their candidates
+    # by key: left to itself SQLite read every invited candidate of the agents and looked for
+    # a failure of each (0.9-1.4 s at a million candidates; 0.3 s this way).
+    failures = (select(Event.candidate_id.label("candidate_id")).join(Message, Message.id == Event.message_id)
+                .where(Event.type.in_(("failed", "bounced")), Message.kind == "invite")
+                .cte("invite_failures").prefix_with("MATERIALIZED"))
     failed = (select(C.agent_id, true(), literal(FAILED_ROW), func.count(distinct(C.id)))
-              .select_from(Event).join(Message, Message.id == Event.message_id).join(C, C.id == Event.candidate_id)
-              .where(Event.type.in_(("failed", "bounced")), Message.kind == "invite", C.agent_id.in_(agent_ids),
-                     d.INVITED, not_(d.CLICKED))
+              .select_from(failures).join(C, C.id == failures.c.candidate_id)
+              .where(C.agent_id.in_(agent_ids), d.INVITED, not_(d.CLICKED))
               .group_by(C.agent_id))
     rows = session.execute(union_all(tally.funnel_select(agent_ids), failed)).all()
     found = tally.funnel_from_rows([r for r in rows if r[2] != FAILED_ROW], agent_ids)
