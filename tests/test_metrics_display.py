@@ -11,6 +11,7 @@ import re
 import pytest
 
 from milo_portal.extensions import db
+from milo_portal.metrics.services import WEEKDAYS
 from tests import metrics_data
 from tests.metrics_data import NOW
 
@@ -149,6 +150,23 @@ def test_chart_numbers_have_thousands_separators_like_their_tables(app):
     assert _texts(rates)[1] == "42.5 %"
     assert _texts(bars)[0::2] == ["1,500", "20"]
     assert "1,234,567" in _texts(delivery) and "1,200" in _texts(delivery)
+    # The heat map's cells say theirs in their tooltips, in both layouts.
+    with app.test_request_context():
+        from milo_portal.metrics.views import heat_cells
+        drawn = heat_cells({9: {"invited": 18936, "completed": 7768, "completion": 0.41},
+                            10: {"invited": 3, "completed": 0, "completion": None}}, WEEKDAYS)
+        wide, tall = str(charts.heat("w", "Heat", drawn, WEEKDAYS)), str(charts.heat("t", "Heat", drawn, WEEKDAYS, tall=True))
+    for svg in (wide, tall):
+        tips = re.findall(r"<rect [^>]*><title>([^<]*)</title></rect>", svg)
+        assert len(tips) == 168
+        assert "Monday 09:00 — 18,936 invited, 7,768 completed" in [html.unescape(t) for t in tips]
+        assert re.search(r'<rect [^>]*fill="#1d4ed8" fill-opacity="0.47"><title>Monday 09:00', svg)
+        # No invites, or invites without a rate: drawn grey.
+        assert re.search(r'<rect [^>]*fill="#f3f4f6" fill-opacity="1"><title>Monday 10:00 — 3 invited', svg)
+        assert re.search(r'<rect [^>]*fill="#f3f4f6" fill-opacity="1"><title>Sunday 23:00 — no invites', svg)
+    # The wide map draws Monday 09:00 tenth across the first row; the tall one, tenth down the first column.
+    assert re.search(r'<rect x="306" y="20" [^>]*><title>Monday 09:00', wide)
+    assert re.search(r'<rect x="50" y="204" [^>]*><title>Monday 09:00', tall)
     # The delivery chart keeps room on its right for the widest number as printed.
     widths = [float(w) for w in re.findall(r'<rect [^>]*width="([\d.]+)"', delivery)]
     assert max(widths) <= 520 - 110 - 50 - (len("1,234,567") + 2) * 8 - 6 + 0.1

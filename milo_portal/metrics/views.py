@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Response, abort, flash, redirect, render_template, request, url_for
 from datetime import datetime
-from urllib.parse import urlencode
+from urllib.parse import quote_plus, urlencode
 
 from sqlalchemy import select
 
@@ -12,6 +12,7 @@ from ..auth.forms import EmptyForm
 from ..candidates.services import CHANNEL_LABELS, SOURCE_LABELS
 from ..clock import now
 from ..extensions import db
+from ..formatting import thousands
 from ..models import CHANNELS, ROLE_LEVELS, SOURCES, Agent, Template
 from ..settings.services import get_settings
 from . import bp, definitions, services
@@ -87,23 +88,52 @@ def delivery_rows(rows: list[dict]) -> list[tuple]:
     return [(metrics_value(r["key"], "channel"), r["sent"], r["failed"]) for r in rows]
 
 
+def heat_cells(cells: dict, weekdays) -> list[tuple[str, str, str]]:
+    """The heat map's 168 cells as drawn, weekday by weekday then hour by hour: (fill,
+    opacity, tooltip). Worked out once for both layouts (wide and tall) of the chart."""
+    drawn = []
+    for wd in range(7):
+        for h in range(24):
+            cell = cells.get(wd * 24 + h)
+            when = f"{weekdays[wd]} {h:02d}:00 — "
+            if cell is None:
+                drawn.append(("#f3f4f6", "1", when + "no invites"))
+                continue
+            tip = f"{when}{thousands(cell['invited'])} invited, {thousands(cell['completed'])} completed"
+            if cell["completion"] is None:
+                drawn.append(("#f3f4f6", "1", tip))
+            else:
+                drawn.append(("#1d4ed8", f"{0.1 + 0.9 * cell['completion']:.2f}", tip))
+    return drawn
+
+
 def _context(filters, errors) -> dict:
     return dict(
         f=filters, errors=errors, figures=_human_labels(services.page(db.session, filters)), d=definitions, s=services,
         agents=db.session.execute(select(Agent.id, Agent.title).order_by(Agent.title)).all(),
         sources=SOURCES, channels=CHANNELS, levels=ROLE_LEVELS, action_form=EmptyForm(), delivery_rows=delivery_rows,
+        heat_cells=heat_cells,
         drill=_drill_links(filters),
     )
 
 
 def _drill_links(filters):
     """A drill-down link maker for this page: the page has a thousand of them, so the list's
-    address and the filters' part are built once (the same address ``url_for`` builds)."""
+    address and the filters' part are built once (the same address ``url_for`` builds), each
+    figure's and dimension's part once per page, and a value is quoted alone (encoding whole
+    queries took half of the page's rendering)."""
     base, suffix = url_for("candidates.index"), "&" + filters.drill()
+    heads: dict = {}
 
     def drill(who, dim=None, value=None) -> str:
-        args = [(k, v) for k, v in (("metric", who), ("metric_dim", dim), ("metric_value", value)) if v is not None]
-        return f"{base}?{urlencode(args, safe=_URL_SAFE)}{suffix}"
+        head = heads.get((who, dim))
+        if head is None:
+            args = [(k, v) for k, v in (("metric", who), ("metric_dim", dim)) if v is not None]
+            head = heads[(who, dim)] = f"{base}?{urlencode(args, safe=_URL_SAFE)}"
+        if value is None:
+            return head + suffix
+        text = str(value) if isinstance(value, int) else quote_plus(str(value), safe=_URL_SAFE)
+        return f"{head}&metric_value={text}{suffix}"
 
     return drill
 
