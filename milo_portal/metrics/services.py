@@ -9,6 +9,7 @@ offset of the duration's index.
 from __future__ import annotations
 
 import csv
+from functools import lru_cache
 import io
 import math
 from dataclasses import dataclass
@@ -88,6 +89,13 @@ _GROUPING_OF = {None: ("heat", 0), "heat": ("heat", 0), "source": ("src", 0), "s
 _KEYS = max(len(columns) for columns in _GROUP_COLUMNS.values())
 
 
+@lru_cache(maxsize=4096)
+def _who_indexes(bits: int) -> tuple[int, ...]:
+    """The places in ``ALL_WHOS`` of the who-counts a candidate with these fact bits is in."""
+    mask = d.who_mask(bits, ALL_WHOS)
+    return tuple(i for i in range(len(ALL_WHOS)) if mask >> i & 1)
+
+
 def counts_many(session: Session, defs: Defs, f: Filters, specs: dict[str, str | None]) -> dict:
     """Every who-count per value of each spec's dimension (None: overall).
 
@@ -143,7 +151,6 @@ def counts_many(session: Session, defs: Defs, f: Filters, specs: dict[str, str |
                 by_bits[bits] = by_bits.get(bits, 0) + n
         return found
 
-    indexes_of: dict[int, tuple[int, ...]] = {}
     out: dict = {}
     for spec, by in specs.items():
         per_key: dict = {None: {}} if by is None else {}
@@ -170,11 +177,7 @@ def counts_many(session: Session, defs: Defs, f: Filters, specs: dict[str, str |
         for key, by_bits in per_key.items():
             totals = [0] * len(ALL_WHOS)
             for bits, n in by_bits.items():
-                indexes = indexes_of.get(bits)
-                if indexes is None:
-                    mask = d.who_mask(bits, ALL_WHOS)
-                    indexes = indexes_of[bits] = tuple(i for i in range(len(ALL_WHOS)) if mask >> i & 1)
-                for i in indexes:
+                for i in _who_indexes(bits):
                     totals[i] += n
             found[key] = dict(zip(ALL_WHOS, totals))
         out[spec] = found
