@@ -9,10 +9,10 @@ offset of the duration's index.
 from __future__ import annotations
 
 import csv
-from functools import lru_cache
 import io
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable
 
 from sqlalchemy import (String, and_, case, cast, distinct, exists, func, literal, not_, select, true, union_all,
@@ -783,7 +783,8 @@ def page(session: Session, f: Filters) -> dict:
     variants = {(r["kind"], r["channel"]): changed_variant(session, r["kind"], r["channel"])
                 for r in optouts if is_optout_spike(r)}
     return {
-        "funnel": funnel_, "times": times(session, defs, f, histogram=many["bucket"], counts=step_counts(sums)), "questions": question_,
+        "funnel": funnel_, "questions": question_,
+        "times": times(session, defs, f, histogram=many["bucket"], counts=step_counts(sums)),
         "by": by, "heat": heat_map(session, defs, f, found=many["heat"]), "delivery": delivery,
         "ab": ab_results(session, defs, f, found=many["variant"]),
         "flags": red_flags(funnel_, question_, delivery, by["device"], email, optouts=optouts, variants=variants),

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import bindparam, func, select, text
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.orm import Session, joinedload, undefer
 from sqlalchemy.orm.attributes import set_committed_value
 from ua_parser import parse_device, parse_os
@@ -473,17 +474,9 @@ _SAVE_ANSWER = ("INSERT INTO milo_save_answer (candidate_id, agent_id, question_
                 " at, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 
 
-def _sqlite_instant(moment: datetime) -> str:
-    """An aware instant as the UTC columns store it on SQLite (``models.UTCDateTime``)."""
-    from sqlalchemy.dialects import sqlite as sqlite_dialect
-
-    global _INSTANT
-    if _INSTANT is None:
-        _INSTANT = _ans.c.answered_at.type.bind_processor(sqlite_dialect.dialect())
-    return _INSTANT(moment)
-
-
-_INSTANT = None
+# An aware instant as the UTC columns store it on SQLite (``models.UTCDateTime``'s bind
+# processor for that dialect), for the one statement that saves an answer there.
+_sqlite_instant = _ans.c.answered_at.type.bind_processor(sqlite_dialect.dialect())
 
 
 def save_answer(session: Session, candidate: CandidateView, questions: list[QuestionView], number: int,
