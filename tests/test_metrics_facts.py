@@ -266,3 +266,66 @@ def test_an_event_added_after_the_newest_ones_were_deleted_still_marks_its_candi
     row = db.session.get(F, kept.id)
     assert (row.flags >> definitions.FACT_BITS.index("opened_event") & 1, row.email_messages, row.variant) == (
         1, 1, "email/B")
+
+
+def test_a_refresh_never_deadlocks_with_a_writer_that_marks_candidates_it_is_claiming(app):
+    """Defect (PostgreSQL): the refresh claimed its chunk by deleting the stale rows in key
+    order, waiting for any row another transaction held. A writer that had marked a later
+    candidate and then marked an earlier one, already claimed (the dispatcher's batch, a bulk
+    confirm), closed the circle: PostgreSQL aborted one of the two with "deadlock detected"
+    (seen in the workers' log under load: the background refresh's traceback; it could as
+    well have been the writer's request). The claim now skips rows another transaction
+    holds: a later refresh takes them once that writer has committed."""
+    import threading
+
+    import pytest
+    from sqlalchemy import text
+    from sqlalchemy.orm import Session
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: a refresh never holds a row a writer waits for")
+    agent = make_agent("Locks")
+    earlier, later = (Candidate(agent_id=agent.id, email=f"lock{i}@example.com", stage=Stage.ADDED, source="bulk",
+                                token=f"facts-lock-{i}") for i in range(2))
+    db.session.add_all([earlier, later])
+    db.session.commit()
+    earlier_id, later_id = sorted((earlier.id, later.id))
+    db.session.remove()
+    failures: list[BaseException] = []
+    engine = db.engine
+    writer = Session(engine)
+    # The writer marks the later candidate (its trigger's upsert takes that stale row's lock).
+    writer.execute(update(Candidate).where(Candidate.id == later_id).values(source="api"))
+
+    def refresh() -> None:
+        try:
+            with app.app_context(), Session(engine) as session:
+                facts.refresh(session)
+        except BaseException as err:  # reported below
+            failures.append(err)
+
+    refreshing = threading.Thread(target=refresh)
+    refreshing.start()
+    with db.engine.connect() as watcher:  # until the refresh has finished or waits for a lock
+        for _ in range(100):
+            waiting = watcher.scalar(text("SELECT count(*) FROM pg_stat_activity "
+                                          "WHERE wait_event_type = 'Lock' AND datname = current_database()"))
+            if waiting or not refreshing.is_alive():
+                break
+            threading.Event().wait(0.05)
+    try:
+        # Then it marks the earlier one: before the fix, the refresh held that row and waited for the later one.
+        writer.execute(update(Candidate).where(Candidate.id == earlier_id).values(source="api"))
+        writer.commit()
+    except BaseException as err:  # reported below
+        failures.append(err)
+        writer.rollback()
+    finally:
+        writer.close()
+    refreshing.join(timeout=30)
+    assert not failures, failures
+    # Both changes reach the facts: the skipped candidate, and the one marked again after its claim.
+    assert facts.refresh(db.session)
+    assert dict(db.session.execute(select(F.candidate_id, F.source).where(
+        F.candidate_id.in_((earlier_id, later_id)))).all()) == {earlier_id: "api", later_id: "api"}
+    db.session.rollback()

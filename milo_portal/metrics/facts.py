@@ -108,8 +108,15 @@ def _claim(session: Session) -> list[int]:
     Claimed first, computed after: on PostgreSQL a change committed meanwhile either waits
     for this unit (its trigger's upsert needs the row) and marks the candidate again after
     it, or committed before the claim and is read by the computing statements that follow.
+
+    A row that another transaction holds (a writer still open that marked it) is skipped, not
+    waited for: that writer may be about to mark a candidate this unit has claimed, and each
+    would wait for the other until PostgreSQL aborted one ("deadlock detected"). The skipped
+    candidate stays stale, and a later refresh reads its change once committed. (SQLite has
+    no row locks: a write unit is the only writer, and the clause is not rendered there.)
     """
-    chunk = select(S.candidate_id).order_by(S.candidate_id).limit(CHUNK).scalar_subquery()
+    chunk = (select(S.candidate_id).order_by(S.candidate_id).limit(CHUNK)
+             .with_for_update(skip_locked=True).scalar_subquery())
     return list(session.scalars(delete(S).where(S.candidate_id.in_(chunk)).returning(S.candidate_id)
                                 .execution_options(synchronize_session=False)))
 
