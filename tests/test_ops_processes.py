@@ -57,6 +57,19 @@ def _server(database_url: str, smtp_port: int, workers: int = 1, **extra) -> tup
     return proc, f"http://127.0.0.1:{port}"
 
 
+def _client() -> requests.Session:
+    """An HTTP client whose every request opens a connection of its own.
+
+    gunicorn closes a connection left idle for its keep-alive (2 s). A client thread that a
+    busy 2-core machine leaves unscheduled that long reuses the connection just as the server
+    closes it, and gets "Connection aborted" for a request the server never read (a browser
+    sends such a request again; ``requests`` does not). These tests are about the database
+    under concurrent writers, not about keep-alive timing."""
+    http = requests.Session()
+    http.headers["Connection"] = "close"
+    return http
+
+
 def _read_output(proc: subprocess.Popen) -> Callable[[], str]:
     """Read the server's output as it comes; the returned function waits for the exit and gives it all.
 
@@ -171,7 +184,7 @@ def test_gunicorn_with_ticking_workers_takes_public_completions_and_manual_adds_
     errors: list[str] = []
 
     def complete(token: str, email: str) -> None:
-        http = requests.Session()
+        http = _client()
         try:
             page = http.get(f"{url}/i/{token}", timeout=60)
             statuses.append(page.status_code)
@@ -190,7 +203,7 @@ def test_gunicorn_with_ticking_workers_takes_public_completions_and_manual_adds_
             errors.append(f"{token[:6]}: {err!r}")
 
     def add_many(start: int) -> None:
-        http = requests.Session()
+        http = _client()
         try:
             csrf = _csrf(http.get(f"{url}/login", timeout=60).text)
             r = http.post(f"{url}/login", data={"csrf_token": csrf, "email": "rita@example.com", "password": PASSWORD},
@@ -249,7 +262,7 @@ def _wait_until_up(url: str) -> None:
 
 def _logged_in(url: str, statuses: list[int]) -> tuple[requests.Session, str]:
     """A recruiter's HTTP session over the real login form, and its CSRF token."""
-    http = requests.Session()
+    http = _client()
     csrf = _csrf(http.get(f"{url}/login", timeout=60).text)
     r = http.post(f"{url}/login", data={"csrf_token": csrf, "email": "rita@example.com", "password": PASSWORD},
                   timeout=60, allow_redirects=False)
@@ -286,7 +299,7 @@ def test_gunicorn_with_ticking_workers_takes_api_and_bulk_arrivals_and_public_co
     errors: list[str] = []
 
     def complete(token: str, email: str) -> None:
-        http = requests.Session()
+        http = _client()
         try:
             page = http.get(f"{url}/i/{token}", timeout=60)
             statuses.append(page.status_code)
@@ -305,7 +318,7 @@ def test_gunicorn_with_ticking_workers_takes_api_and_bulk_arrivals_and_public_co
             errors.append(f"{token[:6]}: {err!r}")
 
     def add_by_api(start: int) -> None:
-        http = requests.Session()
+        http = _client()
         http.headers["Authorization"] = f"Bearer {raw_key}"
         try:
             for i in range(start, start + 25):
