@@ -347,6 +347,9 @@ class Candidate(db.Model):
     completed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     last_activity_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     erased_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # The first failure or bounce of an invite. Set only by a trigger on ``event`` (migration
+    # 0021_agent_failed_invites), for the agents' funnels' "delivered".
+    invite_failed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     created_by_id: Mapped[Optional[int]] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow, onupdate=_utcnow)
@@ -393,7 +396,8 @@ class AgentFunnelCount(db.Model):
 
     The agents list's and agent page's funnels (the Metrics page's definitions, all-time):
     ``invited`` is whether an invite went out (``invited_at``), ``reached`` the furthest of
-    clicked (1), started (2) and completed (3) from their timestamps, 0 for none. Only
+    clicked (1), started (2) and completed (3) from their timestamps, 0 for none, ``failed``
+    whether an invite failed or bounced (0021_agent_failed_invites). Only
     candidates in the funnel (invited or reached >= 1) are counted. Written only by triggers
     on ``candidate`` (migration 0016_agent_tally) as +1/-1 rows, folded with
     ``candidate_count`` by ``candidates.tally.fold``, exactly like it.
@@ -410,6 +414,8 @@ class AgentFunnelCount(db.Model):
     agent_id: Mapped[int] = mapped_column(Integer)
     invited: Mapped[bool] = mapped_column(Boolean)
     reached: Mapped[int] = mapped_column(Integer)
+    # Whether an invite to the candidate failed or bounced (``Candidate.invite_failed_at``, 0021).
+    failed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     n: Mapped[int] = mapped_column(Integer)
     # False for a +1/-1 appended by a trigger, true for a sum written by a fold.
     folded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

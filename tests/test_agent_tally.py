@@ -83,6 +83,35 @@ def test_funnel_counts_stay_exact_through_every_path_that_moves_a_candidate(app)
     stages.record(db.session, people[3], "failed", moment, message_id=invite.id)
     db.session.commit()
     assert _agrees(one, two)[one.id]["delivered"] == 6
+    # The failure is counted from the event's own trigger, so no page reads the events again.
+    assert db.session.get(Candidate, people[3].id).invite_failed_at is not None
+    # Failed again, and bounced: still one candidate. A reminder's failure says nothing of the invite.
+    stages.record(db.session, people[3], "bounced", moment, message_id=invite.id)
+    reminder = Message(candidate_id=people[5].id, kind="reminder", channel="email", scheduled_for=moment)
+    db.session.add(reminder)
+    db.session.flush()
+    stages.record(db.session, people[5], "failed", moment, message_id=reminder.id)
+    db.session.commit()
+    assert _agrees(one, two)[one.id]["delivered"] == 6
+    assert db.session.get(Candidate, people[5].id).invite_failed_at is None
+    # A bounce of an invite that someone clicked anyway: the click proves it arrived.
+    clicked_invite = Message(candidate_id=people[2].id, kind="invite", channel="email", scheduled_for=moment)
+    db.session.add(clicked_invite)
+    db.session.flush()
+    stages.record(db.session, people[2], "bounced", moment, message_id=clicked_invite.id)
+    db.session.commit()
+    assert _agrees(one, two)[one.id]["delivered"] == 6
+    # The failed candidate clicks after all (the invite reached them by another way): delivered again.
+    stages.move(db.session, people[3], Stage.CLICKED, moment)
+    db.session.commit()
+    assert _agrees(one, two)[one.id]["delivered"] == 7
+    stages.move(db.session, people[4], Stage.INVITED, moment)
+    failing = Message(candidate_id=people[4].id, kind="invite", channel="sms", scheduled_for=moment)
+    db.session.add(failing)
+    db.session.flush()
+    stages.record(db.session, people[4], "failed", moment, message_id=failing.id)
+    db.session.commit()
+    assert _agrees(one, two)[one.id]["delivered"] == 6
 
     # Erasure keeps a candidate in the funnel; a delete (one, or many by one statement) takes it out.
     services.erase_candidate(db.session, people[0], moment, None)
@@ -116,10 +145,10 @@ def test_funnel_counts_stay_exact_through_every_path_that_moves_a_candidate(app)
     db.session.commit()
     assert tally.pending(db.session) == 0 and _agrees(one, two) == before
     keys = db.session.execute(select(AgentFunnelCount.agent_id, AgentFunnelCount.invited,
-                                     AgentFunnelCount.reached)).all()
+                                     AgentFunnelCount.reached, AgentFunnelCount.failed)).all()
     assert len(keys) == len(set(keys))
     # Never invited and never clicked: not in the funnel, so never a row.
-    assert not any(not invited and reached == 0 for _a, invited, reached in keys)
+    assert not any(not invited and reached == 0 for _a, invited, reached, _failed in keys)
 
 
 def test_the_migration_counts_candidates_that_existed_before_it_and_can_be_undone(fresh_database_url):  # noqa: F811
@@ -149,7 +178,9 @@ def test_the_migration_counts_candidates_that_existed_before_it_and_can_be_undon
         db.session.commit()  # (SQLite: end the read, which holds the write lock)
         # Undone (no table rebuilt: the list counts' triggers stay) and done again.
         downgrade(revision="0015_bulk_jobs")
-        db.session.add(Candidate(agent_id=1, email="between@example.com", token="between", invited_at=moment))
+        # (A Core insert names only the columns it sets: this schema predates later ones.)
+        db.session.execute(insert(Candidate).values(agent_id=1, email="between@example.com", token="between",
+                                                    invited_at=moment))
         db.session.commit()
         listed = db.session.scalar(select(func.sum(CandidateCount.n)).where(CandidateCount.agent_id == 1))
         assert listed == db.session.scalar(select(func.count()).select_from(Candidate).where(
@@ -158,5 +189,49 @@ def test_the_migration_counts_candidates_that_existed_before_it_and_can_be_undon
         upgrade()
         assert _agrees(1, 2)[1]["invited"] == db.session.scalar(select(func.count()).select_from(Candidate).where(
             Candidate.agent_id == 1, Candidate.invited_at.is_not(None)))
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_the_failed_invites_migration_finds_earlier_failures_and_can_be_undone(fresh_database_url):  # noqa: F811
+    """0021: candidates whose invite failed before the revision are found from their events,
+    the counts are rebuilt with the new key, and a downgrade and upgrade keep them exact."""
+    from flask_migrate import downgrade, upgrade
+
+    from milo_portal import create_app
+    from milo_portal.config import TestConfig
+    from milo_portal.models import Agent
+
+    app = create_app(TestConfig, database_url=fresh_database_url)
+    with app.app_context():
+        upgrade(revision="0020_metrics_mix")
+        db.session.add_all([Agent(id=1, title="Old", company="Acme"), Agent(id=2, title="Older", company="Acme")])
+        moment = now()
+        # (Core inserts name only the columns they set: this schema predates the new column.)
+        db.session.execute(insert(Candidate), [
+            dict(id=100 + i, agent_id=1 + i % 2, email=f"before{i}@example.com", stage=Stage.INVITED, source="bulk",
+                 token=f"token-{i}", invited_at=moment, clicked_at=moment if i % 4 == 0 else None)
+            for i in range(24)])
+        db.session.execute(insert(Message), [
+            dict(id=500 + i, candidate_id=100 + i, kind="invite" if i % 3 else "reminder", channel="email",
+                 scheduled_for=moment) for i in range(24)])
+        # Failures: twice for some, a bounce for others; reminders' failures (i % 3 == 0) count for nothing.
+        db.session.execute(insert(Event), [
+            dict(candidate_id=100 + i, agent_id=1 + i % 2, type=kind, at=moment, message_id=500 + i)
+            for i in range(24) for kind in (("failed", "failed") if i % 2 else ("bounced",)) if i % 5])
+        db.session.commit()
+        upgrade()
+        before = _agrees(1, 2)
+        assert before[1]["invited"] == 12 and before[1]["delivered"] < 12
+        failed = set(db.session.scalars(select(Candidate.id).where(Candidate.invite_failed_at.is_not(None))))
+        assert failed == {100 + i for i in range(24) if i % 5 and i % 3}
+        db.session.commit()
+        downgrade(revision="0020_metrics_mix")
+        db.session.execute(insert(Candidate).values(id=200, agent_id=1, email="between@example.com", token="between",
+                                                    invited_at=moment))
+        db.session.commit()
+        upgrade()
+        after = _agrees(1, 2)
+        assert after[1]["invited"] == 13 and after[1]["delivered"] == before[1]["delivered"] + 1
         db.session.remove()
         db.engine.dispose()

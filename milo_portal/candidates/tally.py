@@ -8,8 +8,9 @@ replaces the appended rows by one row per key, so a read stays a sum over a few 
 however many candidates there are.
 
 ``agent_funnel_count`` is kept the same way (migration 0016_agent_tally): per agent, whether
-an invite went out and how far the candidate got (clicked, started, completed), erased
-candidates included, for the agents' funnels. ``fold`` and ``pending`` cover both tables.
+an invite went out, how far the candidate got (clicked, started, completed) and whether an
+invite failed (0021_agent_failed_invites), erased candidates included, for the agents'
+funnels. ``fold`` and ``pending`` cover both tables.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ FOLD_AFTER = 2000
 
 _KEY = "agent_id, stage, source, channel"
 # Each maintained table and the columns its rows are summed by.
-_TABLES = {"candidate_count": _KEY, "agent_funnel_count": "agent_id, invited, reached"}
+_TABLES = {"candidate_count": _KEY, "agent_funnel_count": "agent_id, invited, reached, failed"}
 # ``AgentFunnelCount.reached``: how far a candidate got.
 CLICKED, STARTED, COMPLETED = 1, 2, 3
 
@@ -55,24 +56,29 @@ def by_agent_and_stage(session: Session, agent_ids: list[int]) -> dict[int, dict
 
 
 def funnel_select(agent_ids: list[int]):
-    """The statement reading these agents' maintained funnel rows: (agent_id, invited, reached, n)."""
-    return (select(AgentFunnelCount.agent_id, AgentFunnelCount.invited, AgentFunnelCount.reached,
-                   func.sum(AgentFunnelCount.n).label("n"))
-            .where(AgentFunnelCount.agent_id.in_(agent_ids))
-            .group_by(AgentFunnelCount.agent_id, AgentFunnelCount.invited, AgentFunnelCount.reached))
+    """The statement reading these agents' maintained funnel rows: (agent_id, invited, reached, failed, n)."""
+    key = (AgentFunnelCount.agent_id, AgentFunnelCount.invited, AgentFunnelCount.reached, AgentFunnelCount.failed)
+    return (select(*key, func.sum(AgentFunnelCount.n).label("n"))
+            .where(AgentFunnelCount.agent_id.in_(agent_ids)).group_by(*key))
 
 
 def funnel_from_rows(rows, agent_ids: list[int]) -> dict[int, dict[str, int]]:
-    """Each agent's invited, link-only, clicked, started and completed from ``funnel_select``'s rows.
+    """Each agent's invited, delivered, link-only, clicked, started and completed from
+    ``funnel_select``'s rows.
 
     The stages reached, as the Metrics page defines them: a candidate who completed also
     clicked and started; link-only candidates (never invited) count from "clicked" on.
+    Delivered is invited less those whose invite failed and who never clicked (a click
+    proves the invite arrived).
     """
-    counts = {a: {"invited": 0, "link_only": 0, "clicked": 0, "started": 0, "completed": 0} for a in agent_ids}
-    for agent_id, invited, reached, n in rows:
+    counts = {a: {"invited": 0, "delivered": 0, "link_only": 0, "clicked": 0, "started": 0, "completed": 0}
+              for a in agent_ids}
+    for agent_id, invited, reached, failed, n in rows:
         found, n = counts[agent_id], int(n)
         if invited:
             found["invited"] += n
+            if not (failed and reached < CLICKED):
+                found["delivered"] += n
         elif reached >= CLICKED:
             found["link_only"] += n
         for stage, level in (("clicked", CLICKED), ("started", STARTED), ("completed", COMPLETED)):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable
 
-from sqlalchemy import (String, and_, case, cast, distinct, exists, func, literal, not_, select, true, union_all,
+from sqlalchemy import (String, and_, case, cast, distinct, exists, func, literal, not_, select, union_all,
                         update)
 from sqlalchemy.orm import Session, aliased
 
@@ -194,37 +194,17 @@ def counts(session: Session, defs: Defs, f: Filters, whos: Iterable[str], by: st
     return {key: {w: row[w] for w in whos} for key, row in found.items()}
 
 
-# In ``agent_funnels``' one statement, the rows of failed invites (no funnel row has it).
-FAILED_ROW = -1
-
-
 def agent_funnels(session: Session, agent_ids: list[int]) -> dict[int, dict]:
     """Each agent's all-time funnel (the Metrics page's definitions) and completion rate.
 
-    One statement of two grouped reads, neither a scan of the candidates: the stages from
-    the maintained counts (``candidates.tally``: per agent, invited or not and how far each
-    candidate got, erased candidates too, as on the Metrics page), and the failed invites
-    (the only event fact "delivered" needs: delivered = invited − failed) from the few
-    failure events, found by type. Same counts as ``counts``, shaped by the same ``funnel_figures``.
+    One grouped read of the maintained counts (``candidates.tally``: per agent, invited or
+    not, how far each candidate got and whether an invite failed, erased candidates too, as
+    on the Metrics page), never a scan of the candidates or their events: a few rows per
+    agent at any size. Same counts as ``counts``, shaped by the same ``funnel_figures``.
     """
     if not agent_ids:
         return {}
-    # The failed invites first (a few thousand events, found by type), then their candidates
-    # by key: left to itself SQLite read every invited candidate of the agents and looked for
-    # a failure of each (0.9-1.4 s at a million candidates; 0.3 s this way).
-    failures = (select(Event.candidate_id.label("candidate_id")).join(Message, Message.id == Event.message_id)
-                .where(Event.type.in_(("failed", "bounced")), Message.kind == "invite")
-                .cte("invite_failures").prefix_with("MATERIALIZED"))
-    failed = (select(C.agent_id, true(), literal(FAILED_ROW), func.count(distinct(C.id)))
-              .select_from(failures).join(C, C.id == failures.c.candidate_id)
-              .where(C.agent_id.in_(agent_ids), d.INVITED, not_(d.CLICKED))
-              .group_by(C.agent_id))
-    rows = session.execute(union_all(tally.funnel_select(agent_ids), failed)).all()
-    found = tally.funnel_from_rows([r for r in rows if r[2] != FAILED_ROW], agent_ids)
-    for agent_id, _invited, _marker, n in (r for r in rows if r[2] == FAILED_ROW):
-        found[agent_id]["failed"] = int(n)
-    for row in found.values():
-        row["delivered"] = row["invited"] - row.pop("failed", 0)
+    found = tally.funnel_from_rows(session.execute(tally.funnel_select(agent_ids)).all(), agent_ids)
     return {agent_id: d.funnel_figures(found[agent_id]) for agent_id in agent_ids}
 
 
