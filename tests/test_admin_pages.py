@@ -52,6 +52,28 @@ def test_the_failing_banner_on_the_outbox_never_links_to_the_page_shown(auth, cl
     assert 'href="/outbox?status=failed"' in banner
 
 
+def test_the_failing_banner_shows_the_newest_error_of_the_messages_it_counts(app):
+    """Defect: the banner counts failures of the last day and retrying messages, but showed
+    the error of the newest message that ever failed, counted or not (here, a failure of three
+    days ago, added last). And with an agent it walked every message from the newest down."""
+    from milo_portal.settings import checks
+
+    agent = make_agent("Errors")
+    c = Candidate(agent_id=agent.id, name="Ada", email="ada@example.com", timezone="UTC")
+    db.session.add(c)
+    db.session.flush()
+    moment = now()
+    for step, status, at, error in ((1, MessageStatus.SCHEDULED, moment, "Timed out: retrying"),
+                                    (2, MessageStatus.FAILED, moment - timedelta(days=3), "550 Mailbox gone")):
+        db.session.add(Message(candidate_id=c.id, kind="reminder", step=step, channel="email", status=status,
+                               scheduled_for=at, attempts=1, last_error=error))
+        db.session.flush()
+    db.session.commit()
+    for agent_id in (None, agent.id):
+        assert checks.failing(db.session, moment, agent_id) == checks.Failing(0, 1, "Timed out: retrying")
+    assert checks.failing(db.session, moment, agent.id + 1) == checks.Failing(0, 0, None)
+
+
 def test_a_retrying_message_banner_on_the_scheduled_list_has_no_link_to_itself(auth, client):
     _failing(MessageStatus.SCHEDULED)
     html = client.get("/outbox").get_data(as_text=True)
