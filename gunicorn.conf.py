@@ -11,7 +11,10 @@ bind = os.environ.get("MILO_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("MILO_WORKERS", "2"))
 threads = int(os.environ.get("MILO_THREADS", "4"))
 timeout = 60
-accesslog = "-"
+# No access log: its lines hold the path asked for, and so every candidate's link token (the
+# credential that opens their interview). The app logs each request itself, as one JSON line
+# with the URL rule instead (``ops.logs``), on stderr like gunicorn's own messages.
+accesslog = None
 # gunicorn believes no peer's X-Forwarded-Proto: the app alone decides which peers are
 # proxies (MILO_TRUSTED_PROXIES and MILO_TRUSTED_PROXY_ADDRESSES, which also takes networks),
 # so the scheme and the client address always come from the same, single list.

@@ -206,8 +206,8 @@ def test_gunicorn_with_two_workers_each_ticking_sends_each_message_once(app, dat
     port = free_port()
     env = _cli_env(database_url, sink.port, MILO_SCHEDULER="1", MILO_TICK_SECONDS="1", MILO_WORKERS="2",
                    MILO_BIND=f"127.0.0.1:{port}")
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--access-logfile", "/dev/null",
-                               "wsgi:app"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         received = sink.wait_for(200, timeout=60)
         time.sleep(2.5)  # two more ticks in each worker: nothing may arrive twice

@@ -51,9 +51,8 @@ def _server(database_url: str, smtp_port: int, workers: int = 1, **extra) -> tup
     env.update(MILO_DATABASE_URL=database_url, MILO_SECRET_KEY="x" * 32, MILO_SCHEDULER="1", MILO_TICK_SECONDS="1",
                MILO_PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", MAIL_SERVER="127.0.0.1", MAIL_PORT=str(smtp_port),
                MILO_WORKERS=str(workers), MILO_BIND=f"127.0.0.1:{port}", PYTHONUNBUFFERED="1", **extra)
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--access-logfile", "/dev/null",
-                             "wsgi:app"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     return proc, f"http://127.0.0.1:{port}"
 
 

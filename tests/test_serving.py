@@ -34,3 +34,41 @@ def test_a_worker_freezes_what_it_loaded_before_serving():
     assert found["frozen"] > 20_000
     assert found["sigterm_hooked"]
 
+
+
+def test_the_servers_log_never_holds_a_candidates_token(app, database_url):
+    """Defect: ``gunicorn.conf.py`` turned gunicorn's access log on (stdout: ``docker logs``),
+    one line per request with the path asked for. Every candidate's link token, the
+    credential that opens their interview, and every share-link token went into the log,
+    which the app's own request lines were written to keep out ("the URL rule, never the
+    token"). The server's request lines are now only the app's."""
+    import signal
+
+    import requests
+
+    from milo_portal.extensions import db
+    from milo_portal.models import Candidate, Stage
+    from tests.conftest import make_agent
+    from tests.servers import SmtpSink
+    from tests.test_ops_processes import _read_output, _server, _wait_until_up
+
+    agent = make_agent("Logs")
+    candidate = Candidate(agent_id=agent.id, name="Ada", email="ada@example.com", timezone="UTC", stage=Stage.INVITED)
+    db.session.add(candidate)
+    db.session.commit()
+    token, share = candidate.token, agent.share_token
+    db.session.commit()
+    sink = SmtpSink().start()
+    proc, url = _server(database_url, sink.port)
+    output_of = _read_output(proc)
+    try:
+        _wait_until_up(url)
+        for path in (f"/i/{token}", f"/i/{token}?src=mail", f"/s/{share}"):
+            assert requests.get(url + path, headers={"Connection": "close"}, timeout=30).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = output_of()
+        sink.stop()
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith('{"event":"request"')]
+    assert {(line["path"], line["status"]) for line in lines} >= {("/i/<token>", 200), ("/s/<share_token>", 200)}
+    assert token not in output and share not in output, output[-2000:]
