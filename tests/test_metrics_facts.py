@@ -3,9 +3,13 @@ triggers mark a candidate stale whatever path changed what a fact depends on, an
 recomputes exactly the stale ones, so the stored facts always equal a recomputation of all."""
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import delete, func, insert, select, update
+import pytest
+from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
 from milo_portal.candidates import services, stages
@@ -276,12 +280,6 @@ def test_a_refresh_never_deadlocks_with_a_writer_that_marks_candidates_it_is_cla
     (seen in the workers' log under load: the background refresh's traceback; it could as
     well have been the writer's request). The claim now skips rows another transaction
     holds: a later refresh takes them once that writer has committed."""
-    import threading
-
-    import pytest
-    from sqlalchemy import text
-    from sqlalchemy.orm import Session
-
     if db.engine.dialect.name != "postgresql":
         pytest.skip("SQLite has one writer at a time: a refresh never holds a row a writer waits for")
     agent = make_agent("Locks")
@@ -312,7 +310,7 @@ def test_a_refresh_never_deadlocks_with_a_writer_that_marks_candidates_it_is_cla
                                           "WHERE wait_event_type = 'Lock' AND datname = current_database()"))
             if waiting or not refreshing.is_alive():
                 break
-            threading.Event().wait(0.05)
+            time.sleep(0.05)
     try:
         # Then it marks the earlier one: before the fix, the refresh held that row and waited for the later one.
         writer.execute(update(Candidate).where(Candidate.id == earlier_id).values(source="api"))

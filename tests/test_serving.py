@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
 from milo_portal.config import ROOT
+from milo_portal.extensions import db
+from milo_portal.models import Candidate, Stage
+from tests.conftest import make_agent
+from tests.servers import SmtpSink
+from tests.test_ops_processes import _client, _read_output, _server, _wait_until_up
 
 # Run in a process of its own: freezing is for the life of a process, and a test process
 # that froze its objects would keep them all.
@@ -35,36 +41,25 @@ def test_a_worker_freezes_what_it_loaded_before_serving():
     assert found["sigterm_hooked"]
 
 
-
 def test_the_servers_log_never_holds_a_candidates_token(app, database_url):
     """Defect: ``gunicorn.conf.py`` turned gunicorn's access log on (stdout: ``docker logs``),
     one line per request with the path asked for. Every candidate's link token, the
     credential that opens their interview, and every share-link token went into the log,
     which the app's own request lines were written to keep out ("the URL rule, never the
     token"). The server's request lines are now only the app's."""
-    import signal
-
-    import requests
-
-    from milo_portal.extensions import db
-    from milo_portal.models import Candidate, Stage
-    from tests.conftest import make_agent
-    from tests.servers import SmtpSink
-    from tests.test_ops_processes import _read_output, _server, _wait_until_up
-
     agent = make_agent("Logs")
     candidate = Candidate(agent_id=agent.id, name="Ada", email="ada@example.com", timezone="UTC", stage=Stage.INVITED)
     db.session.add(candidate)
     db.session.commit()
     token, share = candidate.token, agent.share_token
-    db.session.commit()
+    db.session.commit()  # (reading them began a transaction: end it before the server writes)
     sink = SmtpSink().start()
     proc, url = _server(database_url, sink.port)
     output_of = _read_output(proc)
     try:
         _wait_until_up(url)
         for path in (f"/i/{token}", f"/i/{token}?src=mail", f"/s/{share}"):
-            assert requests.get(url + path, headers={"Connection": "close"}, timeout=30).status_code == 200
+            assert _client().get(url + path, timeout=30).status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
         output = output_of()
