@@ -20,6 +20,7 @@ from ..candidates import services as candidates
 from ..candidates import stages
 from ..errors import DomainError
 from ..models import Agent, Answer, Candidate, Event, Message, Question, Settings, Stage, User
+from ..transactions import SqliteRead
 
 MAX_ANSWER_LENGTH = 5000
 TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -184,31 +185,43 @@ _QUESTIONS = (select(_q.c.id, _q.c.text, _ans.c.id.is_not(None), _ans.c.body)
               .outerjoin(_ans, (_ans.c.question_id == _q.c.id) & (_ans.c.candidate_id == bindparam("candidate")))
               .where(_q.c.agent_id == bindparam("agent"))
               .order_by(_q.c.position))
+# On SQLite each runs as one statement in autocommit (transactions rule 8).
+_VIEW_BY_TOKEN_SQLITE = SqliteRead(_VIEW_BY_TOKEN)
+_QUESTIONS_SQLITE = SqliteRead(_QUESTIONS)
+_AGENT_ID_AT, _TOKEN_AT = 1, 2  # where _CANDIDATE_COLUMNS puts them
 
 
 def view_with_help(session: Session, token: str) -> tuple[CandidateView | None, HelpLine | None]:
     """The live candidate with this link token as a read-only view (or None), and the help line."""
     if not TOKEN_SHAPE.match(token or ""):
         return None, None
-    row = session.connection().execute(_VIEW_BY_TOKEN, {"token": token}).first()
+    if session.get_bind().dialect.name == "sqlite":
+        found = _VIEW_BY_TOKEN_SQLITE.rows(session, token=token)
+        row = found[0] if found else None
+    else:
+        row = session.connection().execute(_VIEW_BY_TOKEN, {"token": token}).first()
     if row is None:
         return None, None
     n_candidate, n_agent = len(_CANDIDATE_COLUMNS), len(_AGENT_COLUMNS)
     owner_name, owner_email, erased_at = row[n_candidate + n_agent:n_candidate + n_agent + 3]
     help_line = HelpLine.from_row(row[n_candidate + n_agent + 3:])
     # The index finds the row; the final comparison does not leak timing.
-    if erased_at is not None or not hmac.compare_digest(row.token.encode(), token.encode()):
+    if erased_at is not None or not hmac.compare_digest(row[_TOKEN_AT].encode(), token.encode()):
         return None, help_line
     owner = OwnerView(owner_name, owner_email) if owner_name is not None else None
-    agent = AgentView(row.agent_id, *row[n_candidate:n_candidate + n_agent - 1],
+    agent = AgentView(row[_AGENT_ID_AT], *row[n_candidate:n_candidate + n_agent - 1],
                       question_count=row[n_candidate + n_agent - 1], owner=owner)
     return CandidateView(*row[:n_candidate], agent=agent), help_line
 
 
 def questions_of(session: Session, candidate: CandidateView) -> list[QuestionView]:
     """The interview's questions in order, each with this candidate's answer (one query)."""
-    return [QuestionView(*row) for row in session.connection().execute(
-        _QUESTIONS, {"candidate": candidate.id, "agent": candidate.agent_id})]
+    values = {"candidate": candidate.id, "agent": candidate.agent_id}
+    if session.get_bind().dialect.name == "sqlite":
+        found = _QUESTIONS_SQLITE.rows(session, **values)
+    else:
+        found = session.connection().execute(_QUESTIONS, values)
+    return [QuestionView(*row) for row in found]
 
 
 def first_unanswered_of(questions: list[QuestionView]) -> int | None:
