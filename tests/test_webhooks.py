@@ -353,3 +353,32 @@ def test_a_replayed_request_without_an_event_id_is_caught_by_its_signature(hook)
     db.session.query(Candidate).delete()
     assert h.post(body, headers).get_json()["status"] == "ignored"
     assert db.session.query(Candidate).count() == 0
+
+
+
+def test_bodies_in_the_delivery_log_are_forgotten_after_seven_days(hook):
+    from milo_portal.integrations.inbound import forget_bodies
+
+    h = hook("generic")
+    h.send()
+    row = db.session.query(IntegrationDelivery).one()
+    assert row.body and "ada@example.com" in row.body
+    assert forget_bodies(db.session, row.at + timedelta(days=6)) == 0
+    assert forget_bodies(db.session, row.at + timedelta(days=7, seconds=1)) == 1
+    db.session.commit()
+    db.session.expire_all()
+    assert db.session.query(IntegrationDelivery).one().body is None
+
+
+def test_deleting_a_candidate_erases_them_from_the_delivery_log(hook, auth, client):
+    h = hook("indeed")
+    h.send()
+    c = db.session.query(Candidate).one()
+    assert "Ada Lovelace" in h.log()[0][1]
+    from milo_portal.candidates.services import erase_candidate
+
+    erase_candidate(db.session, c, now(), None)
+    db.session.commit()
+    row = db.session.query(IntegrationDelivery).one()
+    assert row.body is None and "Ada" not in row.detail and "ada.pdf" not in row.detail
+    assert "Ada" not in client.get(f"/integrations/{h.id}").get_data(as_text=True)
