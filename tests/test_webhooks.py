@@ -419,3 +419,24 @@ def test_process_again_from_the_log_adds_the_applicant_once_the_job_is_mapped(ho
     assert db.session.query(Candidate).count() == 1
     created = db.session.query(IntegrationDelivery).filter_by(outcome="created").one()
     assert client.post(f"/integrations/{h.id}/deliveries/{created.id}/process").status_code == 404
+
+
+@pytest.mark.parametrize("kind", ["generic", "greenhouse", "indeed", "workable"])
+def test_an_applicant_with_an_e_mail_and_a_phone_we_cannot_read_is_added_without_the_phone(hook, kind):
+    """No recruiter is in the loop to fix it: the invite goes by e-mail and the log says what was dropped."""
+    h = hook(kind)
+    payload = json.loads(json.dumps(_payload(kind)).replace("+1 212 555 0100", "07911 65").replace(
+        "+44 7911 123456", "07911 65"))
+    response = h.send(payload)
+    assert response.status_code == 201, response.get_data(as_text=True)
+    c = db.session.query(Candidate).one()
+    assert (c.email, c.phone, c.channel) == ("ada@example.com", None, "email")
+    assert "phone not kept" in h.log()[0][1]
+
+
+def test_an_applicant_with_no_usable_address_is_still_refused(hook):
+    h = hook("generic")
+    payload = _payload("generic", email="")
+    payload["phone"] = "07911 65"
+    assert h.send(payload).status_code == 422
+    assert db.session.query(Candidate).count() == 0

@@ -24,7 +24,7 @@ from ..hooks.services import first_time
 from ..models import (Agent, Candidate, CandidateFile, Integration, IntegrationDelivery, IntegrationJob, Stage,
                       WebhookReceipt)
 from . import signing
-from .intake import Applicant, add, clean
+from .intake import Applicant, add, clean, find_by_ref
 
 MAX_BODY = 1024 * 1024  # 1 MiB: an applicant is a few kilobytes
 MAX_BODY_WITH_RESUME = 8 * 1024 * 1024  # Indeed posts carry the resume, base64
@@ -32,6 +32,7 @@ MAX_RESUME = 5 * 1024 * 1024
 BODY_KEPT = timedelta(days=7)  # the delivery log keeps bodies this long (they hold personal data)
 LOGGED_BODY = 64 * 1024  # a body larger than this is kept only when it can be processed again
 PROCESS_AGAIN = ("no_agent", "error")  # outcomes whose kept body can be processed again from the log
+DROPPABLE = ("phone", "timezone")  # fields an applicant with an e-mail is added without, when unreadable
 SOURCES = {"generic": "api", "greenhouse": "ats", "workable": "ats", "lever": "ats", "indeed": "indeed"}
 KIND_LABELS = {"generic": "Generic signed webhook", "greenhouse": "Greenhouse", "indeed": "Indeed Apply",
                "workable": "Workable", "lever": "Lever", "completion": "External interview completion"}
@@ -313,6 +314,27 @@ def _complete(session: Session, integration: Integration, parsed: Parsed, now: d
                    f"{'marked' if moved else 'already past'} {parsed.status}", candidate)
 
 
+def usable_contact(session: Session, agent: Agent, person: Applicant) -> list[str]:
+    """Make an applicant addable without a recruiter: an unreadable phone or time zone is left out.
+
+    With no one in the loop to correct it, an applicant who gave a good e-mail address is
+    better invited without the phone than not at all. Changes ``person`` and returns notes
+    for the delivery log; raises ContactErrors when the applicant cannot be added anyway.
+    """
+    try:
+        clean(session, agent, person)
+        return []
+    except candidates.ContactErrors as err:
+        if not person.email or not set(err.errors) <= set(DROPPABLE):
+            raise
+        notes = []
+        for name in err.errors:
+            setattr(person, name, "")
+            notes.append(f"{name} not kept: {err.errors[name]}")
+        clean(session, agent, person)
+        return notes
+
+
 def handle(session: Session, integration: Integration, parsed: Parsed, now: datetime) -> Outcome:
     """Act on a verified post: replays and pings do nothing, unknown jobs are logged, else add."""
     if parsed.event_id and not first_time(session, f"integration:{integration.id}", parsed.event_id, now):
@@ -333,12 +355,15 @@ def handle(session: Session, integration: Integration, parsed: Parsed, now: date
     person.invite = integration.invite
     try:
         scope = f"integration:{integration.id}"
+        notes = [] if find_by_ref(session, scope, person.external_id) else usable_contact(session, agent, person)
         candidate, created = add(session, agent, person, now, source=SOURCES[integration.kind], scope=scope)
     except candidates.ContactErrors as err:
         return Outcome(422, "error", "; ".join(f"{k}: {v}" for k, v in err.errors.items())[:500])
     except DomainError as err:
         return Outcome(422, "error", err.message[:500])
     detail = f"{'added' if created else 'already a candidate'}: {candidate.name or candidate.email} to {agent.title}"
+    if notes and created:
+        detail += "; " + "; ".join(notes)
     if parsed.resume is not None and created:
         try:
             filename, content_type, data = check_resume(parsed.resume)
@@ -407,10 +432,12 @@ def preview(session: Session, integration: Integration, body: str) -> dict:
         result["errors"].append(f"No agent for job {parsed.job or '(none)'}: map it in the table below.")
         return result
     try:
+        notes = usable_contact(session, agent, parsed.person)
         contact = clean(session, agent, parsed.person)
     except candidates.ContactErrors as err:
         result["errors"] += [f"{k}: {v}" for k, v in err.errors.items()]
         return result
+    result["notes"] = notes
     if parsed.resume is not None:
         try:
             filename, _type, data = check_resume(parsed.resume)
