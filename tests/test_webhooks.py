@@ -440,3 +440,8 @@ def test_an_applicant_with_no_usable_address_is_still_refused(hook):
     payload["phone"] = "07911 65"
     assert h.send(payload).status_code == 422
     assert db.session.query(Candidate).count() == 0
+
+
+def test_the_greenhouse_page_names_the_web_hook_event_as_greenhouse_lists_it(hook, auth, client):
+    text = client.get(f"/integrations/{hook('greenhouse').id}").get_data(as_text=True)
+    assert "Candidate has submitted application" in text
