@@ -330,7 +330,7 @@ def usable_contact(session: Session, agent: Agent, person: Applicant) -> list[st
         notes = []
         for name in err.errors:
             setattr(person, name, "")
-            notes.append(f"{name} not kept: {err.errors[name]}")
+            notes.append(f"{name} not kept: {err.errors[name].rstrip('.')}")
         clean(session, agent, person)
         return notes
 
