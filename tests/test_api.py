@@ -212,6 +212,15 @@ def test_candidates_changed_since_a_moment_come_in_cursor_pages(api):
     assert api("POST", "/api/v1/agents/424242/candidates", {"email": "x@example.com"}).status_code == 404
 
 
+def test_since_with_an_offset_is_read_whether_or_not_its_plus_was_url_encoded(api):
+    agent = make_agent()
+    api("POST", f"/api/v1/agents/{agent.id}/candidates", {"email": "ada@example.com"})
+    for since in ("2000-01-01T01:00:00%2B01:00", "2000-01-01T01:00:00+01:00"):  # "+" unencoded is a space
+        page = api("GET", f"/api/v1/agents/{agent.id}/candidates?since={since}")
+        assert page.status_code == 200 and len(page.get_json()["data"]) == 1, since
+    later = api("GET", f"/api/v1/agents/{agent.id}/candidates?since=2999-01-01T00:00:00+01:00").get_json()
+    assert later["data"] == []
+
 def test_each_key_has_a_rate_limit_with_retry_after(app, api):
     app.config["MILO_API_RATE_PER_MINUTE"] = 3
     for _ in range(3):

@@ -353,3 +353,95 @@ def test_a_replayed_request_without_an_event_id_is_caught_by_its_signature(hook)
     db.session.query(Candidate).delete()
     assert h.post(body, headers).get_json()["status"] == "ignored"
     assert db.session.query(Candidate).count() == 0
+
+
+
+def test_bodies_in_the_delivery_log_are_forgotten_after_seven_days(hook):
+    from milo_portal.integrations.inbound import forget_bodies
+
+    h = hook("generic")
+    h.send()
+    row = db.session.query(IntegrationDelivery).one()
+    assert row.body and "ada@example.com" in row.body
+    assert forget_bodies(db.session, row.at + timedelta(days=6)) == 0
+    assert forget_bodies(db.session, row.at + timedelta(days=7, seconds=1)) == 1
+    db.session.commit()
+    db.session.expire_all()
+    assert db.session.query(IntegrationDelivery).one().body is None
+
+
+def test_deleting_a_candidate_erases_them_from_the_delivery_log(hook, auth, client):
+    h = hook("indeed")
+    h.send()
+    c = db.session.query(Candidate).one()
+    assert "Ada Lovelace" in h.log()[0][1]
+    from milo_portal.candidates.services import erase_candidate
+
+    erase_candidate(db.session, c, now(), None)
+    db.session.commit()
+    row = db.session.query(IntegrationDelivery).one()
+    assert row.body is None and "Ada" not in row.detail and "ada.pdf" not in row.detail
+    assert "Ada" not in client.get(f"/integrations/{h.id}").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_post_for_an_unknown_job_is_taken_when_the_sender_retries_after_the_mapping(hook, kind):
+    """"No agent" does not use up the event id: the ATS's retry (or a re-post) adds the applicant."""
+    h = hook(kind)
+    assert h.send(_payload(kind, job="J-9")).get_json()["status"] == "no_agent"
+    services.map_job(db.session, db.session.get(Integration, h.id), "J-9", str(h.agent.id))
+    db.session.commit()
+    assert h.send(_payload(kind, job="J-9")).status_code == 201
+    assert db.session.query(Candidate).count() == 1
+    assert h.send(_payload(kind, job="J-9")).get_json()["status"] == "ignored"  # now it is a replay
+
+
+def test_process_again_from_the_log_adds_the_applicant_once_the_job_is_mapped(hook, auth, client):
+    h = hook("indeed")
+    payload = _payload("indeed", job="J-9")
+    payload["applicant"]["resume"]["file"]["data"] = base64.b64encode(PDF + b"%" * 100_000).decode()  # a real-sized post
+    assert h.send(payload).get_json()["status"] == "no_agent"
+    waiting = db.session.query(IntegrationDelivery).one()
+    page = client.get(f"/integrations/{h.id}").get_data(as_text=True)
+    assert f"/integrations/{h.id}/deliveries/{waiting.id}/process" in page and "Process again" in page
+    still = client.post(f"/integrations/{h.id}/deliveries/{waiting.id}/process")
+    assert still.status_code == 302 and db.session.query(Candidate).count() == 0
+    assert h.log()[-1] == ("no_agent", "processed again: no agent for job J-9")
+    client.post(f"/integrations/{h.id}/jobs", {"external_job": "J-9", "agent_id": str(h.agent.id)})
+    assert client.post(f"/integrations/{h.id}/deliveries/{waiting.id}/process").status_code == 302
+    c = db.session.query(Candidate).one()
+    assert (c.email, c.source) == ("ada@example.com", "indeed")
+    assert db.session.query(CandidateFile).one().candidate_id == c.id
+    assert h.log()[-1][0] == "created" and [m.kind for m in db.session.query(Message)] == ["invite"]
+    # Pressed again, or the same post arriving now: nothing more.
+    client.post(f"/integrations/{h.id}/deliveries/{waiting.id}/process")
+    assert h.send(payload).get_json()["status"] == "ignored"
+    assert db.session.query(Candidate).count() == 1
+    created = db.session.query(IntegrationDelivery).filter_by(outcome="created").one()
+    assert client.post(f"/integrations/{h.id}/deliveries/{created.id}/process").status_code == 404
+
+
+@pytest.mark.parametrize("kind", ["generic", "greenhouse", "indeed", "workable"])
+def test_an_applicant_with_an_e_mail_and_a_phone_we_cannot_read_is_added_without_the_phone(hook, kind):
+    """No recruiter is in the loop to fix it: the invite goes by e-mail and the log says what was dropped."""
+    h = hook(kind)
+    payload = json.loads(json.dumps(_payload(kind)).replace("+1 212 555 0100", "07911 65").replace(
+        "+44 7911 123456", "07911 65"))
+    response = h.send(payload)
+    assert response.status_code == 201, response.get_data(as_text=True)
+    c = db.session.query(Candidate).one()
+    assert (c.email, c.phone, c.channel) == ("ada@example.com", None, "email")
+    assert "phone not kept" in h.log()[0][1]
+
+
+def test_an_applicant_with_no_usable_address_is_still_refused(hook):
+    h = hook("generic")
+    payload = _payload("generic", email="")
+    payload["phone"] = "07911 65"
+    assert h.send(payload).status_code == 422
+    assert db.session.query(Candidate).count() == 0
+
+
+def test_the_greenhouse_page_names_the_web_hook_event_as_greenhouse_lists_it(hook, auth, client):
+    text = client.get(f"/integrations/{hook('greenhouse').id}").get_data(as_text=True)
+    assert "Candidate has submitted application" in text

@@ -153,6 +153,10 @@ def candidate(candidate_id: int):
 
 
 def _parse_time(raw: str) -> datetime:
+    # A "+01:00" typed into a URL unencoded arrives as " 01:00": read it as the offset it was.
+    raw = raw.strip()
+    if len(raw) > 19 and raw[-6] == " " and raw[-3] == ":":
+        raw = raw[:-6] + "+" + raw[-5:]
     value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 

@@ -410,8 +410,9 @@ def erase_candidate(session: Session, candidate: Candidate, now: datetime, actor
     session.execute(update(ImportRow).where(ImportRow.candidate_id == candidate.id)
                     .values(name=None, email=None, phone=None, external_id=None)
                     .execution_options(synchronize_session=False))
+    # The log line's words named them ("added: Ada Lovelace …; resume ada.pdf kept").
     session.execute(update(IntegrationDelivery).where(IntegrationDelivery.candidate_id == candidate.id)
-                    .values(body=None).execution_options(synchronize_session=False))
+                    .values(body=None, detail="(erased with the candidate)").execution_options(synchronize_session=False))
     candidate.name = candidate.email = candidate.phone = candidate.source_detail = None
     candidate.token = new_token()
     candidate.erased_at = now

@@ -14,21 +14,25 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from ..candidates import services as candidates
 from ..candidates import stages
 from ..errors import DomainError
 from ..hooks.services import first_time
-from ..models import (Agent, Candidate, CandidateFile, Integration, IntegrationDelivery, IntegrationJob, Stage)
+from ..models import (Agent, Candidate, CandidateFile, Integration, IntegrationDelivery, IntegrationJob, Stage,
+                      WebhookReceipt)
 from . import signing
-from .intake import Applicant, add, clean
+from .intake import Applicant, add, clean, find_by_ref
 
 MAX_BODY = 1024 * 1024  # 1 MiB: an applicant is a few kilobytes
 MAX_BODY_WITH_RESUME = 8 * 1024 * 1024  # Indeed posts carry the resume, base64
 MAX_RESUME = 5 * 1024 * 1024
 BODY_KEPT = timedelta(days=7)  # the delivery log keeps bodies this long (they hold personal data)
+LOGGED_BODY = 64 * 1024  # a body larger than this is kept only when it can be processed again
+PROCESS_AGAIN = ("no_agent", "error")  # outcomes whose kept body can be processed again from the log
+DROPPABLE = ("phone", "timezone")  # fields an applicant with an e-mail is added without, when unreadable
 SOURCES = {"generic": "api", "greenhouse": "ats", "workable": "ats", "lever": "ats", "indeed": "indeed"}
 KIND_LABELS = {"generic": "Generic signed webhook", "greenhouse": "Greenhouse", "indeed": "Indeed Apply",
                "workable": "Workable", "lever": "Lever", "completion": "External interview completion"}
@@ -310,6 +314,27 @@ def _complete(session: Session, integration: Integration, parsed: Parsed, now: d
                    f"{'marked' if moved else 'already past'} {parsed.status}", candidate)
 
 
+def usable_contact(session: Session, agent: Agent, person: Applicant) -> list[str]:
+    """Make an applicant addable without a recruiter: an unreadable phone or time zone is left out.
+
+    With no one in the loop to correct it, an applicant who gave a good e-mail address is
+    better invited without the phone than not at all. Changes ``person`` and returns notes
+    for the delivery log; raises ContactErrors when the applicant cannot be added anyway.
+    """
+    try:
+        clean(session, agent, person)
+        return []
+    except candidates.ContactErrors as err:
+        if not person.email or not set(err.errors) <= set(DROPPABLE):
+            raise
+        notes = []
+        for name in err.errors:
+            setattr(person, name, "")
+            notes.append(f"{name} not kept: {err.errors[name].rstrip('.')}")
+        clean(session, agent, person)
+        return notes
+
+
 def handle(session: Session, integration: Integration, parsed: Parsed, now: datetime) -> Outcome:
     """Act on a verified post: replays and pings do nothing, unknown jobs are logged, else add."""
     if parsed.event_id and not first_time(session, f"integration:{integration.id}", parsed.event_id, now):
@@ -320,17 +345,25 @@ def handle(session: Session, integration: Integration, parsed: Parsed, now: date
         return _complete(session, integration, parsed, now)
     agent = agent_for(session, integration, parsed.job)
     if agent is None:
+        # Not processed: the event id is given back, so the sender's retry (or "Process
+        # again" on the log) adds the applicant once the job is mapped.
+        if parsed.event_id:
+            session.execute(delete(WebhookReceipt).where(WebhookReceipt.source == f"integration:{integration.id}",
+                                                         WebhookReceipt.event_id == parsed.event_id[:200]))
         return Outcome(200, "no_agent", f"no agent for job {parsed.job or '(none)'}")
     person = parsed.person
     person.invite = integration.invite
     try:
-        candidate, created = add(session, agent, person, now, source=SOURCES[integration.kind],
-                                 scope=f"integration:{integration.id}")
+        scope = f"integration:{integration.id}"
+        notes = [] if find_by_ref(session, scope, person.external_id) else usable_contact(session, agent, person)
+        candidate, created = add(session, agent, person, now, source=SOURCES[integration.kind], scope=scope)
     except candidates.ContactErrors as err:
         return Outcome(422, "error", "; ".join(f"{k}: {v}" for k, v in err.errors.items())[:500])
     except DomainError as err:
         return Outcome(422, "error", err.message[:500])
     detail = f"{'added' if created else 'already a candidate'}: {candidate.name or candidate.email} to {agent.title}"
+    if notes and created:
+        detail += "; " + "; ".join(notes)
     if parsed.resume is not None and created:
         try:
             filename, content_type, data = check_resume(parsed.resume)
@@ -345,12 +378,32 @@ def handle(session: Session, integration: Integration, parsed: Parsed, now: date
 
 def log(session: Session, integration: Integration, outcome: str, detail: str, now: datetime,
         body: bytes | None = None, event_id: str = "", candidate_id: int | None = None) -> None:
-    """Write one line of the delivery log (the body only if small: it is kept a short time)."""
+    """Write one line of the delivery log, with the body for a short time (BODY_KEPT).
+
+    A large body (an Indeed post with its resume) is kept only when the post can be
+    processed again from the log, i.e. it was verified and is waiting for a job mapping or
+    a fix; otherwise only bodies up to LOGGED_BODY.
+    """
     text = None
-    if body is not None and len(body) <= 64 * 1024:
+    if body is not None and (len(body) <= LOGGED_BODY or outcome in PROCESS_AGAIN):
         text = body.decode("utf-8", "replace")
     session.add(IntegrationDelivery(integration_id=integration.id, at=now, outcome=outcome, detail=detail[:500],
                                     event_id=event_id[:200] or None, candidate_id=candidate_id, body=text))
+
+
+def process_again(session: Session, integration: Integration, delivery: IntegrationDelivery,
+                  now: datetime) -> Outcome:
+    """Handle a logged post again (its signature was checked when it came): for a job mapped since.
+
+    Its event id is the one it came with, so the applicant is added at most once, whether
+    this is pressed twice or the sender's retry arrives too.
+    """
+    try:
+        parsed = parse(integration, {}, (delivery.body or "").encode("utf-8"))
+    except Refused as err:
+        return Outcome(err.status, err.outcome, err.detail)
+    parsed.event_id = delivery.event_id or parsed.event_id
+    return handle(session, integration, parsed, now)
 
 
 def forget_bodies(session: Session, now: datetime) -> int:
@@ -379,10 +432,12 @@ def preview(session: Session, integration: Integration, body: str) -> dict:
         result["errors"].append(f"No agent for job {parsed.job or '(none)'}: map it in the table below.")
         return result
     try:
+        notes = usable_contact(session, agent, parsed.person)
         contact = clean(session, agent, parsed.person)
     except candidates.ContactErrors as err:
         result["errors"] += [f"{k}: {v}" for k, v in err.errors.items()]
         return result
+    result["notes"] = notes
     if parsed.resume is not None:
         try:
             filename, _type, data = check_resume(parsed.resume)

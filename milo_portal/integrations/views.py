@@ -2,7 +2,7 @@
 outbound event URLs with their delivery log; the e-mail automation recipe; API keys."""
 from __future__ import annotations
 
-from flask import Response, flash, redirect, render_template, request, url_for
+from flask import Response, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -59,6 +59,7 @@ def _detail(integration: Integration, new_secret: str | None = None, sample=None
     return render_template(
         "integrations/detail.html", integration=integration, label=inbound.KIND_LABELS[integration.kind],
         url=public_url(f"/hooks/{integration.kind}/{integration.token}"), deliveries=deliveries, agents=_agents(),
+        process_again=inbound.PROCESS_AGAIN,
         mapping=inbound.field_map(integration), mappable=inbound.MAPPABLE, new_secret=new_secret, sample=sample,
         sample_body=sample_body, errors=errors or {}, now=now()), status
 
@@ -142,6 +143,27 @@ def unmap_job(integration_id: int, job_id: int):
             integration.jobs.remove(job)
     db.session.commit()
     return redirect(url_for("integrations.detail", integration_id=integration_id) + "#jobs")
+
+
+@bp.post("/integrations/<int:integration_id>/deliveries/<int:delivery_id>/process")
+def process_again(integration_id: int, delivery_id: int):
+    """Handle a logged post again (a job mapped since, a fix made): adds the applicant at most once."""
+    integration = services.get_integration(db.session, integration_id)
+    delivery = db.session.get(IntegrationDelivery, delivery_id)
+    if (delivery is None or delivery.integration_id != integration.id or delivery.outcome not in inbound.PROCESS_AGAIN
+            or not delivery.body):
+        abort(404)
+    moment = now()
+    outcome = inbound.process_again(db.session, integration, delivery, moment)
+    if outcome.status >= 400:
+        db.session.rollback()  # nothing half-made stays; the log line below is the one write
+        integration = services.get_integration(db.session, integration_id)
+    done = outcome.candidate is not None and outcome.status < 400
+    inbound.log(db.session, integration, outcome.outcome, f"processed again: {outcome.detail}", moment,
+                event_id=delivery.event_id or "", candidate_id=outcome.candidate.id if done else None)
+    db.session.commit()
+    flash(outcome.detail[:1].upper() + outcome.detail[1:] + ".", "success" if outcome.status < 400 else "error")
+    return redirect(url_for("integrations.detail", integration_id=integration_id) + "#log")
 
 
 @bp.post("/integrations/<int:integration_id>/sample")
