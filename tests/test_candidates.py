@@ -62,6 +62,15 @@ def test_it_adds_a_candidate_queues_the_invite_and_shows_the_unique_link(auth, c
     assert (local.hour, local.minute) == (23, 59)
 
 
+def test_the_invite_queued_on_add_says_it_waits_for_the_next_allowed_time(auth, client):
+    """The form's box reads "Invite (at the next allowed time)": the outbox and the candidate's
+    page said "Invite now, on add" for the same invite, due days later."""
+    _add(client, make_agent())
+    message = db.session.query(Message).one()
+    assert message.rule == "Invite on add, at the next allowed time"
+    assert "now" not in message.rule
+
+
 def test_without_invite_now_nothing_is_queued(auth, client):
     agent = make_agent()
     _add(client, agent, invite_now="")

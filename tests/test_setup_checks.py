@@ -62,3 +62,37 @@ def test_the_outbox_and_the_agent_page_show_a_banner_when_messages_fail(auth, cl
         assert "SMTP 550: mailbox unavailable" in page
     other = make_agent("Other")
     assert "Messages are failing" not in _page(client, f"/agents/{other.id}")
+
+
+def test_saving_settings_with_the_optional_addresses_left_empty_lets_e_mail_go(app, auth, client, smtp):
+    """Defect: Settings → Messaging saved an empty reply-to as '' and every e-mail from then on
+    failed for good with "The address '' is not valid"."""
+    from milo_portal.followups.services import dispatch
+    from milo_portal.settings.services import get_settings
+
+    response = client.post("/settings", {
+        "company_name": "Acme", "sender_name": "Acme Recruiting",
+        "sender_email": "jobs@acme.example", "reply_to": "", "support_email": "", "support_phone": "",
+        "default_country": "US", "default_timezone": "UTC"})
+    assert response.status_code == 302
+    settings = get_settings(db.session)
+    assert (settings.reply_to, settings.support_email, settings.support_phone) == (None, None, None)
+    agent = make_agent()
+    c = Candidate(agent_id=agent.id, name="Ada", email="ada@example.com", deadline_at=now() + timedelta(days=3))
+    db.session.add(c)
+    db.session.flush()
+    db.session.add(Message(candidate_id=c.id, kind="invite", step=1, channel="email", status="scheduled",
+                           scheduled_for=now(), immediate=True))
+    db.session.commit()
+    assert dispatch(db.session, now()).sent
+    received = smtp.wait_for(1)
+    assert "Reply-To" not in received[0].message
+
+
+def test_an_empty_reply_to_stored_earlier_is_no_reply_to(app, smtp, team_settings):
+    """A row saved before with reply_to '' still sends (no Reply-To header), it never fails."""
+    from milo_portal.messaging.channels import Email, prepare_email
+
+    built = prepare_email(Email(to="ada@example.com", sender=("Acme", "jobs@acme.example"), reply_to="",
+                                subject="Hello", text="Hi", html="<p>Hi</p>", message_id_domain="acme.example"))
+    assert b"Reply-To" not in built.data

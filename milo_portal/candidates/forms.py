@@ -22,7 +22,8 @@ class ContactForm(FlaskForm):
 class AddCandidateForm(ContactForm):
     agent_id = SelectField("Interview", coerce=int)
     deadline = DateField("Deadline", validators=[Optional()],
-                         description="The last day to finish, in the candidate's time zone.")
+                         description="The last day to finish, in the candidate's time zone. Empty: the interview's "
+                                     "number of days, counted from the day the invite goes.")
     invite_now = BooleanField("Invite (at the next allowed time)", default=True)
     timezone_touched = HiddenField(default="")
 

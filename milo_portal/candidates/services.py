@@ -209,7 +209,7 @@ def add_candidate(session: Session, agent: Agent, contact: CleanContact, deadlin
         return existing, False
     stages.record(session, candidate, "added", now, detail=source, actor_id=actor_id)
     if invite_now:
-        send_invite(session, candidate, now, actor_id=actor_id, rule="Invite now, on add")
+        send_invite(session, candidate, now, actor_id=actor_id, rule="Invite on add, at the next allowed time")
     return candidate, True
 
 

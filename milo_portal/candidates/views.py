@@ -91,17 +91,17 @@ def new():
         form.agent_id.data = agent.id
         form.channel.data = agent.default_channel
         form.timezone.data = settings.default_timezone
-        form.deadline.data = services.default_deadline_date(agent, settings.default_timezone, now())
+        # No date pre-filled: a date shown here would belong to the interview first in the
+        # list, and would no longer be counted from the invite once it was sent as given.
     elif form.validate_on_submit():
         agent = get_agent(form.agent_id.data)
         moment = now()
         try:
             contact = services.clean_contact(
                 _contact(form), settings.default_country, settings.default_timezone)
-            # The pre-filled date (or none) is the interview's default: it is counted in the
-            # candidate's own zone, and again from the moment their invite really goes.
-            default = form.deadline.data in (None, services.default_deadline_date(
-                agent, settings.default_timezone, moment))
+            # No date is the interview's default: it is counted in the candidate's own zone,
+            # and again from the moment their invite really goes.
+            default = form.deadline.data is None
             day = services.default_deadline_date(agent, contact.timezone, moment) if default else form.deadline.data
             deadline_at = services.deadline_from_date(day, contact.timezone, moment)
             candidate, created = services.add_candidate(

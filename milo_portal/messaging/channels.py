@@ -18,7 +18,7 @@ import ssl
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, formataddr, make_msgid
@@ -323,6 +323,8 @@ def build_email(email: Email) -> EmailMessage:
 
 def prepare_email(email: Email) -> BuiltEmail:
     """Build an e-mail's bytes and envelope; raise CannotBuild with a reason a recruiter can read."""
+    if email.reply_to is not None and not email.reply_to.strip():
+        email = replace(email, reply_to=None)  # an empty reply-to (stored by an older version) is none
     addresses = [email.to, email.sender[1] if isinstance(email.sender, tuple) else email.sender, email.reply_to]
     for address in addresses:
         if address is not None and (has_control_characters(address) or not address.strip()):

@@ -10,6 +10,11 @@ from ..forms_common import check_offsets, choices, clock, country_choices, parse
 from ..headers import one_line
 
 
+def _none_if_blank(value: str | None) -> str | None:
+    """An optional address left empty is stored as none: '' would be sent as an address."""
+    return (value.strip() or None) if isinstance(value, str) else value
+
+
 def _countries():
     return country_choices(phonenumbers.SUPPORTED_REGIONS)
 
@@ -21,11 +26,14 @@ class MessagingForm(FlaskForm):
     sender_name = StringField("Sender name", validators=[Optional(), Length(max=200)], filters=[one_line],
                               description="Shown as the From name of e-mails, e.g. “Acme Recruiting”.")
     sender_email = EmailField("Sender address", validators=[Optional(), Email(check_deliverability=False), Length(max=254)],
+                              filters=[_none_if_blank],
                               description="The From address; your mail server must be allowed to send as it.")
-    reply_to = EmailField("Reply-to address", validators=[Optional(), Email(check_deliverability=False), Length(max=254)])
+    reply_to = EmailField("Reply-to address", validators=[Optional(), Email(check_deliverability=False), Length(max=254)],
+                         filters=[_none_if_blank])
     support_email = EmailField("Support e-mail", validators=[Optional(), Email(check_deliverability=False), Length(max=254)],
+                               filters=[_none_if_blank],
                                description="Shown to candidates who need help, and available to templates.")
-    support_phone = StringField("Support phone", validators=[Optional(), Length(max=40)])
+    support_phone = StringField("Support phone", validators=[Optional(), Length(max=40)], filters=[_none_if_blank])
     default_country = SelectField("Default country for phone numbers", choices=_countries)
     default_timezone = SelectField("Default time zone", choices=timezone_choices, validate_choice=False,
                                    validators=[valid_timezone])

@@ -95,6 +95,24 @@ def test_the_candidates_list_fits_a_1366_px_screen_with_short_dates_and_human_so
         context.close()
 
 
+def test_the_candidates_heading_keeps_add_candidates_beside_uploads_on_the_right(live_server, browser):
+    """Defect: the page head spread its three parts apart, leaving Add Candidates floating in
+    the middle of the screen, away from the title and from Uploads."""
+    _people(1)
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    page = context.new_page()
+    try:
+        login(page, live_server, "rita@example.com", PASSWORD)
+        page.goto(live_server.url("/candidates"))
+        add = page.get_by_role("button", name="Add Candidates").bounding_box()
+        uploads = page.locator(".page-head").get_by_role("link", name="Uploads").bounding_box()
+        search = page.locator("#q").bounding_box()
+        assert 0 < uploads["x"] - (add["x"] + add["width"]) < 40
+        assert abs((uploads["x"] + uploads["width"]) - (search["x"] + search["width"])) < 2
+    finally:
+        context.close()
+
+
 def test_live_search_shows_a_loading_indicator_while_it_waits(live_server, page):
     """Defect: the live search gave no sign that it was working (no hx-indicator)."""
     _people(2)

@@ -33,6 +33,24 @@ def test_settings_shows_two_time_pickers_country_names_and_one_marker_per_check(
     assert page.evaluate(PRIMARY) == ["Save settings"]
 
 
+def test_the_fields_of_each_settings_row_line_up(live_server, page):
+    """Defect: in the follow-up rules, "Most follow-ups per candidate" has a one-line label and
+    its neighbours two-line ones, so its box sat higher than theirs."""
+    make_user("rita@example.com", "Rita Recruiter")
+    db.session.remove()
+    login(page, live_server, "rita@example.com", PASSWORD)
+    page.set_viewport_size({"width": 1366, "height": 900})
+    agent_id = make_agent().id
+    db.session.remove()
+    for url in ("/settings", f"/agents/{agent_id}/edit"):
+        page.goto(live_server.url(url))
+        page.evaluate("() => document.querySelectorAll('details').forEach(d => d.open = true)")
+        rows = page.evaluate("""() => [...document.querySelectorAll('main form .grid')].map(g =>
+            [...g.querySelectorAll(':scope > * input:not([type=hidden]), :scope > * select')]
+                .map(e => Math.round(e.getBoundingClientRect().top)))""")
+        assert rows and all(len(set(tops)) <= 1 for tops in rows), (url, rows)
+
+
 def test_the_plain_text_version_sits_below_the_email_preview(live_server, page):
     """Defect: the template editor's "Plain-text version" link overlapped the preview."""
     make_user("rita@example.com", "Rita Recruiter")

@@ -2,9 +2,12 @@
 resumes; a recruiter adds someone by hand and their copied link works the same way."""
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 import pytest
 from playwright.sync_api import expect
 
+from milo_portal.clock import now
 from milo_portal.extensions import db
 from milo_portal.models import Candidate
 from tests.browser.conftest import login
@@ -108,3 +111,29 @@ def test_a_recruiter_adds_someone_copies_their_link_and_it_works_on_a_phone(live
     page.reload()
     assert "Flat white" in page.locator("main").inner_text()
     assert page.locator("h1 .stage-badge").inner_text() == "completed"
+
+
+def test_add_manually_gives_the_chosen_interviews_deadline_counted_from_the_invite(live_server, page):
+    """Defect: the form pre-filled the first interview's deadline; choosing another interview
+    kept that date, which then counted as a date the recruiter had picked (7 days from the add,
+    not the chosen interview's 10 days from the invite)."""
+    make_user("rita@example.com", "Rita Recruiter")
+    make_agent("Barista", deadline_days=7)
+    make_agent("Welder", deadline_days=10)
+    db.session.remove()
+    login(page, live_server, "rita@example.com", PASSWORD)
+    page.goto(live_server.url("/candidates/new"))
+    page.get_by_label("Interview").select_option(label="Welder — Acme")
+    page.get_by_label("Name").fill("Ada Lovelace")
+    page.get_by_label("E-mail").fill("ada@example.com")
+    page.get_by_label("Time zone").select_option("Asia/Tokyo")
+    form_text = page.locator("main").inner_text()
+    page.get_by_role("button", name="Add candidate").click()
+    page.locator("#candidate-link").wait_for()
+    ada = db.session.query(Candidate).filter_by(email="ada@example.com").one()
+    assert ada.deadline_follows_invite
+    today = now().astimezone(ZoneInfo("Asia/Tokyo")).date()
+    assert (ada.deadline_at.astimezone(ZoneInfo("Asia/Tokyo")).date() - today).days == 10
+    # The form and the candidate's page say how the deadline is counted.
+    assert "counted from the day the invite goes" in form_text
+    assert "counted from the invite" in page.locator("main").inner_text()
