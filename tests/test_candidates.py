@@ -297,6 +297,19 @@ def test_resend_invite_and_nudge_now_queue_messages(auth, client):
     assert "Upcoming follow-ups" in body and "manual nudge" in body and "scheduled" in body
 
 
+def test_a_starters_page_offers_nudge_now_not_the_invite_again(auth, client):
+    """A candidate who started has their link: "Resend invite" and "Send now" (the invite at
+    once) were still offered beside **Nudge now**."""
+    from milo_portal.clock import now
+
+    started = _one(stage=Stage.STARTED, deadline_at=now() + timedelta(days=1))
+    body = client.get(f"/candidates/{started.id}").get_data(as_text=True)
+    assert "Nudge now" in body and "Resend invite" not in body and ">Send now<" not in body
+    clicked = _one(stage=Stage.CLICKED, deadline_at=now() + timedelta(days=1), email="other@example.com")
+    body = client.get(f"/candidates/{clicked.id}").get_data(as_text=True)
+    assert "Resend invite" in body and "Nudge now" not in body
+
+
 def test_nudge_now_is_refused_for_someone_who_has_not_started(auth, client):
     c = _one(stage=Stage.INVITED)
     client.post(f"/candidates/{c.id}/nudge")

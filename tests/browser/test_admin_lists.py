@@ -49,6 +49,20 @@ def test_choosing_a_bulk_action_keeps_the_ticked_rows(live_server, page):
     assert page.get_by_text("Select at least one candidate first").count() == 0
 
 
+def test_the_days_box_shows_only_for_extend_deadline(live_server, page):
+    """The bulk bar's "days" applies to "Extend deadline" alone; beside the other actions it
+    looked like part of them (how many days to wait before sending?)."""
+    _people(1)
+    login(page, live_server, "rita@example.com", PASSWORD)
+    page.goto(live_server.url("/candidates"))
+    days = page.locator("#bulk-days")
+    assert page.locator("#bulk-action").input_value() != "extend" and not days.is_visible()
+    page.locator("#bulk-action").select_option("extend")
+    days.wait_for(state="visible")
+    page.locator("#bulk-action").select_option("export")
+    days.wait_for(state="hidden")
+
+
 def test_a_filter_select_still_filters_the_list_at_once(live_server, page):
     """The filters' own selects still reload the list (only the bulk action's select stopped)."""
     _people(2)
@@ -87,6 +101,9 @@ def test_the_candidates_list_fits_a_1366_px_screen_with_short_dates_and_human_so
         assert row.locator("td[data-label=Deadline] time").inner_text() == "in 2 d"
         # One line per date (they wrapped to three): a row is as tall as its two-line name cell.
         assert when.bounding_box()["height"] < 25 and row.bounding_box()["height"] < 75
+        # Dense: six rows or more in the first screen under the search and filters (Pico's
+        # base font grows to 20 px on wide screens, which left room for four).
+        assert page.locator("tbody tr").nth(5).bounding_box()["y"] + 40 < 768
         # The header stays in view while the list scrolls.
         page.mouse.wheel(0, 900)
         page.wait_for_timeout(200)
