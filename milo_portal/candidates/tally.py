@@ -18,6 +18,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from ..models import AgentFunnelCount, CandidateCount, Stage
+from ..transactions import write_unit
 
 # Fold once this many appended rows wait: a read sums at most this many beyond one row per key.
 FOLD_AFTER = 2000
@@ -135,8 +136,6 @@ def fold_if_due(session: Session) -> bool:
     transaction SQLite cannot turn into a write once another request has written since it
     began ("database is locked" at once, no waiting), and another page may have folded first.
     """
-    from ..transactions import write_unit  # (transactions imports nothing of the areas)
-
     if pending(session) < FOLD_AFTER:
         return False
     with write_unit(session):

@@ -11,24 +11,11 @@ from ..extensions import db
 from ..clock import now
 from . import bp, health, metrics
 from .forms import BackupForm, RetentionForm
-from .settings import get_ops_settings, ops_settings_for_update
-
-
-def settings_context(session, retention_form: RetentionForm | None = None,
-                     backup_form: BackupForm | None = None) -> dict:
-    """What the Settings page's Retention and Backups sections show."""
-    row = get_ops_settings(session)
-    return {
-        "retention_form": retention_form or RetentionForm(formdata=None, obj=row, prefix="r"),
-        "backup_form": backup_form or BackupForm(formdata=None, obj=row, prefix="b"),
-        "ops_settings": row,
-        "backup_dir": current_app.config["MILO_BACKUP_DIR"],
-    }
+from ..settings.views import page_with
+from .settings import ops_settings_for_update, settings_context
 
 
 def _settings_page(status: int, **forms):
-    from ..settings.views import page_with
-
     return page_with(status, **settings_context(db.session, **forms))
 
 

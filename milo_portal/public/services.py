@@ -20,7 +20,7 @@ from ..candidates import services as candidates
 from ..candidates import stages
 from ..errors import DomainError
 from ..models import Agent, Answer, Candidate, Event, Message, Question, Settings, Stage, User
-from ..transactions import SqliteRead
+from ..transactions import SqliteRead, one_statement_write, write_unit
 
 MAX_ANSWER_LENGTH = 5000
 TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -293,8 +293,6 @@ def visit(session: Session, candidate: Candidate | CandidateView, now: datetime,
     statements on the view's ids: a conditional UPDATE and, only if it changed the row, the
     event (the same row values and event as ``stages.move`` writes for the click).
     """
-    from ..transactions import write_unit
-
     if not visit_would_record(candidate, now):
         return None
     returning = candidate.visited_at is not None
@@ -501,8 +499,6 @@ def save_answer(session: Session, candidate: CandidateView, questions: list[Ques
     candidate and question) and the "answered" event. On SQLite the three are made by one
     statement (``_SAVE_ANSWER_SETUP``).
     """
-    from ..transactions import one_statement_write, write_unit
-
     body = check_answer(questions, number, body)
     question = questions[number - 1]
     if session.get_bind().dialect.name == "sqlite":

@@ -11,6 +11,7 @@ from ..errors import DomainError
 from ..extensions import db
 from ..messaging import channels
 from ..messaging import services as messaging
+from ..ops.settings import settings_context
 from ..transactions import end_transaction
 from . import bp, checks
 from ..forms_common import rules_from_form, rules_into_form
@@ -75,8 +76,6 @@ def _timing_form(settings, formdata=None) -> TimingForm:
 
 
 def _page(form: MessagingForm, timing: TimingForm, status: int = 200, **operations):
-    from ..ops.views import settings_context
-
     found = _checklist(refresh=request.args.get("refresh") == "1")
     return render_template("settings/index.html", form=form, timing=timing, checks=found,
                            states=channel_states(found), **(operations or settings_context(db.session))), status
