@@ -314,3 +314,19 @@ def test_end_to_end_a_greenhouse_post_an_invite_a_completed_interview_and_the_ev
             verify(secret, headers, body)
     finally:
         sink.stop()
+
+
+def test_the_refusal_of_a_private_address_names_the_checkbox_by_its_label(app, auth, client):
+    """The message tells the admin which box to tick in the words the form uses."""
+    import html
+    import re
+
+    page = client.get("/integrations").get_data(as_text=True)
+    label = re.search(r'name="allow_private" value="y"> ([^(<]+?) \(', page).group(1)
+    assert label == "Allow private and loopback addresses"
+    refused = client.post("/integrations/endpoints/new", {"url": "http://10.1.2.3/hook"}, follow_redirects=True)
+    text = html.unescape(refused.get_data(as_text=True))
+    assert f'tick "{label}"' in text
+    with pytest.raises(DomainError) as err:
+        services.create_endpoint(db.session, "http://127.0.0.1/x", None, False, T)
+    assert f'"{label}"' in err.value.message

@@ -15,7 +15,9 @@ from ..models import (INTEGRATION_KINDS, Agent, CandidateFile, Integration, Inte
 from .inbound import KIND_LABELS, MAPPABLE
 from .outbound import check_url, is_public
 
-GRACE = timedelta(hours=24)  # an old secret keeps working this long after a rotation
+GRACE = timedelta(hours=24)
+# The outbound URL form's checkbox, named in the refusal that tells the admin to tick it.
+ALLOW_PRIVATE_LABEL = "Allow private and loopback addresses"  # an old secret keeps working this long after a rotation
 
 
 def new_secret() -> str:
@@ -140,7 +142,7 @@ def create_endpoint(session: Session, url: str, agent_raw: str | None, allow_pri
         except ValueError:
             literal = host.lower() in ("localhost",) or host.lower().endswith((".localhost", ".local", ".internal"))
         if literal:
-            raise DomainError("This is a private or loopback address: tick \"allow private addresses\" "
+            raise DomainError(f"This is a private or loopback address: tick \"{ALLOW_PRIVATE_LABEL}\" "
                               "if it really is the target.", "url")
     agent = _agent(session, agent_raw, "agent_id")
     secret = new_secret()

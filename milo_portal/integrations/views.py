@@ -48,7 +48,8 @@ def index():
     recipe = services.recipe(agent, ats, public_url(f"/s/{agent.share_token}"), settings.company_name) if agent else None
     return render_template("integrations/index.html", integrations=integrations, endpoints=endpoints, agents=agents,
                            kinds=kinds, all_kinds=INTEGRATION_KINDS, labels=inbound.KIND_LABELS, focus=focus,
-                           recipe=recipe, recipe_agent=agent, ats=ats, ats_choices=services.RECIPE_ATS)
+                           recipe=recipe, recipe_agent=agent, ats=ats, ats_choices=services.RECIPE_ATS,
+                           allow_private_label=services.ALLOW_PRIVATE_LABEL)
 
 
 def _detail(integration: Integration, new_secret: str | None = None, sample=None, sample_body: str = "",
