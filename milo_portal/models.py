@@ -194,6 +194,10 @@ class UserSession(db.Model):
     address: Mapped[str] = mapped_column(String(64))
     device: Mapped[str] = mapped_column(String(80))
     revoked_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # A secret just made (a webhook secret, an API key) waiting for the one page that shows
+    # it after the redirect; that page reads and clears it (``sessions.take_shown_once``).
+    shown_once_for: Mapped[Optional[str]] = mapped_column(String(60))
+    shown_once: Mapped[Optional[str]] = mapped_column(Text)
 
     user: Mapped[User] = relationship()
 

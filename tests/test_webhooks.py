@@ -306,14 +306,18 @@ def test_creating_an_integration_shows_its_secret_once_and_jobs_map_to_agents(ap
     agent = make_agent("Barista")
     created = client.post("/integrations/new", {"kind": "indeed", "name": "Indeed UK"})
     integration = db.session.query(Integration).one()
-    assert created.status_code == 201 and integration.secret in created.get_data(as_text=True)
+    assert created.status_code == 303 and integration.secret not in created.get_data(as_text=True)
+    assert integration.secret in client.get(created.headers["Location"]).get_data(as_text=True)
     assert client.post(f"/integrations/{integration.id}/jobs", {"external_job": "", "agent_id": str(agent.id)}).status_code == 422
     client.post(f"/integrations/{integration.id}/jobs", {"external_job": "ind-55", "agent_id": str(agent.id)})
     page = client.get(f"/integrations/{integration.id}").get_data(as_text=True)
     assert "ind-55" in page and "Barista" in page
     rotated = client.post(f"/integrations/{integration.id}/rotate", {"secret": "short"})
     assert rotated.status_code == 422
-    client.post(f"/integrations/{integration.id}/rotate", {"secret": "indeed-api-secret-0123456789"})
+    rotated = client.post(f"/integrations/{integration.id}/rotate", {"secret": "indeed-api-secret-0123456789"})
+    assert rotated.status_code == 303  # a reload of the page that follows rotates nothing again
+    assert "indeed-api-secret-0123456789" in client.get(rotated.headers["Location"]).get_data(as_text=True)
+    assert "indeed-api-secret-0123456789" not in client.get(rotated.headers["Location"]).get_data(as_text=True)
     db.session.expire_all()
     assert db.session.get(Integration, integration.id).secret == "indeed-api-secret-0123456789"
     from milo_portal.models import AuditEntry
@@ -322,6 +326,35 @@ def test_creating_an_integration_shows_its_secret_once_and_jobs_map_to_agents(ap
     details = [e.detail for e in db.session.query(AuditEntry).filter_by(kind="webhook_secret").order_by(AuditEntry.id)]
     assert details == [f"integration {integration.id} (indeed, Indeed UK) created with a new secret",
                        f"integration {integration.id} (indeed, Indeed UK): secret rotated"]
+
+
+def test_reloading_the_page_after_creating_an_integration_shows_no_secret_and_creates_nothing(app, auth, client):
+    created = client.post("/integrations/new", {"kind": "generic", "name": "CRM"})
+    integration = db.session.query(Integration).one()
+    assert created.status_code == 303 and created.headers["Location"].endswith(f"/integrations/{integration.id}")
+    first = client.get(created.headers["Location"])
+    again = client.get(created.headers["Location"])
+    assert integration.secret in first.get_data(as_text=True) and first.headers["Cache-Control"] == "no-store"
+    assert again.status_code == 200 and integration.secret not in again.get_data(as_text=True)
+    assert "shown this once" not in again.get_data(as_text=True)
+    assert db.session.query(Integration).count() == 1
+
+
+def test_a_secret_waiting_to_be_shown_is_for_its_own_page_and_login_only(app, auth, client):
+    from milo_portal.models import UserSession
+
+    created = client.post("/integrations/new", {"kind": "generic", "name": "CRM"})
+    integration = db.session.query(Integration).one()
+    other, _ = services.create_integration(db.session, "workable", "Other", now())
+    db.session.commit()
+    assert integration.secret not in client.get(f"/integrations/{other.id}").get_data(as_text=True)
+    row = db.session.query(UserSession).filter(UserSession.shown_once.is_not(None)).one()
+    assert row.shown_once_for == f"integration:{integration.id}"
+    db.session.commit()
+    client.post("/logout")
+    db.session.expire_all()
+    assert db.session.query(UserSession).filter(UserSession.shown_once.is_not(None)).count() == 0
+    assert created.status_code == 303
 
 
 def test_the_add_menu_and_the_recipe_page(app, auth, client, team_settings):
