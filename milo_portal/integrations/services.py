@@ -96,6 +96,17 @@ def set_secret(integration: Integration, secret: str | None, now: datetime) -> s
     return secret
 
 
+def set_api_key(integration: Integration, key: str | None) -> None:
+    """Save the API key an integration reads its sender's API with (Lever); refused for other kinds."""
+    if integration.kind != "lever":
+        raise DomainError("Only a Lever integration reads an API.", "api_key")
+    key = (key or "").strip()
+    if not key or len(key) > 200 or any(ch.isspace() or ord(ch) < 32 for ch in key):
+        raise DomainError("Paste the API key Lever showed when it was made (one line, at most 200 characters).",
+                          "api_key")
+    integration.api_key = key
+
+
 def update_settings(session: Session, integration: Integration, form) -> None:
     """Save the default agent, invite and on/off switches and the field mapping."""
     agent = _agent(session, form.get("default_agent_id"), "default_agent_id")

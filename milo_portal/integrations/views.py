@@ -2,7 +2,7 @@
 outbound event URLs with their delivery log; the e-mail automation recipe; API keys."""
 from __future__ import annotations
 
-from flask import Response, abort, flash, redirect, render_template, request, url_for
+from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -17,7 +17,7 @@ from ..models import (INTEGRATION_KINDS, Agent, ApiKey, CandidateFile, Integrati
                       WebhookDelivery, WebhookEndpoint)
 from ..settings.services import get_settings
 from ..transactions import end_transaction, reads_only
-from . import bp, inbound, outbound, services
+from . import bp, inbound, lever, outbound, services
 
 FOCUS = {"api": ("generic", "completion"), "ats": ("greenhouse", "workable", "lever"), "indeed": ("indeed",)}
 
@@ -140,6 +140,38 @@ def rotate(integration_id: int):
     return redirect(url_for("integrations.detail", integration_id=integration_id), 303)
 
 
+@bp.post("/integrations/<int:integration_id>/api-key")
+def save_api_key(integration_id: int):
+    """Save (or replace) the Lever API key; the page never shows it again."""
+    integration = services.get_integration(db.session, integration_id)
+    try:
+        services.set_api_key(integration, request.form.get("api_key"))
+    except DomainError as err:
+        db.session.rollback()
+        return _detail(services.get_integration(db.session, integration_id), errors={err.field: err.message},
+                       status=422)
+    audit.record(db.session, current_user, "webhook_secret",
+                 f"integration {integration.id} ({integration.kind}, {integration.name}): API key saved",
+                 address=request.remote_addr)
+    db.session.commit()
+    flash("The API key is saved. Applicants are read from Lever from now on.", "success")
+    return redirect(url_for("integrations.detail", integration_id=integration_id) + "#lever-key", 303)
+
+
+@bp.post("/integrations/<int:integration_id>/api-key/delete")
+def remove_api_key(integration_id: int):
+    """Forget the Lever API key: posts are read by the field mapping again."""
+    integration = services.get_integration(db.session, integration_id)
+    if integration.api_key:
+        integration.api_key = None
+        audit.record(db.session, current_user, "webhook_secret",
+                     f"integration {integration.id} ({integration.kind}, {integration.name}): API key removed",
+                     address=request.remote_addr)
+    db.session.commit()
+    flash("The API key is removed.", "success")
+    return redirect(url_for("integrations.detail", integration_id=integration_id) + "#lever-key", 303)
+
+
 @bp.post("/integrations/<int:integration_id>/jobs")
 def map_job(integration_id: int):
     """Map an external job to an agent."""
@@ -174,7 +206,7 @@ def process_again(integration_id: int, delivery_id: int):
             or not delivery.body):
         abort(404)
     moment = now()
-    outcome = inbound.process_again(db.session, integration, delivery, moment)
+    outcome = inbound.process_again(db.session, integration, delivery, moment, lever.Api.from_config(current_app.config))
     if outcome.status >= 400:
         db.session.rollback()  # nothing half-made stays; the log line below is the one write
         integration = services.get_integration(db.session, integration_id)
