@@ -66,6 +66,11 @@ def create_app(config_class=Config, **config_kwargs) -> Flask:
         from .ops.schema import refuse_newer_database
 
         refuse_newer_database(app.config["SQLALCHEMY_DATABASE_URI"])
+        # werkzeug's request lines would print each candidate's link token; the app's own
+        # JSON request log (the URL rule, never the token) covers every request.
+        from .ops.logs import quiet_dev_server
+
+        quiet_dev_server()
 
     if app.config["MILO_TRUSTED_PROXIES"]:
         app.wsgi_app = TrustedProxyFix(

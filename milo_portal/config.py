@@ -188,6 +188,11 @@ class Config:
                      "TWILIO_API_BASE_URL"):
             setattr(self, name, env_str(name))
         self.MILO_SMS_BACKEND = env_str("MILO_SMS_BACKEND", "console")
+        # Lever's API, read for the applicant behind an applicationCreated event.
+        self.LEVER_API_BASE_URL = env_str("LEVER_API_BASE_URL", "https://api.lever.co/v1")
+        self.MILO_LEVER_TIMEOUT = env_int("MILO_LEVER_TIMEOUT", 10, minimum=1)
+        if not self.LEVER_API_BASE_URL.startswith(("https://", "http://")):
+            raise ConfigError(f"LEVER_API_BASE_URL must start with https:// (got {self.LEVER_API_BASE_URL!r})")
         # Follow-ups: the tick, the claim lease, retries and per-minute rates per channel.
         self.MILO_TICK_SECONDS = env_int("MILO_TICK_SECONDS", 30, minimum=1)
         self.MILO_CLAIM_LEASE_SECONDS = env_int("MILO_CLAIM_LEASE_SECONDS", 300, minimum=30)

@@ -194,6 +194,10 @@ class UserSession(db.Model):
     address: Mapped[str] = mapped_column(String(64))
     device: Mapped[str] = mapped_column(String(80))
     revoked_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # A secret just made (a webhook secret, an API key) waiting for the one page that shows
+    # it after the redirect; that page reads and clears it (``sessions.take_shown_once``).
+    shown_once_for: Mapped[Optional[str]] = mapped_column(String(60))
+    shown_once: Mapped[Optional[str]] = mapped_column(Text)
 
     user: Mapped[User] = relationship()
 
@@ -893,6 +897,9 @@ class Integration(db.Model):
     secret: Mapped[str] = mapped_column(String(200))
     previous_secret: Mapped[Optional[str]] = mapped_column(String(200))
     previous_until: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # Lever only: the API key the app reads an event's opportunity with. Kept as it is, like
+    # the secret (each request sends it); the page never shows it again once saved.
+    api_key: Mapped[Optional[str]] = mapped_column(String(200))
     # Dotted paths into the posted JSON, per field (JSON object); the kind's defaults otherwise.
     field_map: Mapped[str] = mapped_column(Text, default="{}")
     default_agent_id: Mapped[Optional[int]] = mapped_column(ForeignKey("agent.id", ondelete="SET NULL"))

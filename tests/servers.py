@@ -1,9 +1,10 @@
 """Real servers on loopback for the tests: an SMTP sink (aiosmtpd), SMTP servers that
-misbehave (silent, trickling, never confirming), and an HTTP server that behaves like
-Twilio's Messages API (optionally slow)."""
+misbehave (silent, trickling, never confirming), and HTTP servers that behave like Twilio's
+Messages API (optionally slow) and Lever's opportunities API."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import email
 import email.policy
 import json
@@ -226,6 +227,71 @@ class FakeTwilio:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class FakeLever:
+    """Behaves like GET /v1/opportunities/{id} of Lever's API (HTTP Basic, the key as the user).
+
+    ``opportunities`` maps an id to the opportunity Lever would return (wrapped in ``data``);
+    a wrong key is a 401, an unknown id a 404; ``fail_with`` answers every request with
+    (status, body), ``delay`` waits first, and ``on_request`` is called with each path while
+    the request is held (to look at the app's database meanwhile).
+    """
+
+    key: str = "lever-key-0123456789"
+    opportunities: dict = field(default_factory=dict)
+    requests: list[dict] = field(default_factory=list)
+    fail_with: tuple[int, dict] | None = None
+    delay: float = 0.0
+    on_request: object = None
+    server: ThreadingHTTPServer | None = None
+
+    def start(self) -> "FakeLever":
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                outer.requests.append({"path": self.path, "auth": self.headers.get("Authorization", "")})
+                if outer.on_request is not None:
+                    outer.on_request(self.path)
+                if outer.delay:
+                    time.sleep(outer.delay)
+                expected = "Basic " + base64.b64encode(f"{outer.key}:".encode()).decode()
+                found = outer.opportunities.get(self.path.split("?")[0].rsplit("/", 1)[-1])
+                if outer.fail_with:
+                    status, body = outer.fail_with
+                elif self.headers.get("Authorization", "") != expected:
+                    status, body = 401, {"code": "Unauthorized", "message": "Invalid API key"}
+                elif not self.path.startswith("/v1/opportunities/") or found is None:
+                    status, body = 404, {"code": "ResourceNotFound", "message": "Not found"}
+                else:
+                    status, body = 200, {"data": found}
+                data = json.dumps(body).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting (a timeout test)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        """The API's base URL, as LEVER_API_BASE_URL takes it."""
+        return f"http://127.0.0.1:{self.server.server_port}/v1"
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -244,8 +244,12 @@ def test_last_used_is_recorded_and_the_keys_page_shows_a_new_key_once(auth, clie
     api("GET", "/api/v1/agents")
     assert db.session.get(ApiKey, api.key_id).last_used_at is not None
     created = client.post("/settings/api-keys/new", {"name": "Zapier"})
-    page = created.get_data(as_text=True)
+    assert created.status_code == 303 and created.headers["Location"].endswith("/settings/api-keys")
+    assert "milo_" not in created.get_data(as_text=True)  # the key is on the page the redirect leads to
+    shown = client.get("/settings/api-keys")
+    page = shown.get_data(as_text=True)
     raw = re.search(r'value="(milo_[0-9a-f]{8}_[^"]+)"', page).group(1)
+    assert shown.headers["Cache-Control"] == "no-store"
     stored = db.session.query(ApiKey).filter_by(name="Zapier").one()
     assert raw not in json.dumps([stored.key_hash, stored.prefix]) and stored.key_hash != raw
     assert raw not in client.get("/settings/api-keys").get_data(as_text=True)  # shown once
@@ -279,3 +283,18 @@ def test_every_documented_response_was_produced_by_the_tests_above():
     documented = {(path, method, status) for path, ops in DOC["paths"].items() for method, op in ops.items()
                   for status in op["responses"]}
     assert documented - SEEN == set()
+
+
+def test_reloading_the_page_after_creating_a_key_shows_no_key_and_creates_none(auth, client):
+    """Post, redirect, get: the key shows on the first GET only, and a reload makes no second key."""
+    created = client.post("/settings/api-keys/new", {"name": "Zapier"})
+    assert created.status_code == 303
+    first = client.get(created.headers["Location"]).get_data(as_text=True)
+    again = client.get(created.headers["Location"]).get_data(as_text=True)
+    raw = re.search(r'value="(milo_[0-9a-f]{8}_[^"]+)"', first).group(1)
+    assert raw not in again and "shown this once" not in again.lower()
+    assert db.session.query(ApiKey).filter_by(name="Zapier").count() == 1
+    # Kept with the login that made it, not in the cookie, and gone once shown.
+    from milo_portal.models import UserSession
+
+    assert all(row.shown_once is None for row in db.session.query(UserSession))

@@ -62,3 +62,15 @@ def test_only_postgresql_connections_are_pinged_before_use(monkeypatch):
     app = create_app(TestConfig, database_url="sqlite:////tmp/milo-config-test.sqlite3")
     with app.app_context():
         assert db.engine.pool._pre_ping is False
+
+
+def test_lever_api_base_url_and_timeout(monkeypatch):
+    cfg = Config()
+    assert (cfg.LEVER_API_BASE_URL, cfg.MILO_LEVER_TIMEOUT) == ("https://api.lever.co/v1", 10)
+    monkeypatch.setenv("LEVER_API_BASE_URL", "api.lever.co/v1")
+    with pytest.raises(ConfigError, match="LEVER_API_BASE_URL"):
+        Config()
+    monkeypatch.setenv("LEVER_API_BASE_URL", "http://127.0.0.1:8089/v1")
+    monkeypatch.setenv("MILO_LEVER_TIMEOUT", "0")
+    with pytest.raises(ConfigError, match="MILO_LEVER_TIMEOUT"):
+        Config()

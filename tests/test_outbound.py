@@ -275,7 +275,8 @@ def test_the_integrations_page_adds_a_url_and_its_test_button_sends_a_ping(app, 
         created = client.post("/integrations/endpoints/new", {"url": f"http://127.0.0.1:{sink.port}/hook",
                                                               "allow_private": "y"})
         endpoint = db.session.query(WebhookEndpoint).one()
-        assert created.status_code == 201 and endpoint.secret in created.get_data(as_text=True)
+        assert created.status_code == 303 and endpoint.secret not in created.get_data(as_text=True)
+        assert endpoint.secret in client.get(created.headers["Location"]).get_data(as_text=True)
         tested = client.post(f"/integrations/endpoints/{endpoint.id}/test").get_data(as_text=True)
         assert "Delivered" in tested and sink.events()[0]["type"] == "ping"
         verify(endpoint.secret, sink.received[0][1], sink.received[0][2])
@@ -314,3 +315,30 @@ def test_end_to_end_a_greenhouse_post_an_invite_a_completed_interview_and_the_ev
             verify(secret, headers, body)
     finally:
         sink.stop()
+
+
+def test_the_refusal_of_a_private_address_names_the_checkbox_by_its_label(app, auth, client):
+    """The message tells the admin which box to tick in the words the form uses."""
+    import html
+    import re
+
+    page = client.get("/integrations").get_data(as_text=True)
+    label = re.search(r'name="allow_private" value="y"> ([^(<]+?) \(', page).group(1)
+    assert label == "Allow private and loopback addresses"
+    refused = client.post("/integrations/endpoints/new", {"url": "http://10.1.2.3/hook"}, follow_redirects=True)
+    text = html.unescape(refused.get_data(as_text=True))
+    assert f'tick "{label}"' in text
+    with pytest.raises(DomainError) as err:
+        services.create_endpoint(db.session, "http://127.0.0.1/x", None, False, T)
+    assert f'"{label}"' in err.value.message
+
+
+def test_reloading_the_page_after_adding_a_url_shows_no_secret_and_adds_nothing(app, auth, client):
+    created = client.post("/integrations/endpoints/new", {"url": "https://events.example.com/milo"})
+    endpoint = db.session.query(WebhookEndpoint).one()
+    assert created.status_code == 303 and created.headers["Location"].endswith(f"/integrations/endpoints/{endpoint.id}")
+    first = client.get(created.headers["Location"])
+    again = client.get(created.headers["Location"])
+    assert endpoint.secret in first.get_data(as_text=True) and first.headers["Cache-Control"] == "no-store"
+    assert again.status_code == 200 and endpoint.secret not in again.get_data(as_text=True)
+    assert db.session.query(WebhookEndpoint).count() == 1

@@ -306,14 +306,18 @@ def test_creating_an_integration_shows_its_secret_once_and_jobs_map_to_agents(ap
     agent = make_agent("Barista")
     created = client.post("/integrations/new", {"kind": "indeed", "name": "Indeed UK"})
     integration = db.session.query(Integration).one()
-    assert created.status_code == 201 and integration.secret in created.get_data(as_text=True)
+    assert created.status_code == 303 and integration.secret not in created.get_data(as_text=True)
+    assert integration.secret in client.get(created.headers["Location"]).get_data(as_text=True)
     assert client.post(f"/integrations/{integration.id}/jobs", {"external_job": "", "agent_id": str(agent.id)}).status_code == 422
     client.post(f"/integrations/{integration.id}/jobs", {"external_job": "ind-55", "agent_id": str(agent.id)})
     page = client.get(f"/integrations/{integration.id}").get_data(as_text=True)
     assert "ind-55" in page and "Barista" in page
     rotated = client.post(f"/integrations/{integration.id}/rotate", {"secret": "short"})
     assert rotated.status_code == 422
-    client.post(f"/integrations/{integration.id}/rotate", {"secret": "indeed-api-secret-0123456789"})
+    rotated = client.post(f"/integrations/{integration.id}/rotate", {"secret": "indeed-api-secret-0123456789"})
+    assert rotated.status_code == 303  # a reload of the page that follows rotates nothing again
+    assert "indeed-api-secret-0123456789" in client.get(rotated.headers["Location"]).get_data(as_text=True)
+    assert "indeed-api-secret-0123456789" not in client.get(rotated.headers["Location"]).get_data(as_text=True)
     db.session.expire_all()
     assert db.session.get(Integration, integration.id).secret == "indeed-api-secret-0123456789"
     from milo_portal.models import AuditEntry
@@ -322,6 +326,35 @@ def test_creating_an_integration_shows_its_secret_once_and_jobs_map_to_agents(ap
     details = [e.detail for e in db.session.query(AuditEntry).filter_by(kind="webhook_secret").order_by(AuditEntry.id)]
     assert details == [f"integration {integration.id} (indeed, Indeed UK) created with a new secret",
                        f"integration {integration.id} (indeed, Indeed UK): secret rotated"]
+
+
+def test_reloading_the_page_after_creating_an_integration_shows_no_secret_and_creates_nothing(app, auth, client):
+    created = client.post("/integrations/new", {"kind": "generic", "name": "CRM"})
+    integration = db.session.query(Integration).one()
+    assert created.status_code == 303 and created.headers["Location"].endswith(f"/integrations/{integration.id}")
+    first = client.get(created.headers["Location"])
+    again = client.get(created.headers["Location"])
+    assert integration.secret in first.get_data(as_text=True) and first.headers["Cache-Control"] == "no-store"
+    assert again.status_code == 200 and integration.secret not in again.get_data(as_text=True)
+    assert "shown this once" not in again.get_data(as_text=True)
+    assert db.session.query(Integration).count() == 1
+
+
+def test_a_secret_waiting_to_be_shown_is_for_its_own_page_and_login_only(app, auth, client):
+    from milo_portal.models import UserSession
+
+    created = client.post("/integrations/new", {"kind": "generic", "name": "CRM"})
+    integration = db.session.query(Integration).one()
+    other, _ = services.create_integration(db.session, "workable", "Other", now())
+    db.session.commit()
+    assert integration.secret not in client.get(f"/integrations/{other.id}").get_data(as_text=True)
+    row = db.session.query(UserSession).filter(UserSession.shown_once.is_not(None)).one()
+    assert row.shown_once_for == f"integration:{integration.id}"
+    db.session.commit()
+    client.post("/logout")
+    db.session.expire_all()
+    assert db.session.query(UserSession).filter(UserSession.shown_once.is_not(None)).count() == 0
+    assert created.status_code == 303
 
 
 def test_the_add_menu_and_the_recipe_page(app, auth, client, team_settings):
@@ -445,3 +478,192 @@ def test_an_applicant_with_no_usable_address_is_still_refused(hook):
 def test_the_greenhouse_page_names_the_web_hook_event_as_greenhouse_lists_it(hook, auth, client):
     text = client.get(f"/integrations/{hook('greenhouse').id}").get_data(as_text=True)
     assert "Candidate has submitted application" in text
+
+
+# --- Lever as Lever sends it: ids only, the applicant read from Lever's API -------------------
+
+def _lever_event(event: str = "applicationCreated", application: str = "app-1", opportunity: str = "opp-1") -> dict:
+    """A webhook body as Lever posts it (the signature is added by _sign)."""
+    return {"event": event, "token": "e3b0c44298fc1c149afbf4c8996fb924",
+            "data": {"applicationId": application, "contactId": "contact-1", "opportunityId": opportunity}}
+
+
+OPPORTUNITY = {"id": "opp-1", "name": "Ada Lovelace", "contact": "contact-1", "headline": "Analytical Engines",
+               "emails": ["ada@example.com", "ada@work.example.com"],
+               "phones": [{"type": "mobile", "value": "+44 7911 123456"}],
+               "applications": [{"id": "app-0", "opportunityId": "opp-1", "type": "posting", "posting": "J1"},
+                                {"id": "app-1", "opportunityId": "opp-1", "type": "posting", "posting": "post-night"}]}
+
+
+@pytest.fixture()
+def lever(app, hook):
+    """A Lever integration with an API key, Lever's API on loopback, and its posting mapped to an interview."""
+    from tests.servers import FakeLever
+
+    fake = FakeLever(opportunities={"opp-1": json.loads(json.dumps(OPPORTUNITY))}).start()
+    app.config["LEVER_API_BASE_URL"] = fake.url
+    app.config["MILO_LEVER_TIMEOUT"] = 1
+    h = hook("lever")
+    night = make_agent("Night picker")
+    integration = db.session.get(Integration, h.id)
+    services.set_api_key(integration, fake.key)
+    services.map_job(db.session, integration, "post-night", str(night.id))
+    db.session.commit()
+    h.night, h.fake = night, fake
+    yield h
+    fake.stop()
+
+
+def _no_transaction_open_now(database_url: str) -> list[str]:
+    """What holds the database while Lever is being asked: nothing, or the reason."""
+    if database_url.startswith("sqlite"):
+        import sqlite3
+
+        path = database_url.split("sqlite:///", 1)[1]
+        conn = sqlite3.connect(path, timeout=0.3, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # fails if the request held SQLite's write lock
+            conn.execute("ROLLBACK")
+            return []
+        except sqlite3.OperationalError as err:
+            return [f"the write lock is held: {err}"]
+        finally:
+            conn.close()
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        held = [row[0] for row in conn.execute(
+            "SELECT state FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'")]
+    return [f"a connection is {state}" for state in held]
+
+
+def test_a_signed_lever_application_created_is_read_from_lever_and_invited_in_its_postings_interview(
+        lever, database_url):
+    seen_during_fetch: list[list[str]] = []
+    def look(path: str) -> None:
+        try:
+            seen_during_fetch.append(_no_transaction_open_now(database_url))
+        except Exception as err:  # shown by the assertion below, not lost in the server's thread
+            seen_during_fetch.append([repr(err)])
+
+    lever.fake.on_request = look
+    response = lever.send(_lever_event())
+    assert response.status_code == 201, response.get_data(as_text=True)
+    c = db.session.query(Candidate).one()
+    assert (c.name, c.email, c.phone, c.agent_id, c.source, c.stage) == (
+        "Ada Lovelace", "ada@example.com", "+447911123456", lever.night.id, "ats", Stage.ADDED)
+    assert [m.kind for m in db.session.query(Message)] == ["invite"]
+    assert lever.log() == [("created", "added: Ada Lovelace to Night picker")]
+    [asked] = lever.fake.requests
+    assert asked["path"] == "/v1/opportunities/opp-1?expand=applications"
+    assert asked["auth"] == "Basic " + base64.b64encode(f"{lever.fake.key}:".encode()).decode()
+    assert seen_during_fetch == [[]]  # no transaction of ours was open while Lever answered
+    # Lever sends it again: a replay, and Lever is not asked twice.
+    assert lever.send(_lever_event()).get_json()["status"] == "ignored"
+    assert len(lever.fake.requests) == 1 and db.session.query(Candidate).count() == 1
+
+
+def test_the_lever_request_refuses_to_run_inside_a_transaction(lever):
+    from milo_portal.integrations import lever as lever_api
+
+    db.session.get(Integration, lever.id)  # a read: the session's transaction is open
+    with pytest.raises(AssertionError, match="transaction is open"):
+        lever_api.fetch(db.session, lever_api.Api(lever.fake.url, 1), lever.fake.key, "opp-1", "app-1")
+    assert lever.fake.requests == []
+
+
+def test_a_wrong_lever_key_is_logged_with_the_reason_then_process_again_adds_the_applicant(lever, auth, client):
+    integration = db.session.get(Integration, lever.id)
+    integration.api_key = "not-the-key-at-all-000"
+    db.session.commit()
+    response = lever.send(_lever_event())
+    assert response.status_code == 502
+    assert lever.log() == [("error", "could not read the applicant from Lever: Lever refused the API key "
+                                     "(HTTP 401): save a key that may read opportunities on this page")]
+    assert db.session.query(Candidate).count() == 0
+    failed = db.session.query(IntegrationDelivery).one()
+    page = client.get(f"/integrations/{lever.id}").get_data(as_text=True)
+    assert f"/integrations/{lever.id}/deliveries/{failed.id}/process" in page
+    assert "not-the-key-at-all-000" not in page  # a saved key is never shown
+    # The right key is saved on the page (and not shown back), then the post is processed again.
+    saved = client.post(f"/integrations/{lever.id}/api-key", {"api_key": lever.fake.key})
+    assert saved.status_code == 303
+    assert lever.fake.key not in client.get(saved.headers["Location"]).get_data(as_text=True)
+    assert client.post(f"/integrations/{lever.id}/deliveries/{failed.id}/process").status_code == 302
+    c = db.session.query(Candidate).one()
+    assert (c.email, c.agent_id) == ("ada@example.com", lever.night.id)
+    assert lever.log()[-1] == ("created", "processed again: added: Ada Lovelace to Night picker")
+    # Lever's own retry of that event now does nothing.
+    assert lever.send(_lever_event()).get_json()["status"] == "ignored"
+    assert db.session.query(Candidate).count() == 1
+
+
+@pytest.mark.parametrize("trouble", ["down", "error", "slow"])
+def test_lever_unreachable_is_logged_with_the_reason_then_process_again_works(lever, auth, client, trouble):
+    from tests.servers import free_port
+
+    reasons = {"down": "could not reach Lever (", "error": "Lever answered HTTP 503",
+               "slow": "Lever did not answer within 1 s"}
+    app = client.application
+    if trouble == "down":
+        app.config["LEVER_API_BASE_URL"] = f"http://127.0.0.1:{free_port()}/v1"
+    elif trouble == "error":
+        lever.fake.fail_with = (503, {"code": "ServiceUnavailable"})
+    else:
+        lever.fake.delay = 2
+    response = lever.send(_lever_event())
+    assert response.status_code == 502 and reasons[trouble] in response.get_json()["error"]
+    [(outcome, detail)] = lever.log()
+    assert outcome == "error" and detail.startswith("could not read the applicant from Lever: " + reasons[trouble])
+    assert db.session.query(Candidate).count() == 0
+    # Lever is back.
+    app.config["LEVER_API_BASE_URL"], lever.fake.fail_with, lever.fake.delay = lever.fake.url, None, 0
+    failed = db.session.query(IntegrationDelivery).one()
+    client.post(f"/integrations/{lever.id}/deliveries/{failed.id}/process")
+    assert db.session.query(Candidate).one().agent_id == lever.night.id
+    assert lever.log()[-1][0] == "created"
+
+
+def test_other_lever_events_are_answered_without_asking_lever(lever):
+    response = lever.send(_lever_event("candidateStageChange"))
+    assert response.status_code == 200 and response.get_json()["status"] == "ignored"
+    assert lever.fake.requests == [] and lever.log() == [("ignored", "event candidateStageChange is not acted on")]
+
+
+def test_a_lever_posting_not_mapped_is_logged_as_no_agent_and_taken_once_mapped(lever, auth, client):
+    lever.fake.opportunities["opp-2"] = {**OPPORTUNITY, "id": "opp-2", "emails": ["grace@example.com"],
+                                         "applications": [{"id": "app-2", "posting": {"id": "post-day"}}]}
+    assert lever.send(_lever_event(application="app-2", opportunity="opp-2")).get_json()["status"] == "no_agent"
+    assert lever.log() == [("no_agent", "no agent for job post-day")]
+    client.post(f"/integrations/{lever.id}/jobs", {"external_job": "post-day", "agent_id": str(lever.agent.id)})
+    waiting = db.session.query(IntegrationDelivery).one()
+    client.post(f"/integrations/{lever.id}/deliveries/{waiting.id}/process")
+    assert (db.session.query(Candidate).one().email, lever.log()[-1][0]) == ("grace@example.com", "created")
+
+
+def test_without_an_api_key_lever_ids_only_are_an_error_that_saving_a_key_resolves(lever, auth, client):
+    integration = db.session.get(Integration, lever.id)
+    integration.api_key = None
+    db.session.commit()
+    assert lever.send(_lever_event()).status_code == 422
+    [(outcome, detail)] = lever.log()
+    assert outcome == "error" and "save a Lever API key" in detail and lever.fake.requests == []
+    client.post(f"/integrations/{lever.id}/api-key", {"api_key": lever.fake.key})
+    failed = db.session.query(IntegrationDelivery).one()
+    client.post(f"/integrations/{lever.id}/deliveries/{failed.id}/process")
+    assert db.session.query(Candidate).one().email == "ada@example.com"
+
+
+def test_the_lever_page_says_how_to_set_it_up_and_keeps_the_key_hidden(lever, auth, client):
+    page = client.get(f"/integrations/{lever.id}").get_data(as_text=True)
+    assert "Application created" in page and "API Credentials" in page and "An API key is saved" in page
+    assert lever.fake.key not in page
+    assert client.post(f"/integrations/{lever.id}/api-key", {"api_key": "  "}).status_code == 422
+    client.post(f"/integrations/{lever.id}/api-key/delete")
+    db.session.expire_all()
+    assert db.session.get(Integration, lever.id).api_key is None
+    other = hook_id = services.create_integration(db.session, "greenhouse", "GH", now())[0].id
+    db.session.commit()
+    assert client.post(f"/integrations/{hook_id}/api-key", {"api_key": "k" * 20}).status_code == 422
+    assert db.session.get(Integration, other).api_key is None

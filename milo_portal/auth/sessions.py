@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..models import User, UserSession
 from ..transactions import write_unit
@@ -121,14 +122,52 @@ def end_sessions(session: Session, user_id: int, now: datetime, keep: int | None
     query = update(UserSession).where(UserSession.user_id == user_id, UserSession.revoked_at.is_(None))
     if keep is not None:
         query = query.where(UserSession.id != keep)
-    return session.execute(query.values(revoked_at=now)).rowcount
+    return session.execute(query.values(revoked_at=now, shown_once_for=None, shown_once=None)).rowcount
 
 
 def revoke(session: Session, row: UserSession, now: datetime) -> None:
     """End one session (logout, or Revoke on the Team page)."""
     if row.revoked_at is None:
         row.revoked_at = now
+    row.shown_once_for = row.shown_once = None
     session.commit()
+
+
+def keep_shown_once(session: Session, session_id: int | None, what: str, secret: str) -> None:
+    """Keep a new secret for the page the redirect leads to, in the caller's transaction.
+
+    It waits in this login's own row (never in a cookie), replacing any secret not shown yet.
+    """
+    if session_id is None:
+        return
+    session.execute(update(UserSession).where(UserSession.id == session_id)
+                    .values(shown_once_for=what[:60], shown_once=secret))
+
+
+def take_shown_once(session: Session, session_id: int | None, what: str) -> str | None:
+    """The secret kept for ``what`` by this login, cleared as it is read: the first GET shows it, a reload not.
+
+    A page without one (nearly every visit) only reads: whether the row holds one is decided
+    from the row loaded with the login. The read and the clearing are one conditional UPDATE
+    in a short write unit of their own, so two tabs never both get it.
+    """
+    if session_id is None:
+        return None
+    row = session.get(UserSession, session_id)
+    if row is None or row.shown_once_for != what:
+        return None
+    with write_unit(session) as unit:
+        # The row's lock (PostgreSQL; SQLite's write lock does the same) makes a second tab
+        # wait, then find it cleared.
+        secret = unit.scalar(select(UserSession.shown_once).where(
+            UserSession.id == session_id, UserSession.shown_once_for == what).with_for_update())
+        if secret is not None:
+            unit.execute(update(UserSession).where(UserSession.id == session_id)
+                         .values(shown_once_for=None, shown_once=None)
+                         .execution_options(synchronize_session=False))
+    set_committed_value(row, "shown_once_for", None)
+    set_committed_value(row, "shown_once", None)
+    return secret
 
 
 def live_sessions(session: Session, now: datetime) -> list[UserSession]:

@@ -71,7 +71,7 @@ def twilio_inbound():
 @bp.post("/<kind>/<token>")
 def integration(kind: str, token: str):
     """One configured integration's endpoint: signed by its scheme, answered in JSON."""
-    from ..integrations import inbound
+    from ..integrations import inbound, lever
     from ..models import INTEGRATION_KINDS, Integration
 
     if kind not in INTEGRATION_KINDS:
@@ -90,6 +90,14 @@ def integration(kind: str, token: str):
         parsed = inbound.parse(found, request.headers, body)
     except inbound.Refused as err:
         inbound.log(db.session, found, err.outcome, err.detail, moment, body if err.status != 413 else None)
+        db.session.commit()
+        return {"error": err.detail}, err.status
+    try:
+        # Lever's events carry ids only: the applicant is read from Lever's API, with no
+        # transaction open (this one has written nothing yet).
+        inbound.fill(db.session, found, parsed, lever.Api.from_config(current_app.config))
+    except inbound.Refused as err:
+        inbound.log(db.session, found, err.outcome, err.detail, moment, body, parsed.event_id)
         db.session.commit()
         return {"error": err.detail}, err.status
     outcome = inbound.handle(db.session, found, parsed, moment)

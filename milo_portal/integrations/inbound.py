@@ -23,7 +23,8 @@ from ..errors import DomainError
 from ..hooks.services import first_time
 from ..models import (Agent, Candidate, CandidateFile, Integration, IntegrationDelivery, IntegrationJob, Stage,
                       WebhookReceipt)
-from . import signing
+from ..transactions import end_transaction
+from . import lever, signing
 from .intake import Applicant, add, clean, find_by_ref
 
 MAX_BODY = 1024 * 1024  # 1 MiB: an applicant is a few kilobytes
@@ -77,6 +78,9 @@ class Parsed:
     ignore: str = ""  # a ping or an event we do not act on: answered 200, logged as ignored
     milo_ref: str = ""
     status: str = ""
+    # (opportunity id, application id) of a Lever event whose applicant is read from Lever's API
+    lookup: tuple[str, str] | None = None
+    problem: str = ""  # why it cannot be acted on as it is (logged as an error that can be processed again)
 
 
 def get_path(data, path: str):
@@ -179,6 +183,33 @@ def _workable(data: dict) -> Parsed:
         external_id=_text(person.get("id")), source_detail="workable"))
 
 
+def _lever_event(data: dict) -> Parsed:
+    """A Lever event as Lever sends it (ids only): the applicant is read from Lever's API."""
+    event = _text(data.get("event"))
+    payload = data.get("data") if isinstance(data.get("data"), dict) else {}
+    opportunity, application = _text(payload.get("opportunityId")), _text(payload.get("applicationId"))
+    # One application is created once: its id is the event's, whatever Lever's token holds.
+    event_id = f"{event}:{application or opportunity}" if application or opportunity else ""
+    if event != "applicationCreated":
+        return Parsed(event_id=event_id, ignore=f"event {event or '(none)'} is not acted on")
+    return Parsed(event_id=event_id, lookup=(opportunity, application),
+                  person=Applicant(external_id=opportunity, source_detail="lever"))
+
+
+def _lever_mapped(data: dict, parsed: Parsed) -> Parsed:
+    """A Lever post read by the field mapping (no API key saved): middleware's fields, or ids only."""
+    payload = data.get("data") if isinstance(data.get("data"), dict) else {}
+    if parsed.person.email or parsed.person.phone or not _text(payload.get("opportunityId")):
+        return parsed  # what a middleware added
+    event = _text(data.get("event"))
+    if event != "applicationCreated":
+        parsed.ignore = f"event {event or '(none)'} is not acted on"
+    else:
+        parsed.problem = ("Lever's event carries ids only: save a Lever API key on this integration's page, "
+                          "then process it again")
+    return parsed
+
+
 def secrets_of(integration: Integration, now: datetime) -> list[str]:
     """The secrets a post may be signed with: the current one, and the old one during its grace period."""
     found = [integration.secret]
@@ -242,9 +273,39 @@ def _parse(integration: Integration, headers, body: bytes) -> Parsed:
         status = _text(data.get("status")).lower()
         return Parsed(event_id=_text(data.get("id")) or _text(headers.get("X-Milo-Event-Id")),
                       milo_ref=_text(data.get("milo_ref")), status=status)
+    if integration.kind == "lever" and integration.api_key:
+        return _lever_event(data)
     parsed = _mapped(data, field_map(integration))
     parsed.event_id = parsed.event_id or _text(headers.get("X-Milo-Event-Id"))
-    return parsed
+    return _lever_mapped(data, parsed) if integration.kind == "lever" else parsed
+
+
+def _seen(session: Session, integration: Integration, event_id: str) -> bool:
+    return session.scalar(select(WebhookReceipt.id).where(
+        WebhookReceipt.source == f"integration:{integration.id}",
+        WebhookReceipt.event_id == event_id[:200])) is not None
+
+
+def fill(session: Session, integration: Integration, parsed: Parsed, api: lever.Api) -> None:
+    """Read the applicant an event names by id only (Lever) from the sender's API, with no transaction open.
+
+    The caller's transaction ends first (it has written nothing yet); a replay is answered
+    without asking. Raises Refused (502, "error") with the reason when the applicant cannot
+    be read: the delivery log keeps the post, and "Process again" tries again.
+    """
+    if parsed.lookup is None or parsed.ignore:
+        return
+    if parsed.event_id and _seen(session, integration, parsed.event_id):
+        return  # handle() answers it as a replay
+    key = integration.api_key or ""
+    end_transaction(session)
+    try:
+        found = lever.fetch(session, api, key, *parsed.lookup)
+    except lever.Unavailable as err:
+        raise Refused(502, "error", f"could not read the applicant from Lever: {err.reason}") from None
+    parsed.job = found.posting
+    parsed.person = Applicant(name=found.name, email=found.email, phone=found.phone,
+                              external_id=parsed.lookup[0], source_detail="lever")
 
 
 def agent_for(session: Session, integration: Integration, job: str) -> Agent | None:
@@ -341,6 +402,8 @@ def handle(session: Session, integration: Integration, parsed: Parsed, now: date
         return Outcome(200, "ignored", f"replay of event {parsed.event_id[:100]}: nothing done")
     if parsed.ignore:
         return Outcome(200, "ignored", parsed.ignore)
+    if parsed.problem:
+        return Outcome(422, "error", parsed.problem)
     if integration.kind == "completion":
         return _complete(session, integration, parsed, now)
     agent = agent_for(session, integration, parsed.job)
@@ -392,17 +455,19 @@ def log(session: Session, integration: Integration, outcome: str, detail: str, n
 
 
 def process_again(session: Session, integration: Integration, delivery: IntegrationDelivery,
-                  now: datetime) -> Outcome:
-    """Handle a logged post again (its signature was checked when it came): for a job mapped since.
+                  now: datetime, api: lever.Api) -> Outcome:
+    """Handle a logged post again (its signature was checked when it came): for a job mapped since,
+    an API key saved since, or Lever answering again.
 
     Its event id is the one it came with, so the applicant is added at most once, whether
     this is pressed twice or the sender's retry arrives too.
     """
     try:
         parsed = parse(integration, {}, (delivery.body or "").encode("utf-8"))
+        parsed.event_id = delivery.event_id or parsed.event_id
+        fill(session, integration, parsed, api)
     except Refused as err:
         return Outcome(err.status, err.outcome, err.detail)
-    parsed.event_id = delivery.event_id or parsed.event_id
     return handle(session, integration, parsed, now)
 
 
@@ -421,6 +486,12 @@ def preview(session: Session, integration: Integration, body: str) -> dict:
         return {"ok": False, "errors": [err.detail]}
     if parsed.ignore:
         return {"ok": True, "summary": f"Nothing would be created: {parsed.ignore}.", "errors": []}
+    if parsed.problem:
+        return {"ok": False, "errors": [parsed.problem + "."]}
+    if parsed.lookup is not None:
+        return {"ok": True, "errors": [], "summary": (
+            f"Would read opportunity {parsed.lookup[0] or '(none)'} from Lever's API, then add its applicant to "
+            f"the interview its posting maps to.")}
     if integration.kind == "completion":
         return {"ok": parsed.status in ("started", "completed"), "errors": [] if parsed.status in (
             "started", "completed") else ["status must be \"started\" or \"completed\""],

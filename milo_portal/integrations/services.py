@@ -15,7 +15,9 @@ from ..models import (INTEGRATION_KINDS, Agent, CandidateFile, Integration, Inte
 from .inbound import KIND_LABELS, MAPPABLE
 from .outbound import check_url, is_public
 
-GRACE = timedelta(hours=24)  # an old secret keeps working this long after a rotation
+GRACE = timedelta(hours=24)
+# The outbound URL form's checkbox, named in the refusal that tells the admin to tick it.
+ALLOW_PRIVATE_LABEL = "Allow private and loopback addresses"  # an old secret keeps working this long after a rotation
 
 
 def new_secret() -> str:
@@ -94,6 +96,17 @@ def set_secret(integration: Integration, secret: str | None, now: datetime) -> s
     return secret
 
 
+def set_api_key(integration: Integration, key: str | None) -> None:
+    """Save the API key an integration reads its sender's API with (Lever); refused for other kinds."""
+    if integration.kind != "lever":
+        raise DomainError("Only a Lever integration reads an API.", "api_key")
+    key = (key or "").strip()
+    if not key or len(key) > 200 or any(ch.isspace() or ord(ch) < 32 for ch in key):
+        raise DomainError("Paste the API key Lever showed when it was made (one line, at most 200 characters).",
+                          "api_key")
+    integration.api_key = key
+
+
 def update_settings(session: Session, integration: Integration, form) -> None:
     """Save the default agent, invite and on/off switches and the field mapping."""
     agent = _agent(session, form.get("default_agent_id"), "default_agent_id")
@@ -140,7 +153,7 @@ def create_endpoint(session: Session, url: str, agent_raw: str | None, allow_pri
         except ValueError:
             literal = host.lower() in ("localhost",) or host.lower().endswith((".localhost", ".local", ".internal"))
         if literal:
-            raise DomainError("This is a private or loopback address: tick \"allow private addresses\" "
+            raise DomainError(f"This is a private or loopback address: tick \"{ALLOW_PRIVATE_LABEL}\" "
                               "if it really is the target.", "url")
     agent = _agent(session, agent_raw, "agent_id")
     secret = new_secret()

@@ -2,12 +2,13 @@
 outbound event URLs with their delivery log; the e-mail automation recipe; API keys."""
 from __future__ import annotations
 
-from flask import Response, abort, flash, redirect, render_template, request, url_for
+from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
 from .. import audit
 from ..api import services as api_keys
+from ..auth import sessions
 from ..clock import now
 from ..errors import DomainError
 from ..extensions import db
@@ -16,7 +17,7 @@ from ..models import (INTEGRATION_KINDS, Agent, ApiKey, CandidateFile, Integrati
                       WebhookDelivery, WebhookEndpoint)
 from ..settings.services import get_settings
 from ..transactions import end_transaction, reads_only
-from . import bp, inbound, outbound, services
+from . import bp, inbound, lever, outbound, services
 
 FOCUS = {"api": ("generic", "completion"), "ats": ("greenhouse", "workable", "lever"), "indeed": ("indeed",)}
 
@@ -48,7 +49,8 @@ def index():
     recipe = services.recipe(agent, ats, public_url(f"/s/{agent.share_token}"), settings.company_name) if agent else None
     return render_template("integrations/index.html", integrations=integrations, endpoints=endpoints, agents=agents,
                            kinds=kinds, all_kinds=INTEGRATION_KINDS, labels=inbound.KIND_LABELS, focus=focus,
-                           recipe=recipe, recipe_agent=agent, ats=ats, ats_choices=services.RECIPE_ATS)
+                           recipe=recipe, recipe_agent=agent, ats=ats, ats_choices=services.RECIPE_ATS,
+                           allow_private_label=services.ALLOW_PRIVATE_LABEL)
 
 
 def _detail(integration: Integration, new_secret: str | None = None, sample=None, sample_body: str = "",
@@ -61,12 +63,12 @@ def _detail(integration: Integration, new_secret: str | None = None, sample=None
         url=public_url(f"/hooks/{integration.kind}/{integration.token}"), deliveries=deliveries, agents=_agents(),
         process_again=inbound.PROCESS_AGAIN,
         mapping=inbound.field_map(integration), mappable=inbound.MAPPABLE, new_secret=new_secret, sample=sample,
-        sample_body=sample_body, errors=errors or {}, now=now()), status
+        sample_body=sample_body, errors=errors or {}, now=now()), status, _no_store(new_secret)
 
 
 @bp.post("/integrations/new")
 def create():
-    """Add an integration; its secret is shown on the page that follows, once."""
+    """Add an integration; its secret is shown on the page the redirect leads to, once."""
     try:
         integration, secret = services.create_integration(db.session, request.form.get("kind", ""),
                                                            request.form.get("name", ""), now())
@@ -78,14 +80,31 @@ def create():
     audit.record(db.session, current_user, "webhook_secret",
                  f"integration {integration.id} ({integration.kind}, {integration.name}) created with a new secret",
                  address=request.remote_addr)
+    _show_once(f"integration:{integration.id}", secret)
     db.session.commit()
-    return _detail(integration, new_secret=secret, status=201)
+    return redirect(url_for("integrations.detail", integration_id=integration.id), 303)
+
+
+def _no_store(secret: str | None) -> dict:
+    """A page showing a secret is kept by no cache (Back shows it again only from the server: not at all)."""
+    return {"Cache-Control": "no-store"} if secret else {}
+
+
+def _show_once(what: str, secret: str) -> None:
+    """Keep a new secret for the page the redirect leads to (a reload of that page posts nothing)."""
+    sessions.keep_shown_once(db.session, current_user.login_session_id, what, secret)
+
+
+def _shown_once(what: str) -> str | None:
+    """The secret kept for this page by this login, if any: shown on the first GET only."""
+    return sessions.take_shown_once(db.session, current_user.login_session_id, what)
 
 
 @bp.get("/integrations/<int:integration_id>")
 def detail(integration_id: int):
-    """One integration: its URL, settings, job table, sample tester and delivery log."""
-    return _detail(services.get_integration(db.session, integration_id))
+    """One integration: its URL, settings, job table, sample tester and delivery log (a new secret once)."""
+    integration = services.get_integration(db.session, integration_id)
+    return _detail(integration, new_secret=_shown_once(f"integration:{integration.id}"))
 
 
 @bp.post("/integrations/<int:integration_id>/settings")
@@ -116,8 +135,41 @@ def rotate(integration_id: int):
     audit.record(db.session, current_user, "webhook_secret",
                  f"integration {integration.id} ({integration.kind}, {integration.name}): secret rotated",
                  address=request.remote_addr)
+    _show_once(f"integration:{integration.id}", secret)
     db.session.commit()
-    return _detail(integration, new_secret=secret)
+    return redirect(url_for("integrations.detail", integration_id=integration_id), 303)
+
+
+@bp.post("/integrations/<int:integration_id>/api-key")
+def save_api_key(integration_id: int):
+    """Save (or replace) the Lever API key; the page never shows it again."""
+    integration = services.get_integration(db.session, integration_id)
+    try:
+        services.set_api_key(integration, request.form.get("api_key"))
+    except DomainError as err:
+        db.session.rollback()
+        return _detail(services.get_integration(db.session, integration_id), errors={err.field: err.message},
+                       status=422)
+    audit.record(db.session, current_user, "webhook_secret",
+                 f"integration {integration.id} ({integration.kind}, {integration.name}): API key saved",
+                 address=request.remote_addr)
+    db.session.commit()
+    flash("The API key is saved. Applicants are read from Lever from now on.", "success")
+    return redirect(url_for("integrations.detail", integration_id=integration_id) + "#lever-key", 303)
+
+
+@bp.post("/integrations/<int:integration_id>/api-key/delete")
+def remove_api_key(integration_id: int):
+    """Forget the Lever API key: posts are read by the field mapping again."""
+    integration = services.get_integration(db.session, integration_id)
+    if integration.api_key:
+        integration.api_key = None
+        audit.record(db.session, current_user, "webhook_secret",
+                     f"integration {integration.id} ({integration.kind}, {integration.name}): API key removed",
+                     address=request.remote_addr)
+    db.session.commit()
+    flash("The API key is removed.", "success")
+    return redirect(url_for("integrations.detail", integration_id=integration_id) + "#lever-key", 303)
 
 
 @bp.post("/integrations/<int:integration_id>/jobs")
@@ -154,7 +206,7 @@ def process_again(integration_id: int, delivery_id: int):
             or not delivery.body):
         abort(404)
     moment = now()
-    outcome = inbound.process_again(db.session, integration, delivery, moment)
+    outcome = inbound.process_again(db.session, integration, delivery, moment, lever.Api.from_config(current_app.config))
     if outcome.status >= 400:
         db.session.rollback()  # nothing half-made stays; the log line below is the one write
         integration = services.get_integration(db.session, integration_id)
@@ -191,8 +243,9 @@ def create_endpoint():
     db.session.flush()
     audit.record(db.session, current_user, "webhook_secret", f"outbound endpoint {endpoint.id} created with a new secret",
                  address=request.remote_addr)
+    _show_once(f"endpoint:{endpoint.id}", secret)
     db.session.commit()
-    return _endpoint_page(endpoint, new_secret=secret, status=201)
+    return redirect(url_for("integrations.endpoint", endpoint_id=endpoint.id), 303)
 
 
 def _endpoint_page(endpoint: WebhookEndpoint, new_secret: str | None = None, test=None, status: int = 200):
@@ -200,13 +253,14 @@ def _endpoint_page(endpoint: WebhookEndpoint, new_secret: str | None = None, tes
                                     .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
                                     .limit(100)).all()
     return render_template("integrations/endpoint.html", endpoint=endpoint, deliveries=deliveries,
-                           new_secret=new_secret, test=test), status
+                           new_secret=new_secret, test=test), status, _no_store(new_secret)
 
 
 @bp.get("/integrations/endpoints/<int:endpoint_id>")
 def endpoint(endpoint_id: int):
-    """One outbound URL and its delivery log."""
-    return _endpoint_page(services.get_endpoint(db.session, endpoint_id))
+    """One outbound URL and its delivery log (its new secret once)."""
+    found = services.get_endpoint(db.session, endpoint_id)
+    return _endpoint_page(found, new_secret=_shown_once(f"endpoint:{found.id}"))
 
 
 @bp.post("/integrations/endpoints/<int:endpoint_id>/toggle")
@@ -257,13 +311,13 @@ def download_file(candidate_id: int, file_id: int):
 def _keys_page(new_key: str | None = None, error: str | None = None, status: int = 200):
     keys = db.session.scalars(select(ApiKey).order_by(ApiKey.revoked_at.is_not(None), ApiKey.id.desc())).all()
     return render_template("integrations/api_keys.html", keys=keys, new_key=new_key, error=error,
-                           docs_url=public_url("/api/v1/openapi.json")), status
+                           docs_url=public_url("/api/v1/openapi.json")), status, _no_store(new_key)
 
 
 @bp.get("/settings/api-keys")
 def api_keys_page():
-    """API keys: create, revoke, last used."""
-    return _keys_page()
+    """API keys: create, revoke, last used (a new key once)."""
+    return _keys_page(new_key=_shown_once("api_keys"))
 
 
 @bp.post("/settings/api-keys/new")
@@ -277,8 +331,9 @@ def create_api_key():
     db.session.flush()
     audit.record(db.session, current_user, "api_key", f"key {key.prefix} ({key.name}) created",
                  address=request.remote_addr)
+    _show_once("api_keys", raw)
     db.session.commit()
-    return _keys_page(new_key=raw, status=201)
+    return redirect(url_for("integrations.api_keys_page"), 303)
 
 
 @bp.post("/settings/api-keys/<int:key_id>/revoke")

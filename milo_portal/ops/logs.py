@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 
@@ -54,3 +55,33 @@ def init_request_logs(app: Flask) -> None:
               status=response.status_code,
               duration_ms=round((time.perf_counter() - started) * 1000, 1) if started else None)
         return response
+
+
+# werkzeug's request handler writes '<address> - - [<time>] "GET /i/<the token> HTTP/1.1" 200 -'.
+_HANDLER_LINE = re.compile(r"^\S+ - - \[")
+_TOKEN_IN_PATH = re.compile(r"(/(?:i|s|t|u)/|/hooks/[^/\s]+/)[^\s/?\"'#]+")
+
+
+class DevServerLines(logging.Filter):
+    """For ``flask run`` (``make run``): no raw request lines, and no token in werkzeug's other lines.
+
+    A request line carries the path asked for, i.e. a candidate's link token; the app's own
+    JSON line per request (the URL rule, never the token) already records every request.
+    Start-up lines ("Running on ...") pass unchanged; an error line about a request (a
+    malformed one quotes it) passes with any token replaced by ``<token>``.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not isinstance(record.msg, str) or not _HANDLER_LINE.match(record.msg):
+            return True
+        if record.msg.rstrip().endswith('"%s" %s %s'):  # WSGIRequestHandler.log_request
+            return False
+        record.msg, record.args = _TOKEN_IN_PATH.sub(r"\1<token>", record.getMessage()), None
+        return True
+
+
+def quiet_dev_server() -> None:
+    """Install DevServerLines on werkzeug's logger (once), for the development server."""
+    logger = logging.getLogger("werkzeug")
+    if not any(isinstance(f, DevServerLines) for f in logger.filters):
+        logger.addFilter(DevServerLines())
