@@ -178,6 +178,20 @@ class SilentServer:
         self.sock.close()
 
 
+def _answer_json(handler: BaseHTTPRequestHandler, status: int, body: dict) -> None:
+    """Answer a fake API's request with JSON; a client that gave up waiting (a deadline or
+    timeout test) has closed the connection, which is no failure of the fake."""
+    data = json.dumps(body).encode()
+    try:
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
 @dataclass
 class FakeTwilio:
     """Behaves like POST /2010-04-01/Accounts/{sid}/Messages.json of Twilio's API."""
@@ -210,15 +224,7 @@ class FakeTwilio:
                     body = {"sid": "SM" + uuid.uuid4().hex, "status": "queued", "to": form.get("To"),
                             "from": form.get("From"), "body": form.get("Body"),
                             "account_sid": self.path.split("/")[3], "num_segments": "1"}
-                data = json.dumps(body).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up waiting (a deadline test)
+                _answer_json(self, status, body)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -274,15 +280,7 @@ class FakeLever:
                     status, body = 404, {"code": "ResourceNotFound", "message": "Not found"}
                 else:
                     status, body = 200, {"data": found}
-                data = json.dumps(body).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up waiting (a timeout test)
+                _answer_json(self, status, body)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
