@@ -60,6 +60,18 @@ def test_a_bad_range_sent_by_the_in_place_filters_loads_the_whole_page_with_its_
     assert response.headers.get("HX-Redirect") == bad
     body = client.get(response.headers["HX-Redirect"]).get_data(as_text=True)
     assert "The end date is before the start date." in body and 'aria-invalid="true"' in body
+    # The custom range stays chosen beside its message (it went back to "the last 30 days").
+    assert '<option value="custom" selected' in body and '<option value="30" selected' not in body
+
+
+def test_choosing_a_custom_range_waits_for_both_dates(auth, client, data):
+    """The in-place filters send "a custom range" as soon as it is chosen, then again after
+    each date: nothing is redrawn until both dates are in."""
+    for qs in ("period=custom&from=&to=", "period=custom&from=2026-11-01&to="):
+        response = client.htmx_get(f"/metrics?{qs}", headers={"HX-Target": "metrics-figures"})
+        assert response.status_code == 204 and not response.get_data()
+    body = client.get("/metrics?period=custom&from=&to=").get_data(as_text=True)  # without JavaScript
+    assert "Enter both dates" in body and '<option value="custom" selected' in body
 
 
 def test_the_page_keeps_its_filters_and_htmx_gets_only_the_figures(auth, client, data):

@@ -145,6 +145,11 @@ _URL_SAFE = "!$'()*,/:;?@"
 @bp.get("/metrics")
 def index():
     """The page; an htmx request (the filter form) gets only the figures."""
+    if request.htmx and request.args.get("period") == "custom" and not (
+            request.args.get("from", "").strip() and request.args.get("to", "").strip()):
+        # "a custom range" chosen, or one date typed: nothing to show until both are in.
+        # Answering with figures or an error would redraw the form back to the last period.
+        return "", 204
     filters, errors = _filters()
     if errors and request.htmx:
         # Only the figures are swapped in place: the messages belong next to the form's

@@ -57,3 +57,34 @@ def test_metrics_page_filters_in_place_and_passes_axe(live_server, browser):
         expect(page.locator("#funnel table tbody tr").first.locator("td").first).to_have_text("4")
     finally:
         context.close()
+
+
+def test_a_custom_range_chosen_on_the_page_shows_its_days(live_server, browser):
+    """Defect: choosing "a custom range" reloaded the figures with no dates at once, which
+    answered "Enter both dates" and put the select back on 30 days; the dates typed next were
+    sent with period=30 and ignored."""
+    make_user("rita@example.com", "Rita Recruiter")
+    metrics_data.build()
+    db.session.remove()
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    try:
+        login(page, live_server, "rita@example.com", PASSWORD)
+        page.goto(live_server.url("/metrics"))
+        period = page.locator('select[name="period"]')
+        period.select_option("custom")
+        page.wait_for_timeout(500)  # long enough for a reload to come back and redraw the form
+        expect(period).to_have_value("custom")
+        expect(page.get_by_text("Enter both dates")).to_have_count(0)
+        page.locator('input[name="from"]').fill("2026-11-01")
+        page.wait_for_timeout(300)
+        expect(period).to_have_value("custom")
+        page.locator('input[name="to"]').fill("2026-11-19")
+        expect(page.locator("#metrics-range")).to_contain_text("1 Nov 2026")
+        expect(page.locator("#metrics-range")).to_contain_text("19 Nov 2026")
+        expect(page.locator("#funnel table tbody tr").first.locator("td").first).to_have_text("10")
+        assert "period=custom" in page.url and "from=2026-11-01" in page.url and "to=2026-11-19" in page.url
+        expect(period).to_have_value("custom")
+    finally:
+        context.close()
