@@ -41,13 +41,29 @@ def create_admin(email: str, name: str | None, password_stdin: bool) -> None:
 @click.option("--days", default=45, show_default=True, type=click.IntRange(1, 3650),
               help="Spread the candidates over this many days up to now.")
 @click.option("--seed", default=1, show_default=True, help="Random seed, for repeatable data.")
-def demo_data(count: int, days: int, seed: int) -> None:
+@click.option("--beside-real-logins", is_flag=True,
+              help="Add the demo even though the database has logins of its own (not advised).")
+def demo_data(count: int, days: int, seed: int, beside_real_logins: bool) -> None:
     """Fill the database with a demo team, interview agents and candidates with their events."""
     import time
 
     from .clock import now
-    from .demo import create_demo_candidates, create_demo_data
+    from .config import INSTANCE_DIR
+    from .demo import DEMO_PASSWORD, create_demo_candidates, create_demo_data, real_logins
 
+    found = real_logins(db.session)
+    if found and not beside_real_logins:
+        # The demo team's password is printed in the README: in a real installation those two
+        # logins could reset the owner's password, and 200 made-up people would sit among the
+        # real candidates and in the Metrics.
+        click.echo(f"This database has logins of its own ({', '.join(found[:3])}). Demo data would add "
+                   f"two logins anyone can use (password {DEMO_PASSWORD}) and made-up candidates beside "
+                   "your real ones.\nTry the demo in a database of its own, e.g.\n"
+                   f"  MILO_DATABASE_URL=sqlite:///{INSTANCE_DIR / 'demo.sqlite3'} make run\n"
+                   "and in another terminal, with the same MILO_DATABASE_URL, "
+                   ".venv/bin/flask --app milo_portal milo demo-data\n"
+                   "(--beside-real-logins adds it here anyway.)", err=True)
+        raise SystemExit(2)
     click.echo(create_demo_data(db.session, seed=seed))
     started = time.monotonic()
     made = create_demo_candidates(db.session, count, seed, now(), days=days)

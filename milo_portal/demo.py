@@ -36,6 +36,12 @@ AGENTS = [
 ]
 
 
+def real_logins(session: Session) -> list[str]:
+    """The e-mail addresses of the logins that are not the demo team's."""
+    return list(session.scalars(select(User.email).where(User.email.not_in([e for _, e in TEAM]))
+                                .order_by(User.id).limit(10)))
+
+
 def create_demo_data(session: Session, seed: int = 1) -> str:
     """Create the demo team and agents if they are not there yet; return a summary line."""
     rng = random.Random(seed)

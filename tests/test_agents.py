@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from milo_portal.extensions import db
-from milo_portal.models import Agent, Candidate, Question, Stage
+from milo_portal.models import Agent, Candidate, Question, Stage, User
 from tests.conftest import make_agent
 
 FORM = {
@@ -200,6 +200,21 @@ def test_qr_code_encodes_the_exact_link(auth, client):
     buf = io.BytesIO()
     expected.save(buf, kind="svg", scale=10, border=4, title=agent.title)
     assert buf.getvalue().split(b"<path")[1] == svg.split(b"<path")[1]
+
+
+def test_demo_data_refuses_a_database_with_real_logins(runner, app):
+    """Defect: run after create-admin (as a new owner might), demo-data added two full-rights
+    logins whose password the README prints, and 200 made-up people among the real ones."""
+    from tests.conftest import make_user
+
+    make_user("owner@acme.example", "Olive Owner")
+    result = runner.invoke(args=["milo", "demo-data", "--candidates", "5"])
+    assert result.exit_code == 2
+    assert "owner@acme.example" in result.output and "demo.sqlite3 make run" in result.output
+    assert db.session.query(User).count() == 1 and db.session.query(Candidate).count() == 0
+    result = runner.invoke(args=["milo", "demo-data", "--candidates", "5", "--beside-real-logins"])
+    assert result.exit_code == 0, result.output
+    assert db.session.query(User).count() == 3 and db.session.query(Candidate).count() == 5
 
 
 def test_demo_data_creates_a_team_agents_and_candidates_everywhere(runner, app, monkeypatch):
