@@ -6,6 +6,7 @@ from functools import cache
 from importlib import resources
 from zoneinfo import available_timezones
 
+from email_validator import EmailNotValidError, validate_email
 from wtforms import SelectChoice
 from wtforms.validators import ValidationError
 
@@ -111,3 +112,15 @@ def rules_into_form(form, source) -> None:
     form.send_days.data = [str(d) for d in sorted(parse_days(source.send_days))]
     form.initial_send_days.data = [str(d) for d in sorted(parse_days(source.initial_send_days))]
     form.reminder_offsets_hours.data = ", ".join(str(h) for h in parse_hours(source.reminder_offsets_hours))
+
+
+def explained_email(form, field) -> None:
+    """An e-mail address that mail can be sent as or to, with the reason when it cannot
+    (WTForms' Email() only says "Invalid email address.", also for a reserved name such as
+    ``.test``, which "Send a test" then explained)."""
+    if not field.data:
+        return
+    try:
+        validate_email(field.data.strip(), check_deliverability=False)
+    except EmailNotValidError as err:
+        raise ValidationError(f"Not a usable e-mail address: {err}") from None

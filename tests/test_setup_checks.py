@@ -89,6 +89,23 @@ def test_saving_settings_with_the_optional_addresses_left_empty_lets_e_mail_go(a
     assert "Reply-To" not in received[0].message
 
 
+def test_an_unusable_sender_address_is_refused_with_its_reason_at_the_top_of_the_form(auth, client):
+    """Defect: a sender under a reserved name (``.test``) got only "Invalid email address."
+    under its field, out of sight, while the page scrolled to the checklist; "Send a test"
+    then gave the reason."""
+    from milo_portal.settings.services import get_settings
+
+    response = client.post("/settings", {
+        "company_name": "Acme", "sender_name": "", "sender_email": "jobs@trial.test", "reply_to": "",
+        "support_email": "", "support_phone": "", "default_country": "US", "default_timezone": "UTC"})
+    body = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert "Not saved: 1 field below needs a change." in body
+    assert "Not a usable e-mail address:" in body and "special-use or reserved name" in body
+    assert 'action="/settings#messaging"' in body
+    assert get_settings(db.session).sender_email != "jobs@trial.test"
+
+
 def test_an_empty_reply_to_stored_earlier_is_no_reply_to(app, smtp, team_settings):
     """A row saved before with reply_to '' still sends (no Reply-To header), it never fails."""
     from milo_portal.messaging.channels import Email, prepare_email

@@ -4,9 +4,9 @@ from __future__ import annotations
 import phonenumbers
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, IntegerField, SelectField, SelectMultipleField, StringField
-from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional, ValidationError
+from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
 
-from ..forms_common import check_offsets, choices, clock, country_choices, parse_clock, timezone_choices, valid_timezone  # noqa: F401
+from ..forms_common import check_offsets, explained_email, choices, clock, country_choices, parse_clock, timezone_choices, valid_timezone  # noqa: F401
 from ..headers import one_line
 
 
@@ -25,12 +25,12 @@ class MessagingForm(FlaskForm):
                                description="Used in messages when an interview does not name its own.")
     sender_name = StringField("Sender name", validators=[Optional(), Length(max=200)], filters=[one_line],
                               description="Shown as the From name of e-mails, e.g. “Acme Recruiting”.")
-    sender_email = EmailField("Sender address", validators=[Optional(), Email(check_deliverability=False), Length(max=254)],
+    sender_email = EmailField("Sender address", validators=[Optional(), explained_email, Length(max=254)],
                               filters=[_none_if_blank],
                               description="The From address; your mail server must be allowed to send as it.")
-    reply_to = EmailField("Reply-to address", validators=[Optional(), Email(check_deliverability=False), Length(max=254)],
+    reply_to = EmailField("Reply-to address", validators=[Optional(), explained_email, Length(max=254)],
                          filters=[_none_if_blank])
-    support_email = EmailField("Support e-mail", validators=[Optional(), Email(check_deliverability=False), Length(max=254)],
+    support_email = EmailField("Support e-mail", validators=[Optional(), explained_email, Length(max=254)],
                                filters=[_none_if_blank],
                                description="Shown to candidates who need help, and available to templates.")
     support_phone = StringField("Support phone", validators=[Optional(), Length(max=40)], filters=[_none_if_blank])
