@@ -1,6 +1,8 @@
 """Add Candidates, the candidates list, and the candidate page."""
 from __future__ import annotations
 
+import json
+
 from datetime import date
 from zoneinfo import ZoneInfo
 from urllib.parse import parse_qsl, urlencode
@@ -50,9 +52,12 @@ def _actor() -> int:
 
 # --- Add Candidates -----------------------------------------------------------------------
 
-def _agent_choices(form: AddCandidateForm) -> None:
+def _agent_choices(form: AddCandidateForm) -> str:
+    """Fill the interview choices; return each one's default channel as JSON, for the page's
+    script to follow the chosen interview until the recruiter picks a channel themselves."""
     agents = db.session.scalars(select(Agent).where(Agent.archived_at.is_(None)).order_by(Agent.title)).all()
     form.agent_id.choices = choices((a.id, f"{a.title} — {a.company}") for a in agents)
+    return json.dumps({str(a.id): a.default_channel for a in agents})
 
 
 def _contact(form: ContactForm) -> services.ContactData:
@@ -81,7 +86,7 @@ def add_method(method: str):
 def new():
     settings = get_settings(db.session)
     form = AddCandidateForm()
-    _agent_choices(form)
+    channels = _agent_choices(form)
     if not form.agent_id.choices:
         flash("Create an interview agent first: candidates are invited to one.", "info")
         return redirect(url_for("agents.new"))
@@ -121,7 +126,8 @@ def new():
             flash(f"{candidate.name or candidate.email} was already added to this interview "
                   f"({candidate.stage.replace('_', ' ')}). Here is their page; nothing new was created.", "info")
             return redirect(url_for("candidates.detail", candidate_id=candidate.id))
-    return render_template("candidates/new.html", form=form), (422 if form.errors or form.form_errors else 200)
+    return render_template("candidates/new.html", form=form, agent_channels=channels), (
+        422 if form.errors or form.form_errors else 200)
 
 
 @bp.post("/candidates/new/validate")

@@ -125,6 +125,23 @@
     }
   });
 
+  // Add manually: the channel follows the chosen interview's default channel, until the
+  // recruiter picks one themselves.
+  document.addEventListener("change", function (event) {
+    var target = event.target;
+    var form = target.closest && target.closest(".candidate-form");
+    if (!form) { return; }
+    // (on the form: the field check swaps the channel's box, and the select with it)
+    if (target.id === "channel") { form.setAttribute("data-channel-touched", "1"); }
+    if (target.id === "agent_id" && target.getAttribute("data-channels")) {
+      var channel = document.getElementById("channel");
+      var defaults = JSON.parse(target.getAttribute("data-channels"));
+      if (channel && !form.getAttribute("data-channel-touched") && defaults[target.value]) {
+        channel.value = defaults[target.value];
+      }
+    }
+  });
+
   // New agent form: suggest SMS for entry-level roles and e-mail otherwise, until the
   // recruiter picks a channel themselves.
   document.addEventListener("change", function (event) {

@@ -137,3 +137,23 @@ def test_add_manually_gives_the_chosen_interviews_deadline_counted_from_the_invi
     # The form and the candidate's page say how the deadline is counted.
     assert "counted from the day the invite goes" in form_text
     assert "counted from the invite" in page.locator("main").inner_text()
+
+
+def test_add_manually_takes_the_chosen_interviews_channel_until_the_recruiter_picks_one(live_server, page):
+    """Defect: the channel stayed the first interview's default (e-mail) when another interview,
+    whose candidates are reached by SMS, was chosen."""
+    make_user("rita@example.com", "Rita Recruiter")
+    make_agent("Barista", default_channel="email")
+    make_agent("Welder", default_channel="sms")
+    db.session.remove()
+    login(page, live_server, "rita@example.com", PASSWORD)
+    page.goto(live_server.url("/candidates/new"))
+    channel = page.locator("#channel")
+    assert channel.input_value() == "email"
+    page.get_by_label("Interview").select_option(label="Welder — Acme")
+    assert channel.input_value() == "sms"
+    page.get_by_label("Interview").select_option(label="Barista — Acme")
+    assert channel.input_value() == "email"
+    channel.select_option("whatsapp")  # the recruiter's own choice stays
+    page.get_by_label("Interview").select_option(label="Welder — Acme")
+    assert channel.input_value() == "whatsapp"
