@@ -667,3 +667,18 @@ def test_the_lever_page_says_how_to_set_it_up_and_keeps_the_key_hidden(lever, au
     db.session.commit()
     assert client.post(f"/integrations/{hook_id}/api-key", {"api_key": "k" * 20}).status_code == 422
     assert db.session.get(Integration, other).api_key is None
+
+
+def test_an_applicant_for_a_texting_interview_is_invited_by_e_mail_while_texts_cannot_go(app, client, team_settings):
+    """Defect: an applicant from an ATS for an interview that texts was set to SMS while SMS
+    only went to the log (no Twilio set up), so with no recruiter in the loop they were never
+    reached, though they had given an e-mail address."""
+    texting = make_agent("Warehouse associate", default_channel="sms")
+    h = Hook(client, "generic", texting)
+    assert h.send().status_code == 201
+    assert db.session.query(Candidate).one().channel == "email"
+    app.config.update(MILO_SMS_BACKEND="twilio", TWILIO_ACCOUNT_SID="AC" + "0" * 32, TWILIO_AUTH_TOKEN="t" * 32,
+                      TWILIO_FROM_NUMBER="+12125550100")
+    assert h.send(_payload("generic", email="grace@example.com", event="evt-2"), event="evt-2").status_code == 201
+    grace = db.session.query(Candidate).filter_by(email="grace@example.com").one()
+    assert grace.channel == "sms"

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from ..candidates import services as candidates
 from ..errors import DomainError
+from ..messaging.channels import texts_can_go
 from ..models import CHANNELS, Agent, Candidate, ExternalRef
 from ..settings.services import get_settings
 
@@ -46,9 +47,12 @@ def _channel(agent: Agent, person: Applicant) -> str:
     if person.channel:
         return person.channel
     # The interview's channel when the person can be reached on it, else what they gave.
+    # Texts only when they can really go: with no recruiter in the loop, an applicant who
+    # gave an e-mail address is invited by e-mail while SMS and WhatsApp are not set up.
     if agent.default_channel == "email" and person.email.strip():
         return "email"
-    if agent.default_channel in ("sms", "whatsapp") and person.phone.strip():
+    if agent.default_channel in ("sms", "whatsapp") and person.phone.strip() and (
+            texts_can_go() or not person.email.strip()):
         return agent.default_channel
     if agent.default_channel == "link":
         return "link"

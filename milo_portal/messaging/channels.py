@@ -441,6 +441,11 @@ def _twilio_client():
     return Client(cfg["TWILIO_ACCOUNT_SID"], cfg["TWILIO_AUTH_TOKEN"], http_client=http)
 
 
+def texts_can_go() -> bool:
+    """Whether SMS and WhatsApp messages reach people (the console backend only logs them)."""
+    return current_app.config.get("MILO_SMS_BACKEND") == "twilio" and twilio_configured()
+
+
 def twilio_configured() -> bool:
     """Whether the environment has what Twilio sending needs."""
     cfg = current_app.config
