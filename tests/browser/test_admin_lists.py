@@ -168,6 +168,10 @@ def test_on_a_phone_the_nav_folds_into_a_menu_and_lists_stack_as_cards(live_serv
         first, second = page.locator("tbody tr").nth(0).bounding_box(), page.locator("tbody tr").nth(1).bounding_box()
         assert first["width"] > 300 and second["y"] >= first["y"] + first["height"]  # cards, one under another
         assert page.locator("tbody tr").first.locator("td[data-label=Deadline]").is_visible()
+        # Compact cards: the figures two to a line (a card was 285 px tall).
+        card = page.locator("tbody tr").first
+        stage, channel = (card.locator(f"td[data-label={label}]").bounding_box() for label in ("Stage", "Channel"))
+        assert abs(stage["y"] - channel["y"]) < 2 and first["height"] < 230, first
     finally:
         context.close()
 
