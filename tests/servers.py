@@ -192,8 +192,23 @@ def _answer_json(handler: BaseHTTPRequestHandler, status: int, body: dict) -> No
         pass
 
 
+class _FakeApi:
+    """What the fake HTTP APIs share: serving their handler on loopback, and stopping."""
+
+    server: ThreadingHTTPServer | None
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]):
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @dataclass
-class FakeTwilio:
+class FakeTwilio(_FakeApi):
     """Behaves like POST /2010-04-01/Accounts/{sid}/Messages.json of Twilio's API."""
 
     requests: list[dict] = field(default_factory=list)
@@ -226,21 +241,15 @@ class FakeTwilio:
                             "account_sid": self.path.split("/")[3], "num_segments": "1"}
                 _answer_json(self, status, body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
+        return self._serve(Handler)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_port}"
 
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
 
 @dataclass
-class FakeLever:
+class FakeLever(_FakeApi):
     """Behaves like GET /v1/opportunities/{id} of Lever's API (HTTP Basic, the key as the user).
 
     ``opportunities`` maps an id to the opportunity Lever would return (wrapped in ``data``);
@@ -282,15 +291,9 @@ class FakeLever:
                     status, body = 200, {"data": found}
                 _answer_json(self, status, body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
+        return self._serve(Handler)
 
     @property
     def url(self) -> str:
         """The API's base URL, as LEVER_API_BASE_URL takes it."""
         return f"http://127.0.0.1:{self.server.server_port}/v1"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
